@@ -1,0 +1,162 @@
+//! The configuration snapshot the pipeline reads.
+//!
+//! The control plane (node API) owns the desired state, compiles it into a
+//! [`Snapshot`] off the fast path and publishes it with an atomic pointer swap. Workers
+//! load the current snapshot once per burst and never see a half-applied change.
+//! Everything here is plain data: validated by the API layer before it gets here.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::tables::lpm::{Lpm4, Lpm6};
+
+/// A DPDK port id.
+pub type PortId = u16;
+/// An Ethernet MAC address.
+pub type Mac = [u8; 6];
+/// A virtual network identifier (24 bits used).
+pub type Vni = u32;
+
+/// What a port is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortRole {
+    /// Physical uplink number 0 or 1 (underlay, IPv6, tunnel traffic).
+    Pf(u8),
+    /// A virtual function: one VM's port.
+    Vf,
+}
+
+/// A port known to the node.
+#[derive(Clone, Debug)]
+pub struct PortInfo {
+    /// DPDK port id.
+    pub id: PortId,
+    /// The port's own MAC address (what the node answers ARP/ND with on this port).
+    pub mac: Mac,
+    /// PF or VF.
+    pub role: PortRole,
+    /// DPDK device name (e.g. `net_tap2`), as used by CreateInterface's `device_name`.
+    pub device_name: String,
+    /// Kernel interface name, when the port has one (TAP ports), e.g. `dtapvf_0`.
+    pub if_name: String,
+}
+
+/// Node-wide settings from the command line.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's underlay address (`--ipv6`); interface underlay addresses derive from it.
+    pub underlay_ipv6: Ipv6Addr,
+    /// MTU announced by DHCP (`--dhcp-mtu`).
+    pub dhcp_mtu: u16,
+    /// DNS servers announced by DHCPv4 (`--dhcp-dns`).
+    pub dhcp_dns: Vec<Ipv4Addr>,
+    /// DNS servers announced by DHCPv6 (`--dhcpv6-dns`).
+    pub dhcpv6_dns: Vec<Ipv6Addr>,
+    /// Whether VMs get IPv6 overlay service (ND, DHCPv6, IPv6 routing).
+    pub ipv6_overlay: bool,
+    /// The PF port ids, in order (pf0, then pf1 if any).
+    pub pf_ports: Vec<PortId>,
+}
+
+/// PXE boot settings of an interface, as given to CreateInterface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PxeConfig {
+    /// Next server (an address, as text, as the API carries it).
+    pub next_server: String,
+    /// Boot file name.
+    pub boot_filename: String,
+}
+
+/// A VM interface attached to a VF port.
+#[derive(Clone, Debug)]
+pub struct Interface {
+    /// Interface id as given by the API.
+    pub id: String,
+    /// The VF port the VM is behind.
+    pub port: PortId,
+    /// MAC of that port (the gateway's MAC as the VM sees it).
+    pub port_mac: Mac,
+    /// The virtual network.
+    pub vni: Vni,
+    /// The VM's IPv4 address.
+    pub ipv4: Ipv4Addr,
+    /// The VM's IPv6 address, if it has one.
+    pub ipv6: Option<Ipv6Addr>,
+    /// This interface's underlay address: tunnel traffic for it arrives here.
+    pub underlay_ipv6: Ipv6Addr,
+    /// PXE settings for DHCP.
+    pub pxe: Option<PxeConfig>,
+}
+
+/// Where a route sends traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// To a VM on this node (its VF port).
+    Local {
+        /// The VF port.
+        port: PortId,
+    },
+    /// Through the underlay: encapsulate towards `underlay` with the target VNI.
+    Remote {
+        /// The next hop's underlay address.
+        underlay: Ipv6Addr,
+        /// The VNI on the far side.
+        vni: Vni,
+    },
+}
+
+/// Per-VNI routing tables.
+#[derive(Clone, Debug, Default)]
+pub struct VniTables {
+    /// IPv4 routes (including /32 host routes for local interfaces and alias prefixes).
+    pub routes4: Lpm4<RouteTarget>,
+    /// IPv6 routes (including /128 host routes for local interfaces).
+    pub routes6: Lpm6<RouteTarget>,
+}
+
+/// One immutable version of the node's configuration.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Increases by one with every published change.
+    pub generation: u64,
+    /// Node-wide settings.
+    pub node: NodeConfig,
+    /// Ports, indexed by port id (`None` for ids the node does not use).
+    pub ports: Vec<Option<PortInfo>>,
+    /// Interfaces, indexed by the VF port id they sit on.
+    pub iface_by_port: Vec<Option<Interface>>,
+    /// Underlay address → VF port of the interface that owns it (tunnel decapsulation).
+    pub port_by_underlay: HashMap<Ipv6Addr, PortId>,
+    /// Routing tables per VNI.
+    pub vnis: HashMap<Vni, VniTables>,
+}
+
+impl Snapshot {
+    /// An empty configuration for a node with these ports.
+    pub fn new(node: NodeConfig, ports: Vec<PortInfo>) -> Self {
+        let len = ports.iter().map(|p| usize::from(p.id) + 1).max().unwrap_or(0);
+        let mut by_id = vec![None; len];
+        for p in ports {
+            let id = usize::from(p.id);
+            by_id[id] = Some(p);
+        }
+        Snapshot {
+            generation: 0,
+            node,
+            ports: by_id,
+            iface_by_port: vec![None; len],
+            port_by_underlay: HashMap::new(),
+            vnis: HashMap::new(),
+        }
+    }
+
+    /// The port with this id.
+    pub fn port(&self, id: PortId) -> Option<&PortInfo> {
+        self.ports.get(usize::from(id)).and_then(Option::as_ref)
+    }
+
+    /// The interface on this VF port.
+    pub fn iface(&self, port: PortId) -> Option<&Interface> {
+        self.iface_by_port.get(usize::from(port)).and_then(Option::as_ref)
+    }
+}

@@ -1,0 +1,3 @@
+//! Lookup tables read by the stages. Built by the control plane, immutable once published.
+
+pub mod lpm;

@@ -1,0 +1,108 @@
+//! Internet checksum (RFC 1071) and incremental update (RFC 1624).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Adds the 16-bit big-endian words of `data` to `sum` (odd tail padded with zero).
+pub fn sum_words(mut sum: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+    }
+    if let [last] = chunks.remainder() {
+        sum = sum.wrapping_add(u32::from(*last) << 8);
+    }
+    sum
+}
+
+/// Folds a 32-bit sum to 16 bits and complements it.
+pub fn finish(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    #[allow(clippy::cast_possible_truncation)] // folded to 16 bits above
+    let s = sum as u16;
+    !s
+}
+
+/// Checksum of `data` (e.g. an IPv4 header with its checksum field zeroed).
+pub fn checksum(data: &[u8]) -> u16 {
+    finish(sum_words(0, data))
+}
+
+/// Pseudo-header sum for TCP/UDP over IPv4.
+pub fn pseudo_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u32 {
+    let mut s = sum_words(0, &src.octets());
+    s = sum_words(s, &dst.octets());
+    s + u32::from(proto) + u32::from(len)
+}
+
+/// Pseudo-header sum for TCP/UDP/ICMPv6 over IPv6.
+pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> u32 {
+    let mut s = sum_words(0, &src.octets());
+    s = sum_words(s, &dst.octets());
+    s.wrapping_add(len >> 16).wrapping_add(len & 0xffff).wrapping_add(u32::from(next_header))
+}
+
+/// Checksum of a transport segment (header with checksum zeroed + payload) over IPv4.
+pub fn l4_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    #[allow(clippy::cast_possible_truncation)] // IPv4 segments are < 64 KiB
+    let len = segment.len() as u16;
+    finish(sum_words(pseudo_v4(src, dst, proto, len), segment))
+}
+
+/// Checksum of a transport segment over IPv6.
+pub fn l4_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, segment: &[u8]) -> u16 {
+    #[allow(clippy::cast_possible_truncation)] // jumbograms are not forwarded
+    let len = segment.len() as u32;
+    finish(sum_words(pseudo_v6(src, dst, next_header, len), segment))
+}
+
+/// Incrementally updates checksum `old_ck` when a 16-bit field changes from `old` to
+/// `new` (RFC 1624, eqn. 3).
+pub fn update16(old_ck: u16, old: u16, new: u16) -> u16 {
+    let sum = u32::from(!old_ck) + u32::from(!old) + u32::from(new);
+    finish(sum)
+}
+
+/// Incrementally updates a checksum for a changed 32-bit field (e.g. an IPv4 address).
+pub fn update32(old_ck: u16, old: u32, new: u32) -> u16 {
+    #[allow(clippy::cast_possible_truncation)] // split into 16-bit halves
+    let (oh, ol, nh, nl) = ((old >> 16) as u16, old as u16, (new >> 16) as u16, new as u16);
+    update16(update16(old_ck, oh, nh), ol, nl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // An IPv4 ICMP header, 10.100.1.1 -> 10.100.1.2, TTL 64 (checksum 0xd8b4 in bytes 10..12).
+    const IPV4_HDR: [u8; 20] = [
+        0x45, 0x00, 0x00, 0x54, 0x4b, 0x2a, 0x40, 0x00, 0x40, 0x01, 0xd8, 0xb4, 0x0a, 0x64,
+        0x01, 0x01, 0x0a, 0x64, 0x01, 0x02,
+    ];
+
+    #[test]
+    fn ipv4_header_verifies_and_recomputes() {
+        assert_eq!(checksum(&IPV4_HDR), 0, "a valid header sums to zero");
+        let mut h = IPV4_HDR;
+        h[10] = 0;
+        h[11] = 0;
+        assert_eq!(checksum(&h), 0xd8b4);
+    }
+
+    #[test]
+    fn incremental_equals_full() {
+        let mut h = IPV4_HDR;
+        let old_ttl_proto = u16::from_be_bytes([h[8], h[9]]);
+        h[8] -= 1;
+        let new_ttl_proto = u16::from_be_bytes([h[8], h[9]]);
+        let inc = update16(0xd8b4, old_ttl_proto, new_ttl_proto);
+        h[10] = 0;
+        h[11] = 0;
+        assert_eq!(inc, checksum(&h));
+        let old_src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+        h[12..16].copy_from_slice(&[172, 20, 0, 1]);
+        let inc2 = update32(inc, old_src, u32::from_be_bytes([172, 20, 0, 1]));
+        assert_eq!(inc2, checksum(&h));
+    }
+}

@@ -1,0 +1,1 @@
+//! dpfleet-dpdk (being written).

@@ -1,0 +1,1 @@
+//! dpfleet-proto (being written).
