@@ -1,1 +1,18 @@
-//! dpfleet-proto (being written).
+//! The contract between dpfleet's parts.
+//!
+//! - [`dpdkironcore::v1`]: the node API, wire-compatible with dpservice (generated from
+//!   `dpdk.proto`; server and client).
+//! - [`types`]: validated domain types shared by the APIs.
+#![forbid(unsafe_code)]
+
+/// dpservice's API package `dpdkironcore`.
+pub mod dpdkironcore {
+    /// Version 1 of the API (`dpdkironcore.v1`): messages, the `DPDKironcore` server
+    /// trait (`dpd_kironcore_server`) and client (`dpd_kironcore_client`).
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("dpdkironcore.v1");
+    }
+}
+
+pub mod types;

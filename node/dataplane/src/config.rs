@@ -39,6 +39,12 @@ pub struct PortInfo {
     pub device_name: String,
     /// Kernel interface name, when the port has one (TAP ports), e.g. `dtapvf_0`.
     pub if_name: String,
+    /// PF only: the MAC of the underlay router, the Ethernet destination of every
+    /// encapsulated packet sent on this port. dpservice reads it at start from the
+    /// kernel's IPv6 neighbour table (an entry flagged as router on the PF's interface).
+    /// `None`: learned from tunnel traffic received on the port (broadcast until then).
+    /// Ignored for VFs, whose VM MAC is learned from the VM's own frames.
+    pub neigh_mac: Option<Mac>,
 }
 
 /// Node-wide settings from the command line.
@@ -56,6 +62,10 @@ pub struct NodeConfig {
     pub ipv6_overlay: bool,
     /// The PF port ids, in order (pf0, then pf1 if any).
     pub pf_ports: Vec<PortId>,
+    /// `--wcmp`: share of encapsulated IPv4 flows sent on pf0 when there are two PFs, in
+    /// percent (rounded to tenths, as dpservice does); the rest go to pf1. 100 (the
+    /// default) sends everything on pf0. IPv6 overlay traffic always leaves on pf0.
+    pub wcmp_percent: u8,
 }
 
 /// PXE boot settings of an interface, as given to CreateInterface.

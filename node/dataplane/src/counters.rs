@@ -77,7 +77,7 @@ impl Counters {
     }
     /// Counts a drop.
     #[inline]
-    pub fn drop(&self, reason: DropReason) {
+    pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].inc();
     }
     /// Counts a packet entering a stage.

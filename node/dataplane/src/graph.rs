@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   VF rx ─ classify ─┬─ arp ──────────────────────────────┐ (reply on the rx port)
-//!                     ├─ nd (RS/NS, IPv6 overlay only) ────┤
+//!                     ├─ nd (ICMPv6 133-137, IPv6 overlay) ┤
 //!                     ├─ dhcp / dhcpv6 ────────────────────┤
 //!                     ├─ route4 / route6 (per-VNI LPM) ─┬─ vf tx (same node, same VNI)
 //!                     │                                 └─ encap ─ pf tx (IP-in-IPv6)
@@ -12,9 +12,30 @@
 //!
 //! The runner ([`Pipeline::process_burst`]) gives every packet of a burst a [`Verdict`];
 //! the caller (the worker) groups packets by output port and transmits them in bursts.
+//!
+//! Each stage is a function in its own file under `stages/` that looks at one packet
+//! and returns where it goes next ([`Next`]). The runner keeps the per-packet `Next` of
+//! a chunk of up to [`CHUNK`] packets and runs the stages in graph order, each stage
+//! over all packets waiting for it, so a stage's code and tables stay hot while it works
+//! through the vector (VPP's habit). A bitmask of the stages with waiting packets lets
+//! the runner skip the rest. Nothing on this path allocates or returns an error.
+//!
+//! Per-packet facts that dpservice keeps in its mbuf metadata (`dp_flow`) are either
+//! re-read from the headers (cheap, and always consistent with the bytes) or carried in
+//! the `Next` value (the route's underlay next hop, the output port).
 
-use crate::config::{PortId, Snapshot};
-use crate::counters::Counters;
+use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::buf::PacketBuf;
+use crate::config::{Mac, PortId, Snapshot};
+use crate::counters::{Counters, MAX_PORTS};
+use crate::stages;
+
+pub mod testkit;
+#[cfg(test)]
+mod tests;
 
 /// What happens to a packet at the end of the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +94,9 @@ counted_enum! {
         TtlExpired => "ttl_expired",
         /// Tunnel traffic for an underlay address that no interface owns.
         UnknownUnderlay => "unknown_underlay",
+        /// An IP protocol other than TCP, UDP, ICMP or ICMPv6 (IPv6 extension headers
+        /// included): dpservice's connection tracking drops these.
+        UnsupportedProtocol => "unsupported_protocol",
         /// Tunnel traffic with an inner protocol other than IPv4 or IPv6.
         BadInnerProtocol => "bad_inner_protocol",
         /// Non-tunnel traffic on a PF port (the node is not an underlay host).
@@ -127,9 +151,225 @@ pub struct Ctx<'a> {
     pub now_ns: u64,
 }
 
+/// Where a packet goes after a stage: the next stage (with what it needs to know), or
+/// the end of the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// ARP responder (VF, interface present).
+    Arp,
+    /// Neighbor discovery responder.
+    Nd,
+    /// DHCPv4 server.
+    Dhcp,
+    /// DHCPv6 server.
+    Dhcpv6,
+    /// Tunnel decapsulation (PF, IPv6 with next header 4 or 41).
+    Decap,
+    /// IPv4 overlay routing.
+    Route4,
+    /// IPv6 overlay routing.
+    Route6,
+    /// Encapsulation towards this underlay address.
+    Encap(Ipv6Addr),
+    /// Ethernet rewrite and delivery to this VF port.
+    VfTx(PortId),
+    /// Ethernet header for, and delivery to, this PF port.
+    PfTx(PortId),
+    /// Out of the graph.
+    Done(Verdict),
+}
+
+impl Next {
+    /// The stage this packet waits for, if any.
+    pub fn stage(self) -> Option<Stage> {
+        Some(match self {
+            Next::Arp => Stage::Arp,
+            Next::Nd => Stage::Nd,
+            Next::Dhcp => Stage::Dhcp,
+            Next::Dhcpv6 => Stage::Dhcpv6,
+            Next::Decap => Stage::Decap,
+            Next::Route4 => Stage::Route4,
+            Next::Route6 => Stage::Route6,
+            Next::Encap(_) => Stage::Encap,
+            Next::VfTx(_) => Stage::VfTx,
+            Next::PfTx(_) => Stage::PfTx,
+            Next::Done(_) => return None,
+        })
+    }
+
+    /// Shorthand for a drop.
+    pub fn drop(reason: DropReason) -> Next {
+        Next::Done(Verdict::Drop(reason))
+    }
+
+    fn pending_bit(self) -> u32 {
+        self.stage().map_or(0, |s| 1 << (s as u32))
+    }
+}
+
+/// The stages after classification, in graph order: every edge goes from a stage to a
+/// later one, so one pass over this list finishes every packet.
+const ORDER: [Stage; 10] = [
+    Stage::Arp,
+    Stage::Nd,
+    Stage::Dhcp,
+    Stage::Dhcpv6,
+    Stage::Decap,
+    Stage::Route4,
+    Stage::Route6,
+    Stage::Encap,
+    Stage::VfTx,
+    Stage::PfTx,
+];
+
+/// Packets the runner handles as one vector; longer bursts are cut into chunks.
+pub const CHUNK: usize = 64;
+
+/// The Ethernet neighbour of each port, learned on the fast path: for a VF, the VM's MAC
+/// (dpservice learns it from the VM's ARP replies, DHCP requests and neighbour
+/// solicitations; the node takes the source of any unicast frame the VM sends); for a PF
+/// without a configured router MAC, the source of tunnel traffic received there.
+///
+/// Shared by all workers (one `Arc`), lock-free: one atomic word per port, written only
+/// when the value changes.
+#[derive(Debug)]
+pub struct NeighTable {
+    macs: Vec<AtomicU64>,
+}
+
+impl Default for NeighTable {
+    fn default() -> Self {
+        NeighTable { macs: (0..MAX_PORTS).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+const NEIGH_VALID: u64 = 1 << 48;
+
+impl NeighTable {
+    /// Records `mac` as the neighbour on `port` (ports beyond [`MAX_PORTS`] are ignored).
+    pub fn learn(&self, port: PortId, mac: Mac) {
+        if let Some(slot) = self.macs.get(usize::from(port)) {
+            let mut w = [0u8; 8];
+            w[2..].copy_from_slice(&mac);
+            let v = u64::from_be_bytes(w) | NEIGH_VALID;
+            if slot.load(Ordering::Relaxed) != v {
+                slot.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+    /// The neighbour learned on `port`.
+    pub fn get(&self, port: PortId) -> Option<Mac> {
+        let v = self.macs.get(usize::from(port))?.load(Ordering::Relaxed);
+        if v & NEIGH_VALID == 0 {
+            return None;
+        }
+        let w = v.to_be_bytes();
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&w[2..]);
+        Some(mac)
+    }
+    /// Forgets what was learned on `port` (call when its interface is deleted).
+    pub fn forget(&self, port: PortId) {
+        if let Some(slot) = self.macs.get(usize::from(port)) {
+            slot.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One worker's pipeline: its counters and per-worker state.
 #[derive(Debug, Default)]
 pub struct Pipeline {
-    /// This worker's counters.
-    pub counters: Counters,
+    /// This worker's counters, shared read-only with the metrics exporter (the worker is
+    /// the only writer; see [`crate::counters`]).
+    pub counters: Arc<Counters>,
+    neigh: Arc<NeighTable>,
+}
+
+impl Pipeline {
+    /// A pipeline sharing learned neighbours with the other workers' pipelines.
+    pub fn new(neigh: Arc<NeighTable>) -> Self {
+        Pipeline { counters: Arc::new(Counters::default()), neigh }
+    }
+
+    /// The learned neighbours (shared).
+    pub fn neighbours(&self) -> &Arc<NeighTable> {
+        &self.neigh
+    }
+
+    /// Runs a burst received on `in_port` through the graph and writes the verdict of
+    /// `pkts[i]` to `verdicts[i]`. Buffers are edited in place (replies, decapsulation,
+    /// encapsulation); a packet with verdict `Tx(p)` is ready to send on port `p`.
+    ///
+    /// Counts stage entries and drop reasons; port rx/tx counters are the worker's job.
+    /// Only `min(pkts.len(), verdicts.len())` packets are processed: size both alike.
+    pub fn process_burst<B: PacketBuf>(
+        &mut self,
+        snap: &Snapshot,
+        in_port: PortId,
+        now_ns: u64,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+    ) {
+        let n = pkts.len().min(verdicts.len());
+        let ctx = Ctx { snap, in_port, now_ns };
+        for (p, v) in pkts[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK)) {
+            self.run_chunk(&ctx, p, v);
+        }
+    }
+
+    fn run_chunk<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) {
+        let mut next = [Next::drop(DropReason::Malformed); CHUNK];
+        let mut pending = 0u32;
+        for (nx, buf) in next.iter_mut().zip(pkts.iter_mut()) {
+            self.counters.stage(Stage::Classify);
+            *nx = stages::classify::process(ctx, &self.neigh, buf);
+            pending |= nx.pending_bit();
+        }
+        for stage in ORDER {
+            let bit = 1u32 << (stage as u32);
+            if pending & bit == 0 {
+                continue;
+            }
+            pending &= !bit;
+            for (nx, buf) in next.iter_mut().zip(pkts.iter_mut()) {
+                if nx.stage() != Some(stage) {
+                    continue;
+                }
+                self.counters.stage(stage);
+                *nx = self.step(ctx, *nx, buf);
+                pending |= nx.pending_bit();
+            }
+        }
+        for (v, nx) in verdicts.iter_mut().zip(next.iter()) {
+            *v = match *nx {
+                Next::Done(v) => v,
+                // ORDER is topological, so nothing is left waiting; should a future edge
+                // point backwards, the packet is dropped rather than lost.
+                _ => Verdict::Drop(DropReason::Malformed),
+            };
+            if let Verdict::Drop(r) = *v {
+                self.counters.count_drop(r);
+            }
+        }
+    }
+
+    fn step<B: PacketBuf>(&self, ctx: &Ctx<'_>, nx: Next, buf: &mut B) -> Next {
+        let iface = ctx.snap.iface(ctx.in_port);
+        match (nx, iface) {
+            (Next::Arp, Some(i)) => Next::Done(stages::arp::process(ctx, i, buf)),
+            (Next::Nd, Some(i)) => Next::Done(stages::nd::process(ctx, i, buf)),
+            (Next::Dhcp, Some(i)) => Next::Done(stages::dhcp::process(ctx, i, buf)),
+            (Next::Dhcpv6, Some(i)) => Next::Done(stages::dhcpv6::process(ctx, i, buf)),
+            (Next::Arp | Next::Nd | Next::Dhcp | Next::Dhcpv6, None) => {
+                Next::drop(DropReason::NoInterface)
+            }
+            (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf),
+            (Next::Route4, _) => stages::route4::process(ctx, buf),
+            (Next::Route6, _) => stages::route6::process(ctx, buf),
+            (Next::Encap(underlay), _) => stages::encap::process(ctx, underlay, buf),
+            (Next::VfTx(port), _) => stages::vf_tx::process(ctx, &self.neigh, port, buf),
+            (Next::PfTx(port), _) => stages::pf_tx::process(ctx, &self.neigh, port, buf),
+            (Next::Done(v), _) => Next::Done(v),
+        }
+    }
 }

@@ -1,1 +1,24 @@
 //! The stages of the graph, one per file.
+
+pub mod arp;
+pub mod dhcp;
+pub mod dhcpv6;
+pub mod nd;
+pub mod classify;
+pub mod decap;
+pub mod encap;
+pub mod pf_tx;
+pub mod route4;
+pub mod route6;
+pub mod vf_tx;
+
+use crate::config::RouteTarget;
+use crate::graph::Next;
+
+/// Where a route sends a packet: a local VF, or the underlay.
+fn route_next(target: RouteTarget) -> Next {
+    match target {
+        RouteTarget::Local { port } => Next::VfTx(port),
+        RouteTarget::Remote { underlay, .. } => Next::Encap(underlay),
+    }
+}

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# A single-node dpfleet lab in network namespaces.
+#
+#   lab.sh up       start (or complete) the lab: node, VMs, router, provisioning, DHCP, ping
+#   lab.sh status   show what runs
+#   lab.sh down     tear everything down
+#
+# Topology (every box is a network namespace):
+#
+#   dpf-vm1 eth0 ──veth── br-vf0 ── dtapvf_0 ┐
+#   dpf-vm2 eth0 ──veth── br-vf1 ── dtapvf_1 ├─ dpfleet-node (dpf-node1)
+#   dpf-router ul0 ─veth── br-pf0 ── dtap0   ┘
+#
+# The node's ports are DPDK net_tap devices. They stay in dpf-node1: the TAP PMD
+# configures its interface by name (ioctl) in the namespace it was created in, so a TAP
+# moved to another namespace keeps passing packets but can no longer be started again
+# (a port start after the move fails with ENODEV; VF ports are started by
+# CreateInterface). Each TAP is therefore bridged inside dpf-node1 to a veth pair whose
+# other end lives in the VM or router namespace.
+#
+# Environment: DPFLEET_NODE_BIN (default: newest target*/{release,debug}/dpfleet-node),
+# LAB_LCORES (default 0,1), LAB_METRICS_PORT (default 9100, 0 = off).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+run=/run/dpfleet-lab
+node_ns=dpf-node1
+router_ns=dpf-router
+vm_ns=(dpf-vm1 dpf-vm2)
+vni=100
+node_ul=fc00:1::1
+router_ul=fc00::ffff
+vm_ip=(10.100.1.1 10.100.1.2)
+vm_ip6=(2000:100:1::1 2000:100:1::2)
+vm_mac=(02:00:00:00:01:01 02:00:00:00:01:02)
+lcores=${LAB_LCORES:-0,1}
+metrics_port=${LAB_METRICS_PORT:-9100}
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'lab.sh: %s\n' "$*" >&2; exit 1; }
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+ns_exists() { [[ -e /run/netns/$1 ]]; }
+
+find_node_bin() {
+	if [[ -n ${DPFLEET_NODE_BIN:-} ]]; then
+		[[ -x $DPFLEET_NODE_BIN ]] || die "DPFLEET_NODE_BIN=$DPFLEET_NODE_BIN is not executable"
+		echo "$DPFLEET_NODE_BIN"; return
+	fi
+	local found
+	found=$(ls -t "${CARGO_TARGET_DIR:-/nonexistent}"/{release,debug}/dpfleet-node \
+		/var/cache/dpfleet/target*/{release,debug}/dpfleet-node \
+		"$repo"/target/{release,debug}/dpfleet-node 2>/dev/null | head -1 || true)
+	[[ -n $found ]] || die "no dpfleet-node binary: build it (cargo build -p dpfleet-node) or set DPFLEET_NODE_BIN"
+	echo "$found"
+}
+
+python_with_grpc() {
+	local py
+	for py in python3 /usr/bin/python3; do
+		if command -v "$py" >/dev/null && "$py" -c 'import grpc, grpc_tools' 2>/dev/null; then
+			echo "$py"; return
+		fi
+	done
+	say "installing grpcio and grpcio-tools for python3" >&2
+	python3 -m pip install -q grpcio grpcio-tools >&2 || /usr/bin/python3 -m pip install -q --break-system-packages grpcio grpcio-tools >&2
+	echo python3
+}
+
+nodeapi() { in_ns "$node_ns" "$py" "$here/nodeapi.py" "$@"; }
+
+node_pid() {
+	local pid
+	[[ -f $run/node1.pid ]] || return 1
+	pid=$(<"$run/node1.pid")
+	[[ -d /proc/$pid ]] && grep -q dpfleet-node "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
+}
+
+ensure_ns() { ns_exists "$1" || ip netns add "$1"; ip -n "$1" link set lo up; }
+
+# Bridge TAP $1 (in the node namespace) to interface $3 in namespace $2, MAC $4.
+ensure_wire() {
+	local tap=$1 peer_ns=$2 peer_if=$3 peer_mac=$4 br=br-${1#dtap} veth=n-${3}-${2#dpf-}
+	veth=${veth:0:15}
+	if ! ip -n "$node_ns" link show "$br" >/dev/null 2>&1; then
+		ip -n "$node_ns" link add "$br" type bridge
+	fi
+	in_ns "$node_ns" sysctl -qw "net.ipv6.conf.$br.disable_ipv6=1"
+	if ! ip -n "$peer_ns" link show "$peer_if" >/dev/null 2>&1; then
+		ip -n "$node_ns" link del "$veth" 2>/dev/null || true
+		ip -n "$node_ns" link add "$veth" type veth peer name "$peer_if" netns "$peer_ns"
+	fi
+	ip -n "$peer_ns" link set "$peer_if" address "$peer_mac"
+	for dev in "$tap" "$veth"; do
+		in_ns "$node_ns" sysctl -qw "net.ipv6.conf.$dev.disable_ipv6=1"
+		ip -n "$node_ns" addr flush dev "$dev"
+		ip -n "$node_ns" link set "$dev" master "$br" up
+	done
+	ip -n "$node_ns" link set "$br" up
+	ip -n "$peer_ns" link set "$peer_if" up
+}
+
+start_node() {
+	local bin=$1 pid args
+	if pid=$(node_pid); then
+		say "dpfleet-node already running (pid $pid)"; return
+	fi
+	args=(-l "$lcores" --huge-unlink --file-prefix="$node_ns" --no-pci)
+	local free size
+	free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+	size=$(awk '/Hugepagesize/ {print $2}' /proc/meminfo)
+	((free * size >= 512 * 1024)) || args+=(--no-huge -m 512)
+	args+=(--vdev=net_tap0,iface=dtap0,mac=22:22:22:22:22:00
+		--vdev=net_tap1,iface=dtapvf_0,mac=66:66:66:66:66:00
+		--vdev=net_tap2,iface=dtapvf_1,mac=66:66:66:66:66:01
+		-- --pf0=dtap0 --vf-pattern=dtapvf_ --nic-type=tap --ipv6="$node_ul" --enable-ipv6-overlay
+		--dhcp-mtu=1450 --dhcp-dns=8.8.4.4 --dhcp-dns=8.8.8.8 --dhcpv6-dns=2001:4860:4860::6464
+		--grpc-port=1337 --no-stats --no-offload)
+	((metrics_port == 0)) || args+=(--metrics-port="$metrics_port")
+	say "starting $bin in $node_ns (log: $run/node1.log)"
+	echo "$bin ${args[*]}" >"$run/node1.cmdline"
+	ip netns exec "$node_ns" setsid "$bin" "${args[@]}" </dev/null >"$run/node1.log" 2>&1 &
+	echo $! >"$run/node1.pid"
+	local i
+	for i in $(seq 1 100); do
+		node_pid >/dev/null || { tail -30 "$run/node1.log" >&2; die "dpfleet-node exited during start"; }
+		if ip -n "$node_ns" link show dtapvf_1 >/dev/null 2>&1 && nodeapi wait 0.2 2>/dev/null; then
+			return
+		fi
+		sleep 0.2
+	done
+	tail -30 "$run/node1.log" >&2
+	die "dpfleet-node did not come up within 20 s"
+}
+
+ensure_busybox() {
+	command -v busybox >/dev/null && return
+	say "installing busybox (udhcpc, ping)"
+	apt-get install -y -qq busybox >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq busybox >/dev/null; }
+}
+
+lease() { # ns
+	in_ns "$1" busybox udhcpc -i eth0 -n -q -f -t 5 -T 1 -O staticroutes -O mtu \
+		-s "$here/udhcpc.script" >"$run/$1.dhcp.log" 2>&1 || {
+		cat "$run/$1.dhcp.log" >&2; die "no DHCP lease in $1"; }
+}
+
+cmd_up() {
+	((EUID == 0)) || die "needs root (namespaces, TAP devices)"
+	mkdir -p "$run"
+	local bin; bin=$(find_node_bin)
+	py=$(python_with_grpc)
+	ensure_busybox
+
+	say "namespaces"
+	for ns in "$node_ns" "$router_ns" "${vm_ns[@]}"; do ensure_ns "$ns"; done
+	start_node "$bin"
+
+	say "wiring TAPs to the VM and router namespaces"
+	ensure_wire dtapvf_0 dpf-vm1 eth0 "${vm_mac[0]}"
+	ensure_wire dtapvf_1 dpf-vm2 eth0 "${vm_mac[1]}"
+	ensure_wire dtap0 "$router_ns" ul0 02:00:00:00:02:00
+	ip -n "$router_ns" addr replace "$router_ul/16" dev ul0 nodad
+
+	say "provisioning over gRPC"
+	nodeapi init >/dev/null
+	local ul1 ul2
+	ul1=$(nodeapi ensure-interface vm1 net_tap1 "$vni" "${vm_ip[0]}" "${vm_ip6[0]}")
+	ul2=$(nodeapi ensure-interface vm2 net_tap2 "$vni" "${vm_ip[1]}" "${vm_ip6[1]}")
+	nodeapi ensure-route "$vni" 0.0.0.0/0 "$vni" "$router_ul"
+	nodeapi ensure-route "$vni" ::/0 "$vni" "$router_ul"
+	echo "vm1 underlay $ul1, vm2 underlay $ul2"
+
+	say "DHCP in the VMs"
+	for ns in "${vm_ns[@]}"; do
+		lease "$ns"
+		printf '%s: %s\n' "$ns" "$(ip -n "$ns" -4 -br addr show dev eth0)"
+	done
+
+	say "ping vm1 -> vm2"
+	in_ns dpf-vm1 busybox ping -c 3 -W 2 "${vm_ip[1]}"
+
+	cat <<-EOF
+
+	The lab is up. Look around:
+	  ip netns exec dpf-vm1 busybox ping ${vm_ip[1]}     # VM to VM through the node
+	  ip netns exec dpf-vm1 ip route                     # the lease's routes
+	  $here/nodeapi.py is the API client; run it in the node's namespace:
+	    ip netns exec $node_ns $py $here/nodeapi.py list-interfaces
+	    ip netns exec $node_ns $py $here/nodeapi.py list-routes $vni
+	  ip netns exec $router_ns cat /proc/net/dev          # underlay traffic counters
+	  tail -f $run/node1.log                           # the node's log
+	EOF
+	((metrics_port == 0)) || echo "  ip netns exec $node_ns busybox wget -qO- http://127.0.0.1:$metrics_port/metrics"
+	echo "  $0 status | $0 down"
+}
+
+cmd_status() {
+	local pid
+	py=$(python_with_grpc)
+	if pid=$(node_pid); then
+		echo "dpfleet-node: running, pid $pid, log $run/node1.log"
+		echo "  $(cat "$run/node1.cmdline" 2>/dev/null)"
+	else
+		echo "dpfleet-node: not running"
+	fi
+	for ns in "$node_ns" "$router_ns" "${vm_ns[@]}"; do
+		if ns_exists "$ns"; then
+			echo "namespace $ns:"
+			{ ip -n "$ns" -br addr | grep -v "^lo " || true; } | sed "s/^/  /"
+		else
+			echo "namespace $ns: absent"
+		fi
+	done
+	if node_pid >/dev/null; then
+		echo "interfaces:"; nodeapi list-interfaces 2>&1 | sed 's/^/  /' || true
+		echo "routes of VNI $vni:"; nodeapi list-routes "$vni" 2>&1 | sed 's/^/  /' || true
+	fi
+}
+
+cmd_down() {
+	((EUID == 0)) || die "needs root"
+	local pid i
+	if pid=$(node_pid); then
+		say "stopping dpfleet-node (pid $pid)"
+		kill -TERM "$pid" 2>/dev/null || true
+		for i in $(seq 1 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+		[[ -d /proc/$pid ]] && kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$run/node1.pid"
+	for ns in "${vm_ns[@]}" "$router_ns" "$node_ns"; do
+		if ns_exists "$ns"; then
+			say "deleting namespace $ns"
+			ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+			ip netns del "$ns"
+		fi
+	done
+	rm -rf "/var/run/dpdk/$node_ns"
+}
+
+case ${1:-} in
+up) cmd_up ;;
+down) cmd_down ;;
+status) cmd_status ;;
+*) sed -n '2,7p' "$0"; exit 2 ;;
+esac

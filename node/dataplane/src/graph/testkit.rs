@@ -1,0 +1,184 @@
+//! A small snapshot builder and a reference lab, for tests, benchmarks and fuzzing.
+//!
+//! The daemon builds its snapshots from the API; this builder only makes the shapes the
+//! pipeline's own tests need. The lab mirrors dpservice's test topology (two PFs, VMs
+//! with `66:66:66:66:66:xx` port MACs, VNIs 100 and 200, routes to a neighbouring node
+//! and to the underlay router).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use crate::config::{
+    Interface, Mac, NodeConfig, PortId, PortInfo, PortRole, RouteTarget, Snapshot, Vni,
+};
+
+/// Builds a [`Snapshot`] step by step.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    node: NodeConfig,
+    ports: Vec<PortInfo>,
+    ifaces: Vec<Interface>,
+    routes4: Vec<(Vni, Ipv4Addr, u8, RouteTarget)>,
+    routes6: Vec<(Vni, Ipv6Addr, u8, RouteTarget)>,
+}
+
+impl SnapshotBuilder {
+    /// A node with this underlay address, IPv6 overlay on, `--wcmp` off, no ports.
+    pub fn new(underlay: Ipv6Addr) -> Self {
+        SnapshotBuilder {
+            node: NodeConfig {
+                underlay_ipv6: underlay,
+                dhcp_mtu: 1500,
+                dhcp_dns: Vec::new(),
+                dhcpv6_dns: Vec::new(),
+                ipv6_overlay: true,
+                pf_ports: Vec::new(),
+                wcmp_percent: 100,
+            },
+            ports: Vec::new(),
+            ifaces: Vec::new(),
+            routes4: Vec::new(),
+            routes6: Vec::new(),
+        }
+    }
+    /// Changes node settings.
+    pub fn node(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
+        f(&mut self.node);
+        self
+    }
+    /// Adds the next PF (pf0, then pf1) with its router's MAC, if configured.
+    pub fn pf(mut self, id: PortId, mac: Mac, router: Option<Mac>) -> Self {
+        #[allow(clippy::cast_possible_truncation)] // at most two PFs
+        let n = self.node.pf_ports.len() as u8;
+        self.node.pf_ports.push(id);
+        self.ports.push(port(id, mac, PortRole::Pf(n), router));
+        self
+    }
+    /// Adds a VF port.
+    pub fn vf(mut self, id: PortId, mac: Mac) -> Self {
+        self.ports.push(port(id, mac, PortRole::Vf, None));
+        self
+    }
+    /// Adds an interface on VF `port` with host routes for its addresses.
+    pub fn iface(
+        mut self,
+        port: PortId,
+        vni: Vni,
+        ipv4: Ipv4Addr,
+        ipv6: Option<Ipv6Addr>,
+        underlay: Ipv6Addr,
+    ) -> Self {
+        let port_mac = self.ports.iter().find(|p| p.id == port).map_or([0; 6], |p| p.mac);
+        self.ifaces.push(Interface {
+            id: format!("vm-{port}"),
+            port,
+            port_mac,
+            vni,
+            ipv4,
+            ipv6,
+            underlay_ipv6: underlay,
+            pxe: None,
+        });
+        self.routes4.push((vni, ipv4, 32, RouteTarget::Local { port }));
+        if let Some(a) = ipv6 {
+            self.routes6.push((vni, a, 128, RouteTarget::Local { port }));
+        }
+        self
+    }
+    /// Adds an IPv4 route.
+    pub fn route4(mut self, vni: Vni, net: Ipv4Addr, len: u8, target: RouteTarget) -> Self {
+        self.routes4.push((vni, net, len, target));
+        self
+    }
+    /// Adds an IPv6 route.
+    pub fn route6(mut self, vni: Vni, net: Ipv6Addr, len: u8, target: RouteTarget) -> Self {
+        self.routes6.push((vni, net, len, target));
+        self
+    }
+    /// The snapshot.
+    pub fn build(self) -> Snapshot {
+        let mut snap = Snapshot::new(self.node, self.ports);
+        for i in self.ifaces {
+            snap.port_by_underlay.insert(i.underlay_ipv6, i.port);
+            snap.vnis.entry(i.vni).or_default();
+            let slot = usize::from(i.port);
+            if snap.iface_by_port.len() <= slot {
+                snap.iface_by_port.resize(slot + 1, None);
+            }
+            snap.iface_by_port[slot] = Some(i);
+        }
+        for (vni, net, len, t) in self.routes4 {
+            snap.vnis.entry(vni).or_default().routes4.insert(net, len, t);
+        }
+        for (vni, net, len, t) in self.routes6 {
+            snap.vnis.entry(vni).or_default().routes6.insert(net, len, t);
+        }
+        snap
+    }
+}
+
+fn port(id: PortId, mac: Mac, role: PortRole, neigh_mac: Option<Mac>) -> PortInfo {
+    PortInfo {
+        id,
+        mac,
+        role,
+        device_name: format!("net_tap{id}"),
+        if_name: format!("dtap{id}"),
+        neigh_mac,
+    }
+}
+
+/// pf0's MAC in the lab.
+pub const PF0_MAC: Mac = [0x22, 0x22, 0x22, 0x22, 0x22, 0x00];
+/// pf1's MAC in the lab.
+pub const PF1_MAC: Mac = [0x22, 0x22, 0x22, 0x22, 0x22, 0x01];
+/// The underlay router's MAC in the lab.
+pub const ROUTER_MAC: Mac = [0x02, 0x00, 0x00, 0x00, 0x00, 0xfe];
+/// The MAC of VF port `n + 2` (vm1 is `vm_mac(0)`).
+pub const fn vm_mac(n: u8) -> Mac {
+    [0x66, 0x66, 0x66, 0x66, 0x66, n]
+}
+/// Port ids of the lab.
+pub mod ports {
+    use crate::config::PortId;
+    /// pf0.
+    pub const PF0: PortId = 0;
+    /// pf1.
+    pub const PF1: PortId = 1;
+    /// vm1: VNI 100, 10.100.1.1, 2000:100:1::1, underlay fc00:1::1:1.
+    pub const VM1: PortId = 2;
+    /// vm2: VNI 100, 10.100.1.2, 2000:100:1::2, underlay fc00:1::1:2.
+    pub const VM2: PortId = 3;
+    /// vm3: VNI 200, 10.200.1.3, 2000:200:1::3, underlay fc00:1::1:3.
+    pub const VM3: PortId = 4;
+    /// vm4: VNI 200 with vm2's addresses (10.100.1.2, 2000:100:1::2), underlay fc00:1::1:4.
+    pub const VM4: PortId = 5;
+    /// A VF without an interface.
+    pub const BARE: PortId = 6;
+}
+
+/// The reference lab: node underlay fc00:1::1; VNI 100 routes 10.100.2.0/24 and
+/// 2000:100:2::/104 to a neighbouring node at fc00:2::64:0:1 and the default routes to
+/// the router at fc00::ffff; VNI 200 has no routes beyond its interfaces.
+pub fn lab() -> Snapshot {
+    let a4 = |s: &str| s.parse::<Ipv4Addr>().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let a6 = |s: &str| s.parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED);
+    let neigh = RouteTarget::Remote { underlay: a6("fc00:2::64:0:1"), vni: 100 };
+    let router = RouteTarget::Remote { underlay: a6("fc00::ffff"), vni: 100 };
+    SnapshotBuilder::new(a6("fc00:1::1"))
+        .pf(ports::PF0, PF0_MAC, Some(ROUTER_MAC))
+        .pf(ports::PF1, PF1_MAC, Some(ROUTER_MAC))
+        .vf(ports::VM1, vm_mac(0))
+        .vf(ports::VM2, vm_mac(1))
+        .vf(ports::VM3, vm_mac(2))
+        .vf(ports::VM4, vm_mac(3))
+        .vf(ports::BARE, vm_mac(4))
+        .iface(ports::VM1, 100, a4("10.100.1.1"), Some(a6("2000:100:1::1")), a6("fc00:1::1:1"))
+        .iface(ports::VM2, 100, a4("10.100.1.2"), Some(a6("2000:100:1::2")), a6("fc00:1::1:2"))
+        .iface(ports::VM3, 200, a4("10.200.1.3"), Some(a6("2000:200:1::3")), a6("fc00:1::1:3"))
+        .iface(ports::VM4, 200, a4("10.100.1.2"), Some(a6("2000:100:1::2")), a6("fc00:1::1:4"))
+        .route4(100, a4("10.100.2.0"), 24, neigh)
+        .route6(100, a6("2000:100:2::"), 104, neigh)
+        .route4(100, a4("0.0.0.0"), 0, router)
+        .route6(100, a6("::"), 0, router)
+        .build()
+}

@@ -1,0 +1,462 @@
+//! Conversions between the wire messages and the control plane's types.
+//!
+//! dpservice carries addresses as text and parses them with the C library
+//! (`inet_aton` for IPv4, `inet_pton` for IPv6), and formats them with
+//! `inet_ntoa`/`inet_ntop`; clients depend on both, so this module does the same.
+//! Strings are C strings on dpservice's side: text after a NUL byte is ignored.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use dpfleet_dataplane::config::PxeConfig;
+use dpfleet_proto::dpdkironcore::v1 as pb;
+use dpfleet_proto::types::Prefix;
+
+use crate::control::{ApiError, InterfaceId, InterfaceSpec, VniFamily};
+
+/// A malformed request. dpservice refuses those at the gRPC level (status
+/// INVALID_ARGUMENT with this text) before looking at its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadRequest(pub &'static str);
+
+impl From<BadRequest> for tonic::Status {
+    fn from(e: BadRequest) -> Self {
+        tonic::Status::invalid_argument(e.0)
+    }
+}
+
+/// Capacity of dpservice's C buffers for interface ids, device names, boot file names and
+/// version strings (the text must be shorter, leaving room for the NUL).
+pub const IFACE_ID_CAP: usize = 64;
+/// See [`IFACE_ID_CAP`].
+pub const DEVICE_NAME_CAP: usize = 64;
+/// See [`IFACE_ID_CAP`].
+pub const PXE_FILE_CAP: usize = 32;
+/// See [`IFACE_ID_CAP`].
+pub const VERSION_CAP: usize = 64;
+
+/// The bytes before the first NUL.
+pub fn c_str(bytes: &[u8]) -> &[u8] {
+    bytes.iter().position(|&b| b == 0).map_or(bytes, |n| &bytes[..n])
+}
+
+/// Whether dpservice would accept `bytes` into a C buffer of `cap` bytes: not empty,
+/// and its C string shorter than `cap`.
+pub fn fits(bytes: &[u8], cap: usize) -> bool {
+    !bytes.is_empty() && c_str(bytes).len() < cap
+}
+
+/// An id or name as the control plane looks it up (C string, invalid UTF-8 replaced,
+/// which then matches nothing).
+pub fn lookup_key(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(c_str(bytes)).into_owned()
+}
+
+/// Parses IPv4 text the way `inet_aton` does: one to four numbers separated by dots,
+/// each decimal, octal (leading `0`) or hexadecimal (`0x`); the last number fills the
+/// remaining bytes (`10.1` is 10.0.0.1); trailing text after a space is ignored.
+pub fn parse_ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
+    let s = c_str(bytes);
+    let mut parts = [0u32; 3];
+    let mut nparts = 0;
+    let mut i = 0;
+    let val = loop {
+        if !s.get(i).is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        let (v, next) = parse_c_number(s, i)?;
+        i = next;
+        if s.get(i) == Some(&b'.') {
+            if nparts == 3 || v > 0xff {
+                return None;
+            }
+            parts[nparts] = v;
+            nparts += 1;
+            i += 1;
+        } else {
+            break v;
+        }
+    };
+    if let Some(&c) = s.get(i) {
+        if !c.is_ascii_whitespace() && c != 0x0b {
+            return None;
+        }
+    }
+    let max = [0xffff_ffff, 0x00ff_ffff, 0xffff, 0xff][nparts];
+    if val > max {
+        return None;
+    }
+    let mut addr = val;
+    for (k, p) in parts[..nparts].iter().enumerate() {
+        addr |= p << (24 - 8 * k);
+    }
+    Some(Ipv4Addr::from(addr))
+}
+
+/// One number as `strtoul(.., 0)` reads it, starting at a digit; at most 32 bits.
+/// Returns the value and the index after it.
+fn parse_c_number(s: &[u8], start: usize) -> Option<(u32, usize)> {
+    let (radix, mut i) = match (s.get(start), s.get(start + 1)) {
+        (Some(b'0'), Some(b'x' | b'X')) if s.get(start + 2).is_some_and(u8::is_ascii_hexdigit) => {
+            (16, start + 2)
+        }
+        (Some(b'0'), _) => (8, start),
+        _ => (10, start),
+    };
+    let mut v: u64 = 0;
+    while let Some(d) = s.get(i).and_then(|&c| char::from(c).to_digit(radix)) {
+        v = v * u64::from(radix) + u64::from(d);
+        if v > u64::from(u32::MAX) {
+            return None;
+        }
+        i += 1;
+    }
+    u32::try_from(v).ok().map(|v| (v, i))
+}
+
+/// Parses IPv6 text (`inet_pton`).
+pub fn parse_ipv6(bytes: &[u8]) -> Option<Ipv6Addr> {
+    std::str::from_utf8(c_str(bytes)).ok()?.parse().ok()
+}
+
+/// An `IpAddress` message: IPv4 or IPv6 text according to `ipver`. A missing message
+/// reads as an empty IPv4 address, which is invalid.
+pub fn parse_ip(addr: Option<&pb::IpAddress>) -> Option<IpAddr> {
+    let (ver, text) = addr.map_or((0, &[][..]), |a| (a.ipver, a.address.as_slice()));
+    match pb::IpVersion::try_from(ver).ok()? {
+        pb::IpVersion::Ipv4 => parse_ipv4(text).map(IpAddr::V4),
+        pb::IpVersion::Ipv6 => parse_ipv6(text).map(IpAddr::V6),
+    }
+}
+
+/// IPv4 text as `inet_ntoa` writes it.
+pub fn ipv4_text(a: Ipv4Addr) -> Vec<u8> {
+    a.to_string().into_bytes()
+}
+
+/// IPv6 text as glibc's `inet_ntop` writes it: like Rust's, except that an address
+/// whose first 96 bits are zero and whose next 16 bits are not (`::a.b.c.d`, the old
+/// IPv4-compatible form) ends in dotted IPv4.
+pub fn ipv6_text(a: Ipv6Addr) -> Vec<u8> {
+    let s = a.segments();
+    if s[..6] == [0; 6] && s[6] != 0 {
+        let [.., w, x, y, z] = a.octets();
+        return format!("::{w}.{x}.{y}.{z}").into_bytes();
+    }
+    a.to_string().into_bytes()
+}
+
+/// An `IpAddress` message for `a`.
+pub fn ip_address(a: IpAddr) -> pb::IpAddress {
+    match a {
+        IpAddr::V4(v4) => {
+            pb::IpAddress { ipver: pb::IpVersion::Ipv4 as i32, address: ipv4_text(v4) }
+        }
+        IpAddr::V6(v6) => {
+            pb::IpAddress { ipver: pb::IpVersion::Ipv6 as i32, address: ipv6_text(v6) }
+        }
+    }
+}
+
+/// The status of a successful call: code 0, message "Success".
+pub fn ok_status() -> Option<pb::Status> {
+    Some(pb::Status { code: 0, message: "Success".into() })
+}
+
+/// The status of a refused call: dpservice's number and name.
+pub fn err_status(e: ApiError) -> Option<pb::Status> {
+    Some(pb::Status { code: e.code(), message: e.name().into() })
+}
+
+/// The status of a call's outcome.
+pub fn status_of<T>(r: &Result<T, ApiError>) -> Option<pb::Status> {
+    match r {
+        Ok(_) => ok_status(),
+        Err(e) => err_status(*e),
+    }
+}
+
+/// A prefix argument: its address and length, checked as dpservice checks them before
+/// looking at its state (parsable address, length below 256). Whether the length fits
+/// the family is a question for the state ([`prefix_fits`]).
+pub fn prefix_arg(
+    p: Option<&pb::Prefix>,
+    ip_err: &'static str,
+    len_err: &'static str,
+    len_first: bool,
+) -> Result<(IpAddr, u32), BadRequest> {
+    let len = p.map_or(0, |p| p.length);
+    let check_len = || if len > u32::from(u8::MAX) { Err(BadRequest(len_err)) } else { Ok(()) };
+    if len_first {
+        check_len()?;
+    }
+    let addr = parse_ip(p.and_then(|p| p.ip.as_ref())).ok_or(BadRequest(ip_err))?;
+    check_len()?;
+    Ok((addr, len))
+}
+
+/// The prefix, or `err` (what dpservice's table answers for an impossible length:
+/// ROUTE_INSERT when adding, ROUTE_NOT_FOUND when removing).
+pub fn prefix_fits((addr, len): (IpAddr, u32), err: ApiError) -> Result<Prefix, ApiError> {
+    Prefix::new(addr, len).map_err(|_| err)
+}
+
+/// The `VniType` field.
+pub fn vni_family(t: i32) -> Result<VniFamily, BadRequest> {
+    match pb::VniType::try_from(t) {
+        Ok(pb::VniType::VniIpv4) => Ok(VniFamily::Ipv4),
+        Ok(pb::VniType::VniIpv6) => Ok(VniFamily::Ipv6),
+        Ok(pb::VniType::VniBoth) => Ok(VniFamily::Both),
+        Err(_) => Err(BadRequest("Invalid type")),
+    }
+}
+
+impl TryFrom<&pb::CreateInterfaceRequest> for InterfaceSpec {
+    type Error = BadRequest;
+
+    /// dpservice's checks, in its order. The interface type is ignored, as dpservice does.
+    fn try_from(r: &pb::CreateInterfaceRequest) -> Result<Self, BadRequest> {
+        const BAD_ID: BadRequest = BadRequest("Invalid interface_id");
+        if !r.interface_id.iter().all(|&c| c == b'-' || c == b'_' || c.is_ascii_alphanumeric()) {
+            return Err(BAD_ID);
+        }
+        let v4_text = r.ipv4_config.as_ref().map_or(&[][..], |c| c.primary_address.as_slice());
+        let v6_text = r.ipv6_config.as_ref().map_or(&[][..], |c| c.primary_address.as_slice());
+        let ipv4 = parse_ipv4(v4_text).ok_or(BadRequest("Invalid ipv4_config.primary_address"))?;
+        let ipv6 = parse_ipv6(v6_text).ok_or(BadRequest("Invalid ipv6_config.primary_address"))?;
+        if ipv4.is_unspecified() && ipv6.is_unspecified() {
+            return Err(BadRequest(
+                "Invalid ipv4_config.primary_address and ipv6_config.primary_address combination",
+            ));
+        }
+        let mut pxe = None;
+        if let Some(p) = r.pxe_config.as_ref().filter(|p| !p.next_server.is_empty()) {
+            // The boot server is of the family the VM boots with: IPv6 if it has IPv6.
+            let server = if ipv6.is_unspecified() {
+                parse_ipv4(p.next_server.as_bytes())
+                    .map(IpAddr::V4)
+                    .ok_or(BadRequest("Invalid ipv4 pxe_config.next_server"))?
+            } else {
+                parse_ipv6(p.next_server.as_bytes())
+                    .map(IpAddr::V6)
+                    .ok_or(BadRequest("Invalid ipv6 pxe_config.next_server"))?
+            };
+            if !fits(p.boot_filename.as_bytes(), PXE_FILE_CAP) {
+                return Err(BadRequest("Invalid pxe_config.boot_filename"));
+            }
+            pxe = Some(PxeConfig {
+                next_server: server.to_string(),
+                boot_filename: lookup_key(p.boot_filename.as_bytes()),
+            });
+        }
+        if !fits(r.device_name.as_bytes(), DEVICE_NAME_CAP) {
+            return Err(BadRequest("Invalid device_name"));
+        }
+        // The character check above leaves only ASCII, so this is the whole id.
+        let id = std::str::from_utf8(&r.interface_id).map_err(|_| BAD_ID)?;
+        let id = InterfaceId::new(id).map_err(|_| BAD_ID)?;
+        Ok(InterfaceSpec {
+            id,
+            vni: r.vni,
+            device_name: lookup_key(r.device_name.as_bytes()),
+            ipv4: Some(ipv4).filter(|a| !a.is_unspecified()),
+            ipv6: Some(ipv6).filter(|a| !a.is_unspecified()),
+            pxe,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(s: &str) -> Option<Ipv4Addr> {
+        parse_ipv4(s.as_bytes())
+    }
+
+    #[test]
+    fn ipv4_text_is_read_like_inet_aton() {
+        let ok = [
+            ("10.100.1.1", "10.100.1.1"),
+            ("0.0.0.0", "0.0.0.0"),
+            ("255.255.255.255", "255.255.255.255"),
+            ("10.1", "10.0.0.1"),
+            ("10.1.2", "10.1.0.2"),
+            ("167772161", "10.0.0.1"),
+            ("0x0a.0.0.1", "10.0.0.1"),
+            ("012.0.0.1", "10.0.0.1"),
+            ("1.2.3.4 trailing", "1.2.3.4"),
+            ("1.2.3.4\0junk", "1.2.3.4"),
+            ("0", "0.0.0.0"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(v4(input), Some(want.parse().unwrap()), "{input}");
+        }
+        let bad = [
+            "",
+            " 1.2.3.4",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1.2.3.256",
+            "1..2.3",
+            "1.2.3.",
+            "a.b.c.d",
+            "08.1.1.1",
+            "0x",
+            "1.2.3.4x",
+            "4294967296",
+            "-1.2.3.4",
+            "1.2.65536",
+            "::",
+        ];
+        for input in bad {
+            assert_eq!(v4(input), None, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_text_round_trip() {
+        assert_eq!(parse_ipv6(b"2000:100:1::1"), Some("2000:100:1::1".parse().unwrap()));
+        assert_eq!(parse_ipv6(b"::"), Some(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(parse_ipv6(b"::ffff:1.2.3.4"), Some("::ffff:102:304".parse().unwrap()));
+        assert_eq!(parse_ipv6(b"10.0.0.1"), None);
+        assert_eq!(parse_ipv6(b"fe80::1%eth0"), None);
+        assert_eq!(parse_ipv6(b""), None);
+        assert_eq!(ipv6_text("fc00:1::1:0:1".parse().unwrap()), b"fc00:1::1:0:1");
+        assert_eq!(ipv6_text(Ipv6Addr::UNSPECIFIED), b"::");
+        assert_eq!(ipv6_text("::1".parse().unwrap()), b"::1");
+        assert_eq!(ipv6_text("::2:3".parse().unwrap()), b"::0.2.0.3");
+        assert_eq!(ipv6_text("::ffff:1.2.3.4".parse().unwrap()), b"::ffff:1.2.3.4");
+    }
+
+    #[test]
+    fn ip_address_messages() {
+        let m = |ipver: i32, a: &[u8]| pb::IpAddress { ipver, address: a.to_vec() };
+        assert_eq!(parse_ip(Some(&m(0, b"1.2.3.4"))), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(parse_ip(Some(&m(1, b"fc00::1"))), Some("fc00::1".parse().unwrap()));
+        assert_eq!(parse_ip(Some(&m(1, b"1.2.3.4"))), None);
+        assert_eq!(parse_ip(Some(&m(0, b"fc00::1"))), None);
+        assert_eq!(parse_ip(Some(&m(2, b"1.2.3.4"))), None);
+        assert_eq!(parse_ip(None), None);
+        let back = ip_address("2a10:defe:dede:f4::1".parse().unwrap());
+        assert_eq!((back.ipver, back.address), (1, b"2a10:defe:dede:f4::1".to_vec()));
+    }
+
+    #[test]
+    fn c_buffers() {
+        assert!(fits(b"net_tap2", DEVICE_NAME_CAP));
+        assert!(!fits(b"", DEVICE_NAME_CAP));
+        assert!(fits(&[b'a'; 63], IFACE_ID_CAP));
+        assert!(!fits(&[b'a'; 64], IFACE_ID_CAP));
+        assert_eq!(lookup_key(b"vm1\0rest"), "vm1");
+    }
+
+    fn request() -> pb::CreateInterfaceRequest {
+        pb::CreateInterfaceRequest {
+            interface_type: 0,
+            interface_id: b"vm1".to_vec(),
+            vni: 100,
+            ipv4_config: Some(pb::IpConfig { primary_address: b"10.100.1.1".to_vec() }),
+            ipv6_config: Some(pb::IpConfig { primary_address: b"2000:100:1::1".to_vec() }),
+            pxe_config: Some(pb::PxeConfig {
+                next_server: "2001:dede::1".into(),
+                boot_filename: "ipxe".into(),
+            }),
+            device_name: "net_tap2".into(),
+            metering_parameters: None,
+        }
+    }
+
+    #[test]
+    fn create_interface_request_checks() {
+        let s = InterfaceSpec::try_from(&request()).unwrap();
+        assert_eq!(s.id.as_str(), "vm1");
+        assert_eq!((s.vni, s.device_name.as_str()), (100, "net_tap2"));
+        assert_eq!(s.ipv4, Some("10.100.1.1".parse().unwrap()));
+        assert_eq!(s.ipv6, Some("2000:100:1::1".parse().unwrap()));
+        assert_eq!(
+            s.pxe,
+            Some(PxeConfig { next_server: "2001:dede::1".into(), boot_filename: "ipxe".into() })
+        );
+
+        type Edit = fn(&mut pb::CreateInterfaceRequest);
+        let cases: [(Edit, &str); 11] = [
+            (|r| r.interface_id = b"vm 1".to_vec(), "Invalid interface_id"),
+            (|r| r.interface_id = Vec::new(), "Invalid interface_id"),
+            (|r| r.interface_id = vec![b'a'; 64], "Invalid interface_id"),
+            (|r| r.ipv4_config = None, "Invalid ipv4_config.primary_address"),
+            (|r| r.ipv6_config = None, "Invalid ipv6_config.primary_address"),
+            (
+                |r| {
+                    r.ipv4_config = Some(pb::IpConfig { primary_address: b"0.0.0.0".to_vec() });
+                    r.ipv6_config = Some(pb::IpConfig { primary_address: b"::".to_vec() });
+                },
+                "Invalid ipv4_config.primary_address and ipv6_config.primary_address combination",
+            ),
+            (
+                |r| r.pxe_config.as_mut().unwrap().next_server = "1.2.3.4".into(),
+                "Invalid ipv6 pxe_config.next_server",
+            ),
+            (
+                |r| {
+                    r.ipv6_config = Some(pb::IpConfig { primary_address: b"::".to_vec() });
+                    r.pxe_config.as_mut().unwrap().next_server = "2001::1".into();
+                },
+                "Invalid ipv4 pxe_config.next_server",
+            ),
+            (
+                |r| r.pxe_config.as_mut().unwrap().boot_filename = String::new(),
+                "Invalid pxe_config.boot_filename",
+            ),
+            (|r| r.device_name = String::new(), "Invalid device_name"),
+            (|r| r.device_name = "x".repeat(64), "Invalid device_name"),
+        ];
+        for (edit, want) in cases {
+            let mut r = request();
+            edit(&mut r);
+            assert_eq!(InterfaceSpec::try_from(&r), Err(BadRequest(want)), "{r:?}");
+        }
+
+        // No PXE when the server is empty; IPv4-only VM boots from an IPv4 server.
+        let mut r = request();
+        r.pxe_config =
+            Some(pb::PxeConfig { next_server: String::new(), boot_filename: "x".into() });
+        assert_eq!(InterfaceSpec::try_from(&r).unwrap().pxe, None);
+        r.ipv6_config = Some(pb::IpConfig { primary_address: b"::".to_vec() });
+        r.pxe_config =
+            Some(pb::PxeConfig { next_server: "10.1".into(), boot_filename: "x".into() });
+        let s = InterfaceSpec::try_from(&r).unwrap();
+        assert_eq!(s.ipv6, None);
+        assert_eq!(s.pxe.unwrap().next_server, "10.0.0.1");
+    }
+
+    #[test]
+    fn prefix_arguments() {
+        let p = |ipver: i32, a: &[u8], length: u32| pb::Prefix {
+            ip: Some(pb::IpAddress { ipver, address: a.to_vec() }),
+            length,
+            underlay_route: Vec::new(),
+        };
+        assert_eq!(
+            prefix_arg(Some(&p(0, b"10.0.0.0", 24)), "ip", "len", true),
+            Ok(("10.0.0.0".parse().unwrap(), 24))
+        );
+        assert_eq!(
+            prefix_arg(Some(&p(0, b"10.0.0.0", 256)), "ip", "len", true),
+            Err(BadRequest("len"))
+        );
+        assert_eq!(prefix_arg(Some(&p(0, b"bad", 256)), "ip", "len", true), Err(BadRequest("len")));
+        assert_eq!(prefix_arg(Some(&p(0, b"bad", 256)), "ip", "len", false), Err(BadRequest("ip")));
+        assert_eq!(prefix_arg(None, "ip", "len", false), Err(BadRequest("ip")));
+        let long = ("10.0.0.0".parse().unwrap(), 33);
+        assert_eq!(prefix_fits(long, ApiError::RouteInsert), Err(ApiError::RouteInsert));
+        assert!(prefix_fits(("::".parse().unwrap(), 128), ApiError::RouteInsert).is_ok());
+    }
+
+    #[test]
+    fn vni_types() {
+        assert_eq!(vni_family(0), Ok(VniFamily::Ipv4));
+        assert_eq!(vni_family(1), Ok(VniFamily::Ipv6));
+        assert_eq!(vni_family(2), Ok(VniFamily::Both));
+        assert_eq!(vni_family(3), Err(BadRequest("Invalid type")));
+    }
+}

@@ -1,0 +1,573 @@
+//! The node's gRPC API: dpservice's `dpdkironcore.v1.DPDKironcore` service.
+//!
+//! This layer only translates: it checks a request's form ([`conv`]), calls the
+//! [`Control`] plane, and writes the answer. Proto types stop here.
+//!
+//! How outcomes are reported mirrors dpservice, because dpservice-cli, metalnet and the
+//! conformance suite read them:
+//! - Before Initialize, every call but Initialize fails with gRPC `ABORTED`
+//!   ("not initialized"), CheckInitialized included.
+//! - A malformed request (unparsable address, empty or over-long id or name, prefix
+//!   length above 255, unknown enum value) fails with gRPC `INVALID_ARGUMENT` and a text
+//!   naming the field.
+//! - Everything else gets gRPC `OK`, with the outcome in the response's `status`:
+//!   `{0, "Success"}`, or dpservice's error number and name (e.g. `{202,
+//!   "ALREADY_EXISTS"}`, see [`ApiError`]) and no other field filled in.
+//! - Calls not implemented yet fail with gRPC `UNIMPLEMENTED`.
+//!
+//! One small difference: a prefix length that fits in a byte but not in its family
+//! (`/33`) is answered with ROUTE_INSERT (create) or ROUTE_NOT_FOUND (delete) before the
+//! state is consulted, where dpservice would first report NO_VM or NO_VNI.
+
+pub mod conv;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dpfleet_proto::dpdkironcore::v1 as pb;
+use dpfleet_proto::dpdkironcore::v1::dpd_kironcore_server::{DpdKironcore, DpdKironcoreServer};
+use tonic::{Request, Response, Status};
+
+use crate::control::{random_u64, ApiError, Control, InterfaceInfo, InterfaceSpec};
+use conv::{
+    err_status, fits, ip_address, ipv4_text, ipv6_text, lookup_key, ok_status, prefix_arg,
+    prefix_fits, status_of, vni_family, BadRequest, IFACE_ID_CAP, VERSION_CAP,
+};
+
+/// What GetVersion reports as both the protocol and the service version.
+pub const SERVICE_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+/// Why the API server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen for gRPC on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the node API on `addr` until `shutdown` completes.
+pub async fn serve(
+    addr: SocketAddr,
+    control: Arc<Control>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    serve_listener(listener, control, shutdown).await
+}
+
+/// Serves the node API on an already bound listener until `shutdown` completes.
+pub async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    control: Arc<Control>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tonic::transport::Server::builder()
+        .add_service(NodeApi::new(control).into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The `DPDKironcore` service over a [`Control`] plane.
+pub struct NodeApi {
+    control: Arc<Control>,
+    /// This process's identity, reported by (Check)Initialize; new at every start.
+    uuid: String,
+}
+
+impl NodeApi {
+    /// The service for `control`, with a fresh instance UUID.
+    pub fn new(control: Arc<Control>) -> Self {
+        NodeApi { control, uuid: random_uuid() }
+    }
+
+    /// The tonic service to add to a server.
+    pub fn into_server(self) -> DpdKironcoreServer<Self> {
+        DpdKironcoreServer::new(self)
+    }
+
+    fn need_init(&self) -> Result<(), Status> {
+        if self.control.is_initialized() {
+            Ok(())
+        } else {
+            Err(Status::aborted("not initialized"))
+        }
+    }
+}
+
+/// A random (version 4) UUID in upper case, as dpservice prints its instance id.
+fn random_uuid() -> String {
+    let (a, b) = (random_u64(), random_u64());
+    let a = (a & !0xf000) | 0x4000; // version 4
+    let b = (b & !(0xc000 << 48)) | (0x8000 << 48); // RFC 4122 variant
+    format!(
+        "{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn iface_message(i: InterfaceInfo) -> pb::Interface {
+    pb::Interface {
+        id: i.id.into_bytes(),
+        vni: i.vni,
+        primary_ipv4: ipv4_text(i.ipv4.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)),
+        primary_ipv6: ipv6_text(i.ipv6.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED)),
+        underlay_route: ipv6_text(i.underlay),
+        pci_name: i.device_name,
+        // Metering is not applied (as dpservice on NICs without it), so it reads zero.
+        metering_params: Some(pb::MeteringParams::default()),
+    }
+}
+
+fn not_implemented(call: &str) -> Status {
+    Status::unimplemented(format!("{call} is not implemented by dpfleet-node yet"))
+}
+
+/// The interface id of a lookup, refused as dpservice refuses it.
+fn iface_id_arg(id: &[u8]) -> Result<String, BadRequest> {
+    if !fits(id, IFACE_ID_CAP) {
+        return Err(BadRequest("Invalid interface_id"));
+    }
+    Ok(lookup_key(id))
+}
+
+#[tonic::async_trait]
+impl DpdKironcore for NodeApi {
+    async fn check_initialized(
+        &self,
+        _: Request<pb::CheckInitializedRequest>,
+    ) -> Result<Response<pb::CheckInitializedResponse>, Status> {
+        self.need_init()?;
+        Ok(Response::new(pb::CheckInitializedResponse {
+            status: ok_status(),
+            uuid: self.uuid.clone(),
+        }))
+    }
+
+    async fn initialize(
+        &self,
+        _: Request<pb::InitializeRequest>,
+    ) -> Result<Response<pb::InitializeResponse>, Status> {
+        let r = self.control.initialize();
+        let uuid = if r.is_ok() { self.uuid.clone() } else { String::new() };
+        Ok(Response::new(pb::InitializeResponse { status: status_of(&r), uuid }))
+    }
+
+    async fn get_version(
+        &self,
+        req: Request<pb::GetVersionRequest>,
+    ) -> Result<Response<pb::GetVersionResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        // The client's versions are only checked for form, as dpservice does.
+        if !fits(r.client_protocol.as_bytes(), VERSION_CAP) {
+            return Err(BadRequest("Invalid client_protocol").into());
+        }
+        if !fits(r.client_name.as_bytes(), VERSION_CAP) {
+            return Err(BadRequest("Invalid client_name").into());
+        }
+        if !fits(r.client_version.as_bytes(), VERSION_CAP) {
+            return Err(BadRequest("Invalid client_version").into());
+        }
+        tracing::info!(
+            client = %r.client_name, version = %r.client_version, protocol = %r.client_protocol,
+            "GetVersion"
+        );
+        Ok(Response::new(pb::GetVersionResponse {
+            status: ok_status(),
+            service_protocol: SERVICE_VERSION.into(),
+            service_version: SERVICE_VERSION.into(),
+        }))
+    }
+
+    async fn list_interfaces(
+        &self,
+        _: Request<pb::ListInterfacesRequest>,
+    ) -> Result<Response<pb::ListInterfacesResponse>, Status> {
+        self.need_init()?;
+        let interfaces = self.control.list_interfaces().into_iter().map(iface_message).collect();
+        Ok(Response::new(pb::ListInterfacesResponse { status: ok_status(), interfaces }))
+    }
+
+    async fn get_interface(
+        &self,
+        req: Request<pb::GetInterfaceRequest>,
+    ) -> Result<Response<pb::GetInterfaceResponse>, Status> {
+        self.need_init()?;
+        let id = iface_id_arg(&req.get_ref().interface_id)?;
+        let r = self.control.get_interface(&id);
+        Ok(Response::new(pb::GetInterfaceResponse {
+            status: status_of(&r),
+            interface: r.ok().map(iface_message),
+        }))
+    }
+
+    async fn create_interface(
+        &self,
+        req: Request<pb::CreateInterfaceRequest>,
+    ) -> Result<Response<pb::CreateInterfaceResponse>, Status> {
+        self.need_init()?;
+        let spec = InterfaceSpec::try_from(req.get_ref())?;
+        tracing::info!(id = spec.id.as_str(), vni = spec.vni, device = %spec.device_name, "CreateInterface");
+        let resp = match self.control.create_interface(spec) {
+            Ok(c) => pb::CreateInterfaceResponse {
+                status: ok_status(),
+                underlay_route: ipv6_text(c.underlay),
+                vf: Some(pb::VirtualFunction { name: c.vf_name, ..Default::default() }),
+            },
+            Err(e) => pb::CreateInterfaceResponse { status: err_status(e), ..Default::default() },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_interface(
+        &self,
+        req: Request<pb::DeleteInterfaceRequest>,
+    ) -> Result<Response<pb::DeleteInterfaceResponse>, Status> {
+        self.need_init()?;
+        let id = iface_id_arg(&req.get_ref().interface_id)?;
+        let r = self.control.delete_interface(&id);
+        Ok(Response::new(pb::DeleteInterfaceResponse { status: status_of(&r) }))
+    }
+
+    async fn list_prefixes(
+        &self,
+        req: Request<pb::ListPrefixesRequest>,
+    ) -> Result<Response<pb::ListPrefixesResponse>, Status> {
+        self.need_init()?;
+        let id = iface_id_arg(&req.get_ref().interface_id)?;
+        let r = self.control.list_prefixes(&id);
+        let status = status_of(&r);
+        let prefixes = r
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| pb::Prefix {
+                ip: Some(ip_address(a.prefix.addr())),
+                length: u32::from(a.prefix.length()),
+                underlay_route: ipv6_text(a.underlay),
+            })
+            .collect();
+        Ok(Response::new(pb::ListPrefixesResponse { status, prefixes }))
+    }
+
+    async fn create_prefix(
+        &self,
+        req: Request<pb::CreatePrefixRequest>,
+    ) -> Result<Response<pb::CreatePrefixResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = iface_id_arg(&r.interface_id)?;
+        let arg =
+            prefix_arg(r.prefix.as_ref(), "Invalid prefix.ip", "Invalid prefix.length", false)?;
+        let r = prefix_fits(arg, ApiError::RouteInsert)
+            .and_then(|p| self.control.create_prefix(&id, p));
+        Ok(Response::new(pb::CreatePrefixResponse {
+            status: status_of(&r),
+            underlay_route: r.map(ipv6_text).unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_prefix(
+        &self,
+        req: Request<pb::DeletePrefixRequest>,
+    ) -> Result<Response<pb::DeletePrefixResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = iface_id_arg(&r.interface_id)?;
+        let arg =
+            prefix_arg(r.prefix.as_ref(), "Invalid prefix.ip", "Invalid prefix.length", false)?;
+        let r = prefix_fits(arg, ApiError::RouteNotFound)
+            .and_then(|p| self.control.delete_prefix(&id, p));
+        Ok(Response::new(pb::DeletePrefixResponse { status: status_of(&r) }))
+    }
+
+    async fn list_routes(
+        &self,
+        req: Request<pb::ListRoutesRequest>,
+    ) -> Result<Response<pb::ListRoutesResponse>, Status> {
+        self.need_init()?;
+        let r = self.control.list_routes(req.get_ref().vni);
+        let status = status_of(&r);
+        let routes = r
+            .unwrap_or_default()
+            .into_iter()
+            .map(|rt| pb::Route {
+                prefix: Some(pb::Prefix {
+                    ip: Some(ip_address(rt.prefix.addr())),
+                    length: u32::from(rt.prefix.length()),
+                    underlay_route: Vec::new(),
+                }),
+                nexthop_vni: rt.nexthop_vni,
+                nexthop_address: Some(ip_address(rt.nexthop.into())),
+                weight: 0,
+            })
+            .collect();
+        Ok(Response::new(pb::ListRoutesResponse { status, routes }))
+    }
+
+    async fn create_route(
+        &self,
+        req: Request<pb::CreateRouteRequest>,
+    ) -> Result<Response<pb::CreateRouteResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        let route = r.route.clone().unwrap_or_default();
+        let arg = prefix_arg(
+            route.prefix.as_ref(),
+            "Invalid route.prefix.ip",
+            "Invalid route.prefix.length",
+            true,
+        )?;
+        let nexthop = conv::parse_ip(route.nexthop_address.as_ref())
+            .ok_or(BadRequest("Invalid route.nexthop_address"))?;
+        let result = if nexthop.is_ipv4() {
+            Err(ApiError::BadIpver)
+        } else {
+            prefix_fits(arg, ApiError::RouteInsert)
+                .and_then(|p| self.control.create_route(r.vni, p, route.nexthop_vni, nexthop))
+        };
+        Ok(Response::new(pb::CreateRouteResponse { status: status_of(&result) }))
+    }
+
+    async fn delete_route(
+        &self,
+        req: Request<pb::DeleteRouteRequest>,
+    ) -> Result<Response<pb::DeleteRouteResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        let prefix = r.route.as_ref().and_then(|rt| rt.prefix.as_ref());
+        let arg =
+            prefix_arg(prefix, "Invalid route.prefix.ip", "Invalid route.prefix.length", true)?;
+        let result = prefix_fits(arg, ApiError::RouteNotFound)
+            .and_then(|p| self.control.delete_route(r.vni, p));
+        Ok(Response::new(pb::DeleteRouteResponse { status: status_of(&result) }))
+    }
+
+    async fn check_vni_in_use(
+        &self,
+        req: Request<pb::CheckVniInUseRequest>,
+    ) -> Result<Response<pb::CheckVniInUseResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        let family = vni_family(r.r#type)?;
+        let result = self.control.vni_in_use(r.vni, family);
+        Ok(Response::new(pb::CheckVniInUseResponse {
+            status: status_of(&result),
+            in_use: result.unwrap_or(false),
+        }))
+    }
+
+    async fn reset_vni(
+        &self,
+        req: Request<pb::ResetVniRequest>,
+    ) -> Result<Response<pb::ResetVniResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        let family = vni_family(r.r#type)?;
+        let result = self.control.reset_vni(r.vni, family);
+        Ok(Response::new(pb::ResetVniResponse { status: status_of(&result) }))
+    }
+
+    // Calls that exist in the API but not yet in dpfleet-node.
+
+    async fn list_load_balancer_prefixes(
+        &self,
+        _: Request<pb::ListLoadBalancerPrefixesRequest>,
+    ) -> Result<Response<pb::ListLoadBalancerPrefixesResponse>, Status> {
+        Err(not_implemented("list_load_balancer_prefixes"))
+    }
+
+    async fn create_load_balancer_prefix(
+        &self,
+        _: Request<pb::CreateLoadBalancerPrefixRequest>,
+    ) -> Result<Response<pb::CreateLoadBalancerPrefixResponse>, Status> {
+        Err(not_implemented("create_load_balancer_prefix"))
+    }
+
+    async fn delete_load_balancer_prefix(
+        &self,
+        _: Request<pb::DeleteLoadBalancerPrefixRequest>,
+    ) -> Result<Response<pb::DeleteLoadBalancerPrefixResponse>, Status> {
+        Err(not_implemented("delete_load_balancer_prefix"))
+    }
+
+    async fn create_vip(
+        &self,
+        _: Request<pb::CreateVipRequest>,
+    ) -> Result<Response<pb::CreateVipResponse>, Status> {
+        Err(not_implemented("create_vip"))
+    }
+
+    async fn get_vip(
+        &self,
+        _: Request<pb::GetVipRequest>,
+    ) -> Result<Response<pb::GetVipResponse>, Status> {
+        Err(not_implemented("get_vip"))
+    }
+
+    async fn delete_vip(
+        &self,
+        _: Request<pb::DeleteVipRequest>,
+    ) -> Result<Response<pb::DeleteVipResponse>, Status> {
+        Err(not_implemented("delete_vip"))
+    }
+
+    async fn create_load_balancer(
+        &self,
+        _: Request<pb::CreateLoadBalancerRequest>,
+    ) -> Result<Response<pb::CreateLoadBalancerResponse>, Status> {
+        Err(not_implemented("create_load_balancer"))
+    }
+
+    async fn get_load_balancer(
+        &self,
+        _: Request<pb::GetLoadBalancerRequest>,
+    ) -> Result<Response<pb::GetLoadBalancerResponse>, Status> {
+        Err(not_implemented("get_load_balancer"))
+    }
+
+    async fn delete_load_balancer(
+        &self,
+        _: Request<pb::DeleteLoadBalancerRequest>,
+    ) -> Result<Response<pb::DeleteLoadBalancerResponse>, Status> {
+        Err(not_implemented("delete_load_balancer"))
+    }
+
+    async fn create_load_balancer_target(
+        &self,
+        _: Request<pb::CreateLoadBalancerTargetRequest>,
+    ) -> Result<Response<pb::CreateLoadBalancerTargetResponse>, Status> {
+        Err(not_implemented("create_load_balancer_target"))
+    }
+
+    async fn list_load_balancer_targets(
+        &self,
+        _: Request<pb::ListLoadBalancerTargetsRequest>,
+    ) -> Result<Response<pb::ListLoadBalancerTargetsResponse>, Status> {
+        Err(not_implemented("list_load_balancer_targets"))
+    }
+
+    async fn delete_load_balancer_target(
+        &self,
+        _: Request<pb::DeleteLoadBalancerTargetRequest>,
+    ) -> Result<Response<pb::DeleteLoadBalancerTargetResponse>, Status> {
+        Err(not_implemented("delete_load_balancer_target"))
+    }
+
+    async fn create_nat(
+        &self,
+        _: Request<pb::CreateNatRequest>,
+    ) -> Result<Response<pb::CreateNatResponse>, Status> {
+        Err(not_implemented("create_nat"))
+    }
+
+    async fn get_nat(
+        &self,
+        _: Request<pb::GetNatRequest>,
+    ) -> Result<Response<pb::GetNatResponse>, Status> {
+        Err(not_implemented("get_nat"))
+    }
+
+    async fn delete_nat(
+        &self,
+        _: Request<pb::DeleteNatRequest>,
+    ) -> Result<Response<pb::DeleteNatResponse>, Status> {
+        Err(not_implemented("delete_nat"))
+    }
+
+    async fn list_local_nats(
+        &self,
+        _: Request<pb::ListLocalNatsRequest>,
+    ) -> Result<Response<pb::ListLocalNatsResponse>, Status> {
+        Err(not_implemented("list_local_nats"))
+    }
+
+    async fn create_neighbor_nat(
+        &self,
+        _: Request<pb::CreateNeighborNatRequest>,
+    ) -> Result<Response<pb::CreateNeighborNatResponse>, Status> {
+        Err(not_implemented("create_neighbor_nat"))
+    }
+
+    async fn delete_neighbor_nat(
+        &self,
+        _: Request<pb::DeleteNeighborNatRequest>,
+    ) -> Result<Response<pb::DeleteNeighborNatResponse>, Status> {
+        Err(not_implemented("delete_neighbor_nat"))
+    }
+
+    async fn list_neighbor_nats(
+        &self,
+        _: Request<pb::ListNeighborNatsRequest>,
+    ) -> Result<Response<pb::ListNeighborNatsResponse>, Status> {
+        Err(not_implemented("list_neighbor_nats"))
+    }
+
+    async fn list_firewall_rules(
+        &self,
+        _: Request<pb::ListFirewallRulesRequest>,
+    ) -> Result<Response<pb::ListFirewallRulesResponse>, Status> {
+        Err(not_implemented("list_firewall_rules"))
+    }
+
+    async fn create_firewall_rule(
+        &self,
+        _: Request<pb::CreateFirewallRuleRequest>,
+    ) -> Result<Response<pb::CreateFirewallRuleResponse>, Status> {
+        Err(not_implemented("create_firewall_rule"))
+    }
+
+    async fn get_firewall_rule(
+        &self,
+        _: Request<pb::GetFirewallRuleRequest>,
+    ) -> Result<Response<pb::GetFirewallRuleResponse>, Status> {
+        Err(not_implemented("get_firewall_rule"))
+    }
+
+    async fn delete_firewall_rule(
+        &self,
+        _: Request<pb::DeleteFirewallRuleRequest>,
+    ) -> Result<Response<pb::DeleteFirewallRuleResponse>, Status> {
+        Err(not_implemented("delete_firewall_rule"))
+    }
+
+    async fn capture_start(
+        &self,
+        _: Request<pb::CaptureStartRequest>,
+    ) -> Result<Response<pb::CaptureStartResponse>, Status> {
+        Err(not_implemented("capture_start"))
+    }
+
+    async fn capture_stop(
+        &self,
+        _: Request<pb::CaptureStopRequest>,
+    ) -> Result<Response<pb::CaptureStopResponse>, Status> {
+        Err(not_implemented("capture_stop"))
+    }
+
+    async fn capture_status(
+        &self,
+        _: Request<pb::CaptureStatusRequest>,
+    ) -> Result<Response<pb::CaptureStatusResponse>, Status> {
+        Err(not_implemented("capture_status"))
+    }
+}

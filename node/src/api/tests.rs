@@ -1,0 +1,473 @@
+//! The API end to end in one process: a real tonic server on 127.0.0.1 with a real
+//! [`Control`] over a fake port list, driven by the generated tonic client.
+
+use std::sync::Arc;
+
+use dpfleet_proto::dpdkironcore::v1 as pb;
+use dpfleet_proto::dpdkironcore::v1::dpd_kironcore_client::DpdKironcoreClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use super::*;
+use crate::control::tests::control;
+
+type Client = DpdKironcoreClient<Channel>;
+
+struct Server {
+    client: Client,
+    control: Arc<Control>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+async fn start() -> Server {
+    let control = Arc::new(control());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_listener(listener, Arc::clone(&control), async {
+        let _ = stopped.await;
+    }));
+    let client = DpdKironcoreClient::connect(format!("http://{addr}")).await.unwrap();
+    Server { client, control, stop, task }
+}
+
+impl Server {
+    async fn stop(self) {
+        drop(self.client);
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn ok() -> Option<pb::Status> {
+    Some(pb::Status { code: 0, message: "Success".into() })
+}
+
+fn err(code: u32, name: &str) -> Option<pb::Status> {
+    Some(pb::Status { code, message: name.into() })
+}
+
+fn addr4(a: &str) -> Option<pb::IpAddress> {
+    Some(pb::IpAddress { ipver: pb::IpVersion::Ipv4 as i32, address: a.as_bytes().to_vec() })
+}
+
+fn addr6(a: &str) -> Option<pb::IpAddress> {
+    Some(pb::IpAddress { ipver: pb::IpVersion::Ipv6 as i32, address: a.as_bytes().to_vec() })
+}
+
+fn prefix(a: &str, length: u32) -> Option<pb::Prefix> {
+    let ip = if a.contains(':') { addr6(a) } else { addr4(a) };
+    Some(pb::Prefix { ip, length, underlay_route: Vec::new() })
+}
+
+fn iface_req(id: &str, dev: &str, v4: &str, v6: &str) -> pb::CreateInterfaceRequest {
+    pb::CreateInterfaceRequest {
+        interface_type: pb::InterfaceType::Virtual as i32,
+        interface_id: id.as_bytes().to_vec(),
+        vni: 100,
+        ipv4_config: Some(pb::IpConfig { primary_address: v4.as_bytes().to_vec() }),
+        ipv6_config: Some(pb::IpConfig { primary_address: v6.as_bytes().to_vec() }),
+        pxe_config: None,
+        device_name: dev.into(),
+        metering_parameters: Some(pb::MeteringParams { total_rate: 0, public_rate: 0 }),
+    }
+}
+
+fn route_req(
+    vni: u32,
+    a: &str,
+    len: u32,
+    nh_vni: u32,
+    nh: Option<pb::IpAddress>,
+) -> pb::CreateRouteRequest {
+    pb::CreateRouteRequest {
+        vni,
+        route: Some(pb::Route {
+            prefix: prefix(a, len),
+            nexthop_vni: nh_vni,
+            nexthop_address: nh,
+            weight: 100,
+        }),
+    }
+}
+
+fn del_route_req(vni: u32, a: &str, len: u32) -> pb::DeleteRouteRequest {
+    pb::DeleteRouteRequest {
+        vni,
+        route: Some(pb::Route { prefix: prefix(a, len), ..Default::default() }),
+    }
+}
+
+fn pfx_req(id: &str, a: &str, len: u32) -> pb::CreatePrefixRequest {
+    pb::CreatePrefixRequest { interface_id: id.as_bytes().to_vec(), prefix: prefix(a, len) }
+}
+
+fn del_pfx_req(id: &str, a: &str, len: u32) -> pb::DeletePrefixRequest {
+    pb::DeletePrefixRequest { interface_id: id.as_bytes().to_vec(), prefix: prefix(a, len) }
+}
+
+fn get_req(id: &str) -> pb::GetInterfaceRequest {
+    pb::GetInterfaceRequest { interface_id: id.as_bytes().to_vec() }
+}
+
+fn del_req(id: &str) -> pb::DeleteInterfaceRequest {
+    pb::DeleteInterfaceRequest { interface_id: id.as_bytes().to_vec() }
+}
+
+fn assert_grpc_error<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, Status>,
+    code: Code,
+    msg: &str,
+) {
+    let e = r.expect_err("gRPC-level error expected");
+    assert_eq!((e.code(), e.message()), (code, msg));
+}
+
+#[tokio::test]
+async fn before_initialize_only_initialize_works() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    assert_grpc_error(
+        c.check_initialized(pb::CheckInitializedRequest {}).await,
+        Code::Aborted,
+        "not initialized",
+    );
+    assert_grpc_error(
+        c.create_interface(iface_req("vm1", "net_tap2", "10.100.1.1", "::")).await,
+        Code::Aborted,
+        "not initialized",
+    );
+    assert_grpc_error(
+        c.list_interfaces(pb::ListInterfacesRequest {}).await,
+        Code::Aborted,
+        "not initialized",
+    );
+    assert!(s.control.list_interfaces().is_empty());
+
+    let init = c.initialize(pb::InitializeRequest {}).await.unwrap().into_inner();
+    assert_eq!(init.status, ok());
+    assert_eq!(init.uuid.len(), 36);
+    assert_eq!(init.uuid, init.uuid.to_uppercase());
+    let check = c.check_initialized(pb::CheckInitializedRequest {}).await.unwrap().into_inner();
+    assert_eq!((check.status, check.uuid.as_str()), (ok(), init.uuid.as_str()));
+    // A second Initialize is accepted and keeps the identity.
+    let again = c.initialize(pb::InitializeRequest {}).await.unwrap().into_inner();
+    assert_eq!((again.status, again.uuid), (ok(), init.uuid));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn version_and_unimplemented() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    let req = pb::GetVersionRequest {
+        client_protocol: "v1".into(),
+        client_name: "test".into(),
+        client_version: "0.1".into(),
+    };
+    let v = c.get_version(req.clone()).await.unwrap().into_inner();
+    assert_eq!(v.status, ok());
+    assert_eq!(v.service_protocol, SERVICE_VERSION);
+    assert_eq!(v.service_version, SERVICE_VERSION);
+    let no_name = pb::GetVersionRequest { client_name: String::new(), ..req };
+    assert_grpc_error(c.get_version(no_name).await, Code::InvalidArgument, "Invalid client_name");
+
+    let e = c.get_vip(pb::GetVipRequest { interface_id: b"vm1".to_vec() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn interfaces() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+
+    let mut vm1 = iface_req("vm1", "net_tap2", "10.100.1.1", "2000:100:1::1");
+    vm1.pxe_config =
+        Some(pb::PxeConfig { next_server: "2001:dede::1".into(), boot_filename: "ipxe".into() });
+    let r = c.create_interface(vm1.clone()).await.unwrap().into_inner();
+    assert_eq!(r.status, ok());
+    assert_eq!(r.underlay_route, b"fc00:1::1:0:1");
+    assert_eq!(r.vf.unwrap().name, "dtapvf_0");
+    let pxe = s.control.snapshot().iface(2).unwrap().pxe.clone().unwrap();
+    assert_eq!((pxe.next_server.as_str(), pxe.boot_filename.as_str()), ("2001:dede::1", "ipxe"));
+
+    // Refusals reported in the status, nothing else filled in.
+    let cases = [
+        (vm1.clone(), 202, "ALREADY_EXISTS"),
+        (iface_req("new_vm", "invalid", "10.100.1.2", "::"), 201, "NOT_FOUND"),
+        (iface_req("new_vm", "net_tap0", "10.100.1.2", "::"), 202, "ALREADY_EXISTS"),
+        (iface_req("vm4", "net_tap5", "10.100.1.1", "2000:100:1::4"), 301, "ROUTE_EXISTS"),
+        (iface_req("vm1", "net_tap5", "10.100.1.4", "::"), 402, "VM_HANDLE"),
+    ];
+    for (req, code, name) in cases {
+        let r = c.create_interface(req).await.unwrap().into_inner();
+        assert_eq!(
+            r,
+            pb::CreateInterfaceResponse { status: err(code, name), ..Default::default() }
+        );
+    }
+    // Malformed requests fail at the gRPC level.
+    let malformed = [
+        (
+            iface_req("vm4", "net_tap5", "0.0.0.0", "::"),
+            "Invalid ipv4_config.primary_address and ipv6_config.primary_address combination",
+        ),
+        (iface_req("vm4", "net_tap5", "10.100.1.300", "::"), "Invalid ipv4_config.primary_address"),
+        (
+            iface_req("vm4", "net_tap5", "10.100.1.4", "2000::x"),
+            "Invalid ipv6_config.primary_address",
+        ),
+        (iface_req("vm 4", "net_tap5", "10.100.1.4", "::"), "Invalid interface_id"),
+        (iface_req("vm4", "", "10.100.1.4", "::"), "Invalid device_name"),
+    ];
+    for (req, msg) in malformed {
+        assert_grpc_error(c.create_interface(req).await, Code::InvalidArgument, msg);
+    }
+    assert_eq!(s.control.list_interfaces().len(), 1);
+
+    let got = c.get_interface(get_req("vm1")).await.unwrap().into_inner();
+    let vm1_msg = pb::Interface {
+        id: b"vm1".to_vec(),
+        vni: 100,
+        primary_ipv4: b"10.100.1.1".to_vec(),
+        primary_ipv6: b"2000:100:1::1".to_vec(),
+        underlay_route: b"fc00:1::1:0:1".to_vec(),
+        pci_name: "net_tap2".into(),
+        metering_params: Some(pb::MeteringParams::default()),
+    };
+    assert_eq!(got, pb::GetInterfaceResponse { status: ok(), interface: Some(vm1_msg.clone()) });
+    let missing = c.get_interface(get_req("nope")).await.unwrap().into_inner();
+    assert_eq!(
+        missing,
+        pb::GetInterfaceResponse { status: err(201, "NOT_FOUND"), interface: None }
+    );
+    assert_grpc_error(
+        c.get_interface(get_req("")).await,
+        Code::InvalidArgument,
+        "Invalid interface_id",
+    );
+
+    let r = c
+        .create_interface(iface_req("vm3", "net_tap4", "10.200.1.3", "::"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.underlay_route, b"fc00:1::1:0:2");
+    let list = c.list_interfaces(pb::ListInterfacesRequest {}).await.unwrap().into_inner();
+    assert_eq!(list.status, ok());
+    assert_eq!(list.interfaces.len(), 2);
+    assert_eq!(list.interfaces[0], vm1_msg);
+    assert_eq!(list.interfaces[1].primary_ipv6, b"::");
+    assert_eq!(list.interfaces[1].pci_name, "net_tap4");
+
+    let d = c.delete_interface(del_req("vm3")).await.unwrap().into_inner();
+    assert_eq!(d.status, ok());
+    let d = c.delete_interface(del_req("invalid_name")).await.unwrap().into_inner();
+    assert_eq!(d.status, err(201, "NOT_FOUND"));
+    assert_grpc_error(
+        c.delete_interface(del_req("")).await,
+        Code::InvalidArgument,
+        "Invalid interface_id",
+    );
+    let list = c.list_interfaces(pb::ListInterfacesRequest {}).await.unwrap().into_inner();
+    assert_eq!(list.interfaces, vec![vm1_msg]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn routes() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    let nh = || addr6("fc00:2::64:0:1");
+
+    let r = c.create_route(route_req(100, "10.100.2.0", 24, 0, nh())).await.unwrap().into_inner();
+    assert_eq!(r.status, err(206, "NO_VNI"));
+    c.create_interface(iface_req("vm1", "net_tap2", "10.100.1.1", "2000:100:1::1")).await.unwrap();
+
+    let created = [
+        route_req(100, "10.100.2.0", 24, 0, nh()),
+        route_req(100, "2000:100:2::", 104, 0, nh()),
+        route_req(100, "0.0.0.0", 0, 100, addr6("fc00::ffff")),
+    ];
+    for req in created {
+        assert_eq!(c.create_route(req).await.unwrap().into_inner().status, ok());
+    }
+    let refused = [
+        (route_req(100, "10.100.2.0", 24, 100, nh()), 301, "ROUTE_EXISTS"),
+        (route_req(100, "10.100.1.1", 32, 0, nh()), 301, "ROUTE_EXISTS"),
+        (route_req(100, "10.100.3.0", 24, 0, addr4("10.0.0.1")), 204, "BAD_IPVER"),
+        (route_req(100, "10.100.3.0", 33, 0, nh()), 303, "ROUTE_INSERT"),
+        (route_req(200, "10.100.3.0", 24, 0, nh()), 206, "NO_VNI"),
+    ];
+    for (req, code, name) in refused {
+        assert_eq!(c.create_route(req).await.unwrap().into_inner().status, err(code, name));
+    }
+    assert_grpc_error(
+        c.create_route(route_req(100, "10.100.3.0", 256, 0, nh())).await,
+        Code::InvalidArgument,
+        "Invalid route.prefix.length",
+    );
+    assert_grpc_error(
+        c.create_route(route_req(100, "10.100.3.0", 24, 0, addr6("fc00::x"))).await,
+        Code::InvalidArgument,
+        "Invalid route.nexthop_address",
+    );
+    assert_grpc_error(
+        c.create_route(pb::CreateRouteRequest { vni: 100, route: None }).await,
+        Code::InvalidArgument,
+        "Invalid route.prefix.ip",
+    );
+
+    // Only IPv4 routes through the underlay are listed.
+    let list = c.list_routes(pb::ListRoutesRequest { vni: 100 }).await.unwrap().into_inner();
+    assert_eq!(list.status, ok());
+    let want = |a: &str, len: u32, vni: u32, nh: &str| pb::Route {
+        prefix: prefix(a, len),
+        nexthop_vni: vni,
+        nexthop_address: addr6(nh),
+        weight: 0,
+    };
+    assert_eq!(
+        list.routes,
+        vec![want("0.0.0.0", 0, 100, "fc00::ffff"), want("10.100.2.0", 24, 0, "fc00:2::64:0:1")]
+    );
+    let none = c.list_routes(pb::ListRoutesRequest { vni: 200 }).await.unwrap().into_inner();
+    assert_eq!(none, pb::ListRoutesResponse { status: err(206, "NO_VNI"), routes: vec![] });
+
+    let refused = [
+        (del_route_req(100, "10.100.9.0", 24), 302, "ROUTE_NOT_FOUND"),
+        (del_route_req(100, "10.100.1.1", 32), 304, "ROUTE_BAD_PORT"),
+        (del_route_req(100, "10.100.2.0", 40), 302, "ROUTE_NOT_FOUND"),
+        (del_route_req(200, "10.100.2.0", 24), 206, "NO_VNI"),
+    ];
+    for (req, code, name) in refused {
+        assert_eq!(c.delete_route(req).await.unwrap().into_inner().status, err(code, name));
+    }
+    let d = c.delete_route(del_route_req(100, "10.100.2.0", 24)).await.unwrap().into_inner();
+    assert_eq!(d.status, ok());
+    let list = c.list_routes(pb::ListRoutesRequest { vni: 100 }).await.unwrap().into_inner();
+    assert_eq!(list.routes.len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn prefixes() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    c.create_interface(iface_req("vm2", "net_tap3", "10.100.1.2", "2000:100:1::2")).await.unwrap();
+
+    let r = c.create_prefix(pfx_req("vm2", "172.23.3.0", 24)).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route.as_slice()), (ok(), &b"fc00:1::1:0:2"[..]));
+    let r6 =
+        c.create_prefix(pfx_req("vm2", "2a10:defe:dede:f4::1", 124)).await.unwrap().into_inner();
+    assert_eq!(r6.status, ok());
+
+    let refused = [
+        (pfx_req("vm2", "172.23.3.0", 24), 301, "ROUTE_EXISTS"),
+        (pfx_req("invalid_name", "172.23.3.0", 24), 205, "NO_VM"),
+        (pfx_req("vm2", "172.23.4.0", 33), 303, "ROUTE_INSERT"),
+    ];
+    for (req, code, name) in refused {
+        let r = c.create_prefix(req).await.unwrap().into_inner();
+        assert_eq!(r, pb::CreatePrefixResponse { status: err(code, name), underlay_route: vec![] });
+    }
+    assert_grpc_error(
+        c.create_prefix(pfx_req("vm2", "172.23.4.0.1", 24)).await,
+        Code::InvalidArgument,
+        "Invalid prefix.ip",
+    );
+
+    let list = c
+        .list_prefixes(pb::ListPrefixesRequest { interface_id: b"vm2".to_vec() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.status, ok());
+    let entry = |a: &str, len: u32, ul: &[u8]| pb::Prefix {
+        underlay_route: ul.to_vec(),
+        ..prefix(a, len).unwrap()
+    };
+    assert_eq!(
+        list.prefixes,
+        vec![
+            entry("172.23.3.0", 24, b"fc00:1::1:0:2"),
+            entry("2a10:defe:dede:f4::1", 124, &r6.underlay_route)
+        ]
+    );
+    let none = c
+        .list_prefixes(pb::ListPrefixesRequest { interface_id: b"invalid_name".to_vec() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(none.status, err(205, "NO_VM"));
+
+    let d =
+        c.delete_prefix(del_pfx_req("invalid_name", "172.23.3.0", 24)).await.unwrap().into_inner();
+    assert_eq!(d.status, err(205, "NO_VM"));
+    let d = c.delete_prefix(del_pfx_req("vm2", "172.23.9.0", 24)).await.unwrap().into_inner();
+    assert_eq!(d.status, err(302, "ROUTE_NOT_FOUND"));
+    let d = c.delete_prefix(del_pfx_req("vm2", "172.23.3.0", 24)).await.unwrap().into_inner();
+    assert_eq!(d.status, ok());
+    let list = c
+        .list_prefixes(pb::ListPrefixesRequest { interface_id: b"vm2".to_vec() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.prefixes.len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn vnis() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    let check = |vni: u32, t: pb::VniType| pb::CheckVniInUseRequest { vni, r#type: t as i32 };
+    let reset = |vni: u32, t: pb::VniType| pb::ResetVniRequest { vni, r#type: t as i32 };
+
+    let r = c.check_vni_in_use(check(100, pb::VniType::VniIpv4)).await.unwrap().into_inner();
+    assert_eq!((r.status, r.in_use), (ok(), false));
+    c.create_interface(iface_req("vm1", "net_tap2", "10.100.1.1", "::")).await.unwrap();
+    let r = c.check_vni_in_use(check(100, pb::VniType::VniIpv6)).await.unwrap().into_inner();
+    assert_eq!((r.status, r.in_use), (ok(), true));
+    let r = c.check_vni_in_use(check(100, pb::VniType::VniBoth)).await.unwrap().into_inner();
+    assert_eq!((r.status, r.in_use), (err(203, "WRONG_TYPE"), false));
+    assert_grpc_error(
+        c.check_vni_in_use(pb::CheckVniInUseRequest { vni: 100, r#type: 7 }).await,
+        Code::InvalidArgument,
+        "Invalid type",
+    );
+
+    c.create_route(route_req(100, "10.100.2.0", 24, 0, addr6("fc00:2::64:0:1"))).await.unwrap();
+    let r = c.reset_vni(reset(100, pb::VniType::VniIpv4)).await.unwrap().into_inner();
+    assert_eq!(r.status, err(203, "WRONG_TYPE"));
+    assert_eq!(
+        c.list_routes(pb::ListRoutesRequest { vni: 100 }).await.unwrap().into_inner().routes.len(),
+        1
+    );
+    let r = c.reset_vni(reset(999, pb::VniType::VniBoth)).await.unwrap().into_inner();
+    assert_eq!(r.status, ok());
+    let r = c.reset_vni(reset(100, pb::VniType::VniBoth)).await.unwrap().into_inner();
+    assert_eq!(r.status, ok());
+    assert!(c
+        .list_routes(pb::ListRoutesRequest { vni: 100 })
+        .await
+        .unwrap()
+        .into_inner()
+        .routes
+        .is_empty());
+    // The interface's own route survived the reset.
+    let snap = s.control.snapshot();
+    assert!(snap.vnis[&100].routes4.lookup("10.100.1.1".parse().unwrap()).is_some());
+
+    c.delete_interface(del_req("vm1")).await.unwrap();
+    let r = c.check_vni_in_use(check(100, pb::VniType::VniIpv4)).await.unwrap().into_inner();
+    assert_eq!((r.status, r.in_use), (ok(), false));
+    s.stop().await;
+}

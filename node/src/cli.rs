@@ -1,0 +1,373 @@
+//! Command line and configuration file, compatible with `dpservice-bin`.
+//!
+//! The command line is `EAL-ARGS -- APP-OPTIONS`. EAL arguments go to DPDK untouched;
+//! application options are dpservice's (same names, ranges and defaults) plus a few of
+//! dpfleet's own. Before the command line, a configuration file is read: the path in
+//! `DP_CONF` (an empty value disables it) or `/tmp/dp_service.conf` if it exists. Its
+//! format is dpservice's (`key value` per line, keys are long option names, plus
+//! `a-pf0`/`a-pf1` for the PFs' EAL `-a` arguments), or TOML with the same keys when the
+//! file name ends in `.toml`. Options on the command line come after the file's and win
+//! for single-valued options; repeatable ones (`--dhcp-dns`) accumulate.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use clap::{Parser, ValueEnum};
+
+/// The default configuration file, as dpservice.
+pub const DEFAULT_CONF_FILE: &str = "/tmp/dp_service.conf";
+
+/// NIC family the ports belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NicType {
+    /// Mellanox ConnectX with VF representors (the default, as dpservice).
+    Mellanox,
+    /// TAP (or other virtual) devices, for tests and labs.
+    Tap,
+    /// NVIDIA BlueField-2.
+    Bluefield2,
+}
+
+/// When to colour log output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorMode {
+    /// Never.
+    Never,
+    /// Always.
+    Always,
+    /// When standard output is a terminal.
+    Auto,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Application options (after `--`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "dpfleet-node",
+    about = "dpfleet node: DPDK overlay router, drop-in for dpservice-bin",
+    override_usage = "dpfleet-node [EAL options] -- [options]",
+    disable_version_flag = true,
+    args_override_self = true
+)]
+pub struct Options {
+    /// Display version and exit.
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::SetTrue)]
+    pub version: bool,
+    /// First physical interface (e.g. eth0).
+    #[arg(long, value_name = "IFNAME")]
+    pub pf0: Option<String>,
+    /// Second physical interface (e.g. eth1).
+    #[arg(long, value_name = "IFNAME")]
+    pub pf1: Option<String>,
+    /// IPv6 underlay address.
+    #[arg(long, value_name = "ADDR6")]
+    pub ipv6: Option<Ipv6Addr>,
+    /// Virtual interface name pattern (e.g. 'eth1vf').
+    #[arg(long, value_name = "PATTERN")]
+    pub vf_pattern: Option<String>,
+    /// Set the mtu field in DHCP responses (68 - 1500).
+    #[arg(long, value_name = "SIZE", default_value_t = 1500,
+          value_parser = clap::value_parser!(u16).range(68..=1500))]
+    pub dhcp_mtu: u16,
+    /// Set the domain name server field in DHCP responses (can be used multiple times).
+    #[arg(long, value_name = "IPv4")]
+    pub dhcp_dns: Vec<Ipv4Addr>,
+    /// Set the domain name server field in DHCPv6 responses (can be used multiple times).
+    #[arg(long, value_name = "ADDR6")]
+    pub dhcpv6_dns: Vec<Ipv6Addr>,
+    /// Weighted-cost-multipath percentage for pf0 (0 - 100).
+    #[arg(long, value_name = "PERCENTAGE", default_value_t = 100,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub wcmp: u8,
+    /// NIC type to use.
+    #[arg(long, value_name = "NICTYPE", value_enum, default_value_t = NicType::Mellanox)]
+    pub nic_type: NicType,
+    /// Do not print periodic statistics to stdout.
+    #[arg(long)]
+    pub no_stats: bool,
+    /// Disable connection tracking.
+    #[arg(long)]
+    pub no_conntrack: bool,
+    /// Enable IPv6 overlay addresses.
+    #[arg(long)]
+    pub enable_ipv6_overlay: bool,
+    /// Disable traffic offloading (rte_flow); TAP ports never offload.
+    #[arg(long)]
+    pub no_offload: bool,
+    /// Verbosity level of packet traversing the graph framework (0 - 2).
+    #[arg(long, value_name = "LEVEL", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub graphtrace_loglevel: u8,
+    /// Output colorization mode.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = ColorMode::Never)]
+    pub color: ColorMode,
+    /// Format of individual log lines (on standard output).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Listen for gRPC clients on this port.
+    #[arg(long, value_name = "PORT", default_value_t = 1337,
+          value_parser = clap::value_parser!(u16).range(1024..))]
+    pub grpc_port: u16,
+    /// Inactive flow timeout (except TCP established flows), seconds (1 - 300).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=300))]
+    pub flow_timeout: u32,
+    /// dpfleet: serve Prometheus metrics on this TCP port (0 = off).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub metrics_port: u16,
+    /// dpfleet: address the gRPC and metrics servers bind to.
+    #[arg(long, value_name = "ADDR", default_value = "::")]
+    pub listen_addr: std::net::IpAddr,
+    /// dpfleet: number of mbufs in the packet pool.
+    #[arg(long, value_name = "N", default_value_t = 16383)]
+    pub mbufs: u32,
+    /// dpfleet: never sleep when idle (lowest latency, one busy core per worker).
+    #[arg(long)]
+    pub busy_poll: bool,
+    /// EAL `-a` argument for pf0 (configuration file key `a-pf0`).
+    #[arg(long = "a-pf0", value_name = "PCI", hide = true)]
+    pub a_pf0: Option<String>,
+    /// EAL `-a` argument for pf1 (configuration file key `a-pf1`).
+    #[arg(long = "a-pf1", value_name = "PCI", hide = true)]
+    pub a_pf1: Option<String>,
+}
+
+/// Why the options could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file '{path}': {source}")]
+    ConfigRead {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A line of the configuration file is wrong.
+    #[error("config file '{path}' line {line}: {msg}")]
+    ConfigLine {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The options are wrong (clap's message).
+    #[error("{0}")]
+    Args(String),
+    /// A required option is missing or options contradict each other.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the node.
+    Run(Box<Options>),
+    /// Print this (help or version) and exit successfully.
+    Print(String),
+}
+
+/// Splits `argv` into EAL arguments (with the program name first) and application
+/// arguments, at the first `--`.
+pub fn split_args(argv: &[String]) -> (Vec<String>, Vec<String>) {
+    match argv.iter().position(|a| a == "--") {
+        Some(i) => (argv[..i].to_vec(), argv[i + 1..].to_vec()),
+        None => (argv.to_vec(), Vec::new()),
+    }
+}
+
+/// Turns a dpservice-style configuration file into long options.
+pub fn conf_file_args(path: &str, text: &str) -> Result<Vec<String>, CliError> {
+    let mut args = Vec::new();
+    if path.ends_with(".toml") {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| CliError::ConfigLine {
+            path: path.into(),
+            line: e.span().map_or(0, |s| text[..s.start].lines().count()),
+            msg: e.message().to_string(),
+        })?;
+        for (key, value) in table {
+            let values = match value {
+                toml::Value::Array(items) => items,
+                v => vec![v],
+            };
+            for v in values {
+                match v {
+                    toml::Value::Boolean(true) => args.push(format!("--{key}")),
+                    toml::Value::Boolean(false) => {}
+                    toml::Value::String(s) => args.push(format!("--{key}={s}")),
+                    toml::Value::Integer(i) => args.push(format!("--{key}={i}")),
+                    other => {
+                        return Err(CliError::ConfigLine {
+                            path: path.into(),
+                            line: 0,
+                            msg: format!("key '{key}': unsupported value {other}"),
+                        })
+                    }
+                }
+            }
+        }
+        return Ok(args);
+    }
+    for (i, line) in text.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        let Some(key) = words.next() else { continue };
+        if key.starts_with('#') {
+            continue;
+        }
+        match words.next() {
+            Some(value) => args.push(format!("--{key}={value}")),
+            None => args.push(format!("--{key}")),
+        }
+        if words.next().is_some() {
+            return Err(CliError::ConfigLine {
+                path: path.into(),
+                line: i + 1,
+                msg: format!("more than one value for key '{key}'"),
+            });
+        }
+    }
+    Ok(args)
+}
+
+/// Reads the configuration file (per `DP_CONF`) and the application arguments.
+pub fn parse(app_args: &[String], dp_conf: Option<&str>) -> Result<Command, CliError> {
+    let mut args = vec!["dpfleet-node".to_string()];
+    let path = dp_conf.unwrap_or(DEFAULT_CONF_FILE);
+    if !path.is_empty() && (dp_conf.is_some() || Path::new(path).exists()) {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| CliError::ConfigRead { path: path.into(), source })?;
+        args.extend(conf_file_args(path, &text)?);
+    }
+    args.extend(app_args.iter().cloned());
+    let opts = match Options::try_parse_from(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp => Ok(Command::Print(e.render().to_string())),
+                _ => Err(CliError::Args(e.render().to_string())),
+            }
+        }
+    };
+    if opts.version {
+        return Ok(Command::Print(format!("dpfleet-node version {}\n", env!("CARGO_PKG_VERSION"))));
+    }
+    validate(&opts)?;
+    Ok(Command::Run(Box::new(opts)))
+}
+
+fn validate(o: &Options) -> Result<(), CliError> {
+    if o.pf0.is_none() {
+        return Err(CliError::Invalid("missing --pf0 (first physical interface)".into()));
+    }
+    if o.ipv6.is_none() {
+        return Err(CliError::Invalid("missing --ipv6 (underlay address)".into()));
+    }
+    if o.vf_pattern.as_deref().is_none_or(str::is_empty) {
+        return Err(CliError::Invalid("missing --vf-pattern (virtual interface name pattern)".into()));
+    }
+    if o.pf0 == o.pf1 {
+        return Err(CliError::Invalid("--pf0 and --pf1 name the same interface".into()));
+    }
+    if o.metrics_port != 0 && o.metrics_port == o.grpc_port {
+        return Err(CliError::Invalid("--metrics-port and --grpc-port must differ".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    const SUITE: &str = "--pf0=dtap0 --pf1=dtap1 --vf-pattern=dtapvf_ --nic-type=tap \
+        --ipv6=fc00:1::1 --enable-ipv6-overlay --dhcp-mtu=1337 --dhcp-dns=8.8.4.4 \
+        --dhcp-dns=8.8.8.8 --dhcpv6-dns=2001:4860:4860::6464 \
+        --dhcpv6-dns=2002:4861:4861::6464 --grpc-port=1337 --no-stats --color=auto --no-offload";
+
+    #[test]
+    fn dpservice_suite_command_line_parses() {
+        let Command::Run(o) = parse(&strings(SUITE), Some("")).unwrap() else { panic!() };
+        assert_eq!(o.pf0.as_deref(), Some("dtap0"));
+        assert_eq!(o.pf1.as_deref(), Some("dtap1"));
+        assert_eq!(o.nic_type, NicType::Tap);
+        assert_eq!(o.dhcp_mtu, 1337);
+        assert_eq!(o.dhcp_dns, vec![Ipv4Addr::new(8, 8, 4, 4), Ipv4Addr::new(8, 8, 8, 8)]);
+        assert_eq!(o.dhcpv6_dns.len(), 2);
+        assert!(o.enable_ipv6_overlay && o.no_stats && o.no_offload);
+        assert_eq!(o.color, ColorMode::Auto);
+        assert_eq!(o.wcmp, 100);
+    }
+
+    #[test]
+    fn split_at_double_dash() {
+        let (eal, app) = split_args(&strings("bin -l 0,1 --no-pci -- --pf0=a"));
+        assert_eq!(eal, strings("bin -l 0,1 --no-pci"));
+        assert_eq!(app, strings("--pf0=a"));
+    }
+
+    #[test]
+    fn bad_options_are_errors() {
+        for bad in [
+            "--pf0=a --ipv6=fc00::1 --vf-pattern=v --dhcp-mtu=67",
+            "--pf0=a --ipv6=fc00::1 --vf-pattern=v --wcmp=101",
+            "--pf0=a --ipv6=not-an-address --vf-pattern=v",
+            "--pf0=a --ipv6=fc00::1 --vf-pattern=v --bogus",
+            "--pf0=a --ipv6=fc00::1 --vf-pattern=v --nic-type=intel",
+            "--pf0=a --ipv6=fc00::1 --vf-pattern=v --grpc-port=80",
+            "--pf0=a --ipv6=fc00::1 --vf-pattern=v --flow-timeout=0",
+            "--ipv6=fc00::1 --vf-pattern=v",
+            "--pf0=a --vf-pattern=v",
+            "--pf0=a --pf1=a --ipv6=fc00::1 --vf-pattern=v",
+        ] {
+            assert!(parse(&strings(bad), Some("")).is_err(), "accepted: {bad}");
+        }
+    }
+
+    #[test]
+    fn help_and_version_print() {
+        let Command::Print(h) = parse(&strings("--help"), Some("")).unwrap() else { panic!() };
+        assert!(h.contains("--flow-timeout") && h.contains("--pf0"));
+        let Command::Print(v) = parse(&strings("-v"), Some("")).unwrap() else { panic!() };
+        assert!(v.contains("version"));
+    }
+
+    #[test]
+    fn config_file_then_command_line() {
+        let dir = std::env::temp_dir().join(format!("dpfleet-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("dp_service.conf");
+        std::fs::write(&conf, "pf0 eth0\nipv6 fc00::9\nvf-pattern eth0vf\ndhcp-dns 1.1.1.1\nno-stats\n").unwrap();
+        let Command::Run(o) =
+            parse(&strings("--pf0=eth1 --dhcp-dns=9.9.9.9"), Some(conf.to_str().unwrap())).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(o.pf0.as_deref(), Some("eth1"), "command line wins");
+        assert_eq!(o.dhcp_dns.len(), 2, "repeatable options accumulate");
+        assert!(o.no_stats);
+        let toml = dir.join("node.toml");
+        std::fs::write(&toml, "pf0 = \"eth0\"\nipv6 = \"fc00::9\"\nvf-pattern = \"vf\"\ndhcp-dns = [\"1.1.1.1\", \"2.2.2.2\"]\nenable-ipv6-overlay = true\ngrpc-port = 2000\n").unwrap();
+        let Command::Run(o) = parse(&[], Some(toml.to_str().unwrap())).unwrap() else { panic!() };
+        assert_eq!(o.dhcp_dns.len(), 2);
+        assert!(o.enable_ipv6_overlay);
+        assert_eq!(o.grpc_port, 2000);
+        assert!(parse(&[], Some(dir.join("missing").to_str().unwrap())).is_err());
+        std::fs::write(&conf, "pf0 eth0 eth1\n").unwrap();
+        assert!(parse(&[], Some(conf.to_str().unwrap())).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,1131 @@
+//! The node's control plane: the single applier of desired state.
+//!
+//! [`Control`] owns everything the API can change (interfaces, their alias prefixes,
+//! routes per VNI) and is the only writer of the dataplane configuration. Every
+//! successful change compiles a fresh [`Snapshot`] and publishes it with one atomic
+//! pointer swap, bumping its `generation`; workers load the current snapshot per burst
+//! and never lock.
+//!
+//! Invariants:
+//! - Mutations are serialized by one mutex (control plane only). A method that fails
+//!   leaves the state untouched and publishes nothing: every check happens before the
+//!   first change.
+//! - The route table of a VNI is the source of truth, as in dpservice: an interface adds
+//!   /32 and /128 host routes to its port, an alias prefix adds a route to its port,
+//!   CreateRoute adds a route through the underlay. Deleting the last interface of a VNI
+//!   drops the VNI with all its routes.
+//! - Errors carry dpservice's numeric codes ([`ApiError::code`]), which clients read.
+//!
+//! Semantics follow dpservice (revision 1a8d901) with three deliberate differences,
+//! each where dpservice leaves its own tables inconsistent:
+//! - Deleting an interface also removes its alias prefixes (dpservice leaves their
+//!   routes and records behind, to be inherited by the next VM on that port).
+//! - ResetVni and Initialize keep alias-prefix routes (dpservice drops the routes but
+//!   keeps listing the prefixes).
+//! - DeletePrefix matches the prefix by network (`10.0.0.5/24` == `10.0.0.0/24`) and
+//!   never deletes a host route.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use dpfleet_dataplane::config::{
+    Interface, NodeConfig, PortId, PortInfo, PortRole, PxeConfig, RouteTarget, Snapshot, Vni,
+    VniTables,
+};
+use dpfleet_proto::types::Prefix;
+
+/// A refused request, with dpservice's error number ([`ApiError::code`]) and name
+/// ([`ApiError::name`], what dpservice puts in `Status.message`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// 201: no such interface (Get/DeleteInterface), device or alias prefix.
+    #[error("not found")]
+    NotFound,
+    /// 202: the device is a PF or already carries an interface.
+    #[error("device already in use")]
+    AlreadyExists,
+    /// 203: the VNI type is not valid for this call.
+    #[error("wrong VNI type for this call")]
+    WrongType,
+    /// 204: wrong IP version (a route's next hop must be IPv6).
+    #[error("wrong IP version")]
+    BadIpver,
+    /// 205: no interface with this id (prefix calls).
+    #[error("no such interface")]
+    NoVm,
+    /// 206: the VNI has no interface on this node, so no route table.
+    #[error("VNI not present on this node")]
+    NoVni,
+    /// 301: the VNI already has a route for this prefix.
+    #[error("route already exists")]
+    RouteExists,
+    /// 302: the VNI has no route for this prefix.
+    #[error("route not found")]
+    RouteNotFound,
+    /// 303: the route cannot be inserted (prefix length beyond 32/128).
+    #[error("route cannot be inserted")]
+    RouteInsert,
+    /// 304: the route belongs to something else (e.g. an interface's host route).
+    #[error("route leads to another port")]
+    RouteBadPort,
+    /// 402: the interface id is already taken.
+    #[error("interface id already in use")]
+    VmHandle,
+}
+
+impl ApiError {
+    /// dpservice's error number, as sent in `Status.code`.
+    pub fn code(self) -> u32 {
+        match self {
+            ApiError::NotFound => 201,
+            ApiError::AlreadyExists => 202,
+            ApiError::WrongType => 203,
+            ApiError::BadIpver => 204,
+            ApiError::NoVm => 205,
+            ApiError::NoVni => 206,
+            ApiError::RouteExists => 301,
+            ApiError::RouteNotFound => 302,
+            ApiError::RouteInsert => 303,
+            ApiError::RouteBadPort => 304,
+            ApiError::VmHandle => 402,
+        }
+    }
+
+    /// dpservice's name of the error, as sent in `Status.message`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::AlreadyExists => "ALREADY_EXISTS",
+            ApiError::WrongType => "WRONG_TYPE",
+            ApiError::BadIpver => "BAD_IPVER",
+            ApiError::NoVm => "NO_VM",
+            ApiError::NoVni => "NO_VNI",
+            ApiError::RouteExists => "ROUTE_EXISTS",
+            ApiError::RouteNotFound => "ROUTE_NOT_FOUND",
+            ApiError::RouteInsert => "ROUTE_INSERT",
+            ApiError::RouteBadPort => "ROUTE_BAD_PORT",
+            ApiError::VmHandle => "VM_HANDLE",
+        }
+    }
+}
+
+/// Longest interface id dpservice stores (it keeps ids in a 64-byte C string).
+pub const IFACE_ID_MAX_LEN: usize = 63;
+
+/// Why an interface id was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InterfaceIdError {
+    /// Empty, or longer than [`IFACE_ID_MAX_LEN`] bytes.
+    #[error("interface id must have 1 to 63 characters")]
+    Length,
+    /// A character other than ASCII letters, digits, `-` and `_`.
+    #[error("interface id may only contain letters, digits, '-' and '_'")]
+    Character,
+}
+
+/// A valid interface id: 1 to 63 ASCII letters, digits, `-` or `_`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InterfaceId(String);
+
+impl InterfaceId {
+    /// Checks `id`.
+    pub fn new(id: &str) -> Result<Self, InterfaceIdError> {
+        if !id.bytes().all(|c| c == b'-' || c == b'_' || c.is_ascii_alphanumeric()) {
+            return Err(InterfaceIdError::Character);
+        }
+        if id.is_empty() || id.len() > IFACE_ID_MAX_LEN {
+            return Err(InterfaceIdError::Length);
+        }
+        Ok(InterfaceId(id.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Which routing table(s) of a VNI a call means (the API's `VniType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VniFamily {
+    /// The IPv4 table.
+    Ipv4,
+    /// The IPv6 table.
+    Ipv6,
+    /// Both tables.
+    Both,
+}
+
+/// Everything CreateInterface needs, validated by the API layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceSpec {
+    /// The new interface's id.
+    pub id: InterfaceId,
+    /// Its virtual network (any 32-bit value, as dpservice accepts).
+    pub vni: Vni,
+    /// The DPDK device name of the port to attach to.
+    pub device_name: String,
+    /// The VM's IPv4 address (`None`: no IPv4 service).
+    pub ipv4: Option<Ipv4Addr>,
+    /// The VM's IPv6 address (`None`: no IPv6 service).
+    pub ipv6: Option<Ipv6Addr>,
+    /// PXE boot settings for DHCP.
+    pub pxe: Option<PxeConfig>,
+}
+
+/// The answer to a successful CreateInterface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedInterface {
+    /// The interface's underlay address.
+    pub underlay: Ipv6Addr,
+    /// The kernel name of the port's interface (`VirtualFunction.name`).
+    pub vf_name: String,
+}
+
+/// An interface as Get/ListInterfaces report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    /// Its id.
+    pub id: String,
+    /// Its VNI.
+    pub vni: Vni,
+    /// IPv4 address, if any.
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address, if any.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Its underlay address.
+    pub underlay: Ipv6Addr,
+    /// The DPDK device name of its port.
+    pub device_name: String,
+    /// The port id.
+    pub port: PortId,
+}
+
+/// A route through the underlay, as ListRoutes reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The destination prefix (network address, host bits cleared).
+    pub prefix: Prefix,
+    /// The VNI on the far side (0: the route's own VNI).
+    pub nexthop_vni: Vni,
+    /// The next hop's underlay address.
+    pub nexthop: Ipv6Addr,
+}
+
+/// An alias prefix of an interface, as ListPrefixes reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AliasPrefixInfo {
+    /// The prefix as it was given.
+    pub prefix: Prefix,
+    /// The underlay address allocated for it.
+    pub underlay: Ipv6Addr,
+}
+
+/// Allocates underlay addresses the way dpservice does.
+///
+/// An address is the first 64 bits of the node's underlay address (`--ipv6`), then
+/// three zero bytes (reserved for kernel routing), one per-process byte, and a 32-bit
+/// counter (big endian) that increases with every allocation. dpservice draws the byte
+/// and the counter's start at random (so that a restarted node does not hand out
+/// addresses the fabric may still route to its previous life); a build with static
+/// underlay addresses uses byte 1 and starts the counter at 0, so that with
+/// `--ipv6=fc00:1::1` the first address is `fc00:1::1:0:1`.
+#[derive(Clone, Debug)]
+pub struct UnderlayAlloc {
+    host: [u8; 8],
+    salt: u8,
+    counter: u32,
+}
+
+impl UnderlayAlloc {
+    /// An allocator whose first address uses `salt` and counter value `counter + 1`.
+    pub fn new(node_underlay: Ipv6Addr, salt: u8, counter: u32) -> Self {
+        let mut host = [0; 8];
+        host.copy_from_slice(&node_underlay.octets()[..8]);
+        UnderlayAlloc { host, salt, counter }
+    }
+
+    /// An allocator with a random byte and a random counter start below 256, as
+    /// dpservice's default build.
+    pub fn randomized(node_underlay: Ipv6Addr) -> Self {
+        let r = random_u64();
+        let [salt, start, ..] = r.to_le_bytes();
+        UnderlayAlloc::new(node_underlay, salt, u32::from(start))
+    }
+
+    /// The next address.
+    pub fn next_addr(&mut self) -> Ipv6Addr {
+        self.counter = self.counter.wrapping_add(1);
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&self.host);
+        a[11] = self.salt;
+        a[12..].copy_from_slice(&self.counter.to_be_bytes());
+        Ipv6Addr::from(a)
+    }
+}
+
+/// 64 random bits from the standard library's per-process hash keys (seeded by the OS).
+pub fn random_u64() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(0x6470_666c_6565_7421);
+    h.finish()
+}
+
+/// The single applier of the node's desired state.
+pub struct Control {
+    state: Mutex<State>,
+    published: Arc<ArcSwap<Snapshot>>,
+}
+
+#[derive(Clone, Debug)]
+struct AliasPrefix {
+    prefix: Prefix,
+    underlay: Ipv6Addr,
+}
+
+#[derive(Clone, Debug)]
+struct IfaceState {
+    id: InterfaceId,
+    vni: Vni,
+    ipv4: Option<Ipv4Addr>,
+    ipv6: Option<Ipv6Addr>,
+    underlay: Ipv6Addr,
+    pxe: Option<PxeConfig>,
+    /// In creation order (ListPrefixes order).
+    prefixes: Vec<AliasPrefix>,
+}
+
+impl IfaceState {
+    /// The routes this interface owns in its VNI: host routes and alias prefixes.
+    fn own_routes(&self) -> impl Iterator<Item = Prefix> + '_ {
+        let v4 = self.ipv4.and_then(|a| Prefix::new(IpAddr::V4(a), 32).ok());
+        let v6 = self.ipv6.and_then(|a| Prefix::new(IpAddr::V6(a), 128).ok());
+        v4.into_iter().chain(v6).chain(self.prefixes.iter().map(|p| p.prefix))
+    }
+}
+
+/// Route key: network address (host bits cleared) and length.
+type RouteKey = (IpAddr, u8);
+
+fn route_key(p: &Prefix) -> RouteKey {
+    (p.network(), p.length())
+}
+
+#[derive(Clone, Debug, Default)]
+struct VniState {
+    /// Interfaces (later: load balancers) holding this VNI on the node.
+    refs: u32,
+    routes: BTreeMap<RouteKey, RouteTarget>,
+}
+
+#[derive(Debug)]
+struct State {
+    node: NodeConfig,
+    ports: Vec<PortInfo>,
+    initialized: bool,
+    /// Interfaces by port id (ListInterfaces reports them in port order).
+    ifaces: BTreeMap<PortId, IfaceState>,
+    port_by_id: HashMap<InterfaceId, PortId>,
+    vnis: HashMap<Vni, VniState>,
+    underlay: UnderlayAlloc,
+    generation: u64,
+}
+
+impl Control {
+    /// A control plane for a node with these ports, no interfaces, not initialized, with
+    /// randomized underlay addresses (see [`UnderlayAlloc::randomized`]).
+    pub fn new(node: NodeConfig, ports: Vec<PortInfo>) -> Self {
+        let alloc = UnderlayAlloc::randomized(node.underlay_ipv6);
+        Control::with_underlay(node, ports, alloc)
+    }
+
+    /// Like [`Control::new`], with a given underlay allocator.
+    pub fn with_underlay(node: NodeConfig, ports: Vec<PortInfo>, underlay: UnderlayAlloc) -> Self {
+        let state = State {
+            node,
+            ports,
+            initialized: false,
+            ifaces: BTreeMap::new(),
+            port_by_id: HashMap::new(),
+            vnis: HashMap::new(),
+            underlay,
+            generation: 0,
+        };
+        let published = Arc::new(ArcSwap::from_pointee(state.compile()));
+        Control { state: Mutex::new(state), published }
+    }
+
+    /// The published configuration, for the workers: `load()` it once per burst.
+    pub fn snapshot_handle(&self) -> Arc<ArcSwap<Snapshot>> {
+        Arc::clone(&self.published)
+    }
+
+    /// The current configuration.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.published.load_full()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug in this module; continuing could
+        // serve a half-applied change, so refuse to go on.
+        self.state.lock().expect("control-plane state poisoned by an earlier panic")
+    }
+
+    /// Runs a mutation; on success compiles and publishes a new snapshot.
+    fn apply<T>(&self, f: impl FnOnce(&mut State) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let mut st = self.lock();
+        let out = f(&mut st)?;
+        st.generation += 1;
+        self.published.store(Arc::new(st.compile()));
+        Ok(out)
+    }
+
+    /// Whether Initialize has been called.
+    pub fn is_initialized(&self) -> bool {
+        self.lock().initialized
+    }
+
+    /// Initialize: marks the node initialized and resets every VNI's routes to what its
+    /// interfaces own (routes added by CreateRoute are dropped). Calling it again is
+    /// allowed and resets again.
+    pub fn initialize(&self) -> Result<(), ApiError> {
+        self.apply(|st| {
+            st.initialized = true;
+            // dpservice also drops all neighbour NAT entries here (once NAT exists).
+            let vnis: Vec<Vni> = st.vnis.keys().copied().collect();
+            for vni in vnis {
+                st.reset_routes(vni);
+            }
+            Ok(())
+        })
+    }
+
+    /// CreateInterface: attaches a VM interface to the VF port named `device_name`.
+    pub fn create_interface(&self, spec: InterfaceSpec) -> Result<CreatedInterface, ApiError> {
+        self.apply(|st| {
+            let port = st
+                .ports
+                .iter()
+                .find(|p| p.device_name == spec.device_name)
+                .ok_or(ApiError::NotFound)?;
+            // PFs are always in use; a VF carries at most one interface.
+            if port.role != PortRole::Vf || st.ifaces.contains_key(&port.id) {
+                return Err(ApiError::AlreadyExists);
+            }
+            let (port_id, vf_name) = (port.id, port.if_name.clone());
+            if st.port_by_id.contains_key(&spec.id) {
+                return Err(ApiError::VmHandle);
+            }
+            let iface = IfaceState {
+                id: spec.id,
+                vni: spec.vni,
+                ipv4: spec.ipv4.filter(|a| !a.is_unspecified()),
+                ipv6: spec.ipv6.filter(|a| !a.is_unspecified()),
+                underlay: Ipv6Addr::UNSPECIFIED,
+                pxe: spec.pxe,
+                prefixes: Vec::new(),
+            };
+            if let Some(v) = st.vnis.get(&iface.vni) {
+                if iface.own_routes().any(|p| v.routes.contains_key(&route_key(&p))) {
+                    return Err(ApiError::RouteExists);
+                }
+            }
+            // Checks done; from here on nothing fails.
+            let underlay = st.alloc_underlay();
+            let iface = IfaceState { underlay, ..iface };
+            let vni = st.vnis.entry(iface.vni).or_default();
+            vni.refs += 1;
+            for p in iface.own_routes() {
+                vni.routes.insert(route_key(&p), RouteTarget::Local { port: port_id });
+            }
+            st.port_by_id.insert(iface.id.clone(), port_id);
+            st.ifaces.insert(port_id, iface);
+            Ok(CreatedInterface { underlay, vf_name })
+        })
+    }
+
+    /// DeleteInterface: detaches the interface, removes its routes and alias prefixes,
+    /// and drops its VNI if it was the last user.
+    pub fn delete_interface(&self, id: &str) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let port = st.port_of(id).ok_or(ApiError::NotFound)?;
+            let iface = st.ifaces.remove(&port).ok_or(ApiError::NotFound)?;
+            st.port_by_id.remove(&iface.id);
+            st.release_vni(iface.vni, port);
+            Ok(())
+        })
+    }
+
+    /// GetInterface.
+    pub fn get_interface(&self, id: &str) -> Result<InterfaceInfo, ApiError> {
+        let st = self.lock();
+        let port = st.port_of(id).ok_or(ApiError::NotFound)?;
+        st.info(port).ok_or(ApiError::NotFound)
+    }
+
+    /// ListInterfaces, in port order.
+    pub fn list_interfaces(&self) -> Vec<InterfaceInfo> {
+        let st = self.lock();
+        st.ifaces.keys().filter_map(|&port| st.info(port)).collect()
+    }
+
+    /// CreateRoute: traffic in `vni` to `prefix` goes through the underlay to `nexthop`
+    /// (which must be IPv6) with `nexthop_vni` (0: the same VNI).
+    pub fn create_route(
+        &self,
+        vni: Vni,
+        prefix: Prefix,
+        nexthop_vni: Vni,
+        nexthop: IpAddr,
+    ) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let IpAddr::V6(underlay) = nexthop else {
+                return Err(ApiError::BadIpver);
+            };
+            let v = st.vnis.get_mut(&vni).ok_or(ApiError::NoVni)?;
+            if v.routes.contains_key(&route_key(&prefix)) {
+                return Err(ApiError::RouteExists);
+            }
+            v.routes.insert(route_key(&prefix), RouteTarget::Remote { underlay, vni: nexthop_vni });
+            Ok(())
+        })
+    }
+
+    /// DeleteRoute: removes a route added by CreateRoute.
+    pub fn delete_route(&self, vni: Vni, prefix: Prefix) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let v = st.vnis.get_mut(&vni).ok_or(ApiError::NoVni)?;
+            match v.routes.get(&route_key(&prefix)) {
+                None => Err(ApiError::RouteNotFound),
+                Some(RouteTarget::Local { .. }) => Err(ApiError::RouteBadPort),
+                Some(RouteTarget::Remote { .. }) => {
+                    v.routes.remove(&route_key(&prefix));
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// ListRoutes: the IPv4 routes through the underlay of `vni`, by prefix. (dpservice
+    /// lists only the IPv4 table here; clients count on it.)
+    pub fn list_routes(&self, vni: Vni) -> Result<Vec<RouteInfo>, ApiError> {
+        let st = self.lock();
+        let v = st.vnis.get(&vni).ok_or(ApiError::NoVni)?;
+        Ok(v.routes
+            .iter()
+            .filter_map(|(&(net, len), t)| match (net, *t) {
+                (IpAddr::V4(_), RouteTarget::Remote { underlay, vni }) => Some(RouteInfo {
+                    prefix: Prefix::new(net, u32::from(len)).ok()?,
+                    nexthop_vni: vni,
+                    nexthop: underlay,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// CreatePrefix: routes `prefix` of the interface's VNI to the interface; returns the
+    /// prefix's own underlay address.
+    pub fn create_prefix(&self, id: &str, prefix: Prefix) -> Result<Ipv6Addr, ApiError> {
+        self.apply(|st| {
+            let (port, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+            let vni = iface.vni;
+            if st.vnis.get(&vni).is_some_and(|v| v.routes.contains_key(&route_key(&prefix))) {
+                return Err(ApiError::RouteExists);
+            }
+            let underlay = st.alloc_underlay();
+            st.vnis
+                .entry(vni)
+                .or_default()
+                .routes
+                .insert(route_key(&prefix), RouteTarget::Local { port });
+            let iface = st.ifaces.get_mut(&port).ok_or(ApiError::NoVm)?;
+            iface.prefixes.push(AliasPrefix { prefix, underlay });
+            Ok(underlay)
+        })
+    }
+
+    /// DeletePrefix: removes an alias prefix of the interface.
+    pub fn delete_prefix(&self, id: &str, prefix: Prefix) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let (port, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+            let vni = iface.vni;
+            let key = route_key(&prefix);
+            let Some(idx) = iface.prefixes.iter().position(|a| route_key(&a.prefix) == key) else {
+                // Not one of its alias prefixes; say why as dpservice would.
+                return Err(match st.vnis.get(&vni).and_then(|v| v.routes.get(&key)) {
+                    None => ApiError::RouteNotFound,
+                    Some(RouteTarget::Local { port: p }) if *p == port => ApiError::NotFound,
+                    Some(_) => ApiError::RouteBadPort,
+                });
+            };
+            if let Some(v) = st.vnis.get_mut(&vni) {
+                v.routes.remove(&key);
+            }
+            if let Some(iface) = st.ifaces.get_mut(&port) {
+                iface.prefixes.remove(idx);
+            }
+            Ok(())
+        })
+    }
+
+    /// ListPrefixes: the interface's alias prefixes, in creation order.
+    pub fn list_prefixes(&self, id: &str) -> Result<Vec<AliasPrefixInfo>, ApiError> {
+        let st = self.lock();
+        let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+        Ok(iface
+            .prefixes
+            .iter()
+            .map(|a| AliasPrefixInfo { prefix: a.prefix, underlay: a.underlay })
+            .collect())
+    }
+
+    /// CheckVniInUse: whether the node holds `vni` (it has an interface in it). Only the
+    /// single-family types are accepted.
+    pub fn vni_in_use(&self, vni: Vni, family: VniFamily) -> Result<bool, ApiError> {
+        if family == VniFamily::Both {
+            return Err(ApiError::WrongType);
+        }
+        Ok(self.lock().vnis.contains_key(&vni))
+    }
+
+    /// ResetVni: drops the routes of `vni` added by CreateRoute, keeping those its
+    /// interfaces own. Only [`VniFamily::Both`] is accepted; an unknown VNI is no error.
+    pub fn reset_vni(&self, vni: Vni, family: VniFamily) -> Result<(), ApiError> {
+        if family != VniFamily::Both {
+            return Err(ApiError::WrongType);
+        }
+        self.apply(|st| {
+            st.reset_routes(vni);
+            Ok(())
+        })
+    }
+}
+
+impl State {
+    fn port_of(&self, id: &str) -> Option<PortId> {
+        let id = InterfaceId::new(id).ok()?;
+        self.port_by_id.get(&id).copied()
+    }
+
+    fn iface_of(&self, id: &str) -> Option<(PortId, &IfaceState)> {
+        let port = self.port_of(id)?;
+        Some((port, self.ifaces.get(&port)?))
+    }
+
+    fn info(&self, port: PortId) -> Option<InterfaceInfo> {
+        let i = self.ifaces.get(&port)?;
+        let device_name = self
+            .ports
+            .iter()
+            .find(|p| p.id == port)
+            .map(|p| p.device_name.clone())
+            .unwrap_or_default();
+        Some(InterfaceInfo {
+            id: i.id.as_str().to_owned(),
+            vni: i.vni,
+            ipv4: i.ipv4,
+            ipv6: i.ipv6,
+            underlay: i.underlay,
+            device_name,
+            port,
+        })
+    }
+
+    /// Every underlay address in use.
+    fn underlays(&self) -> HashSet<Ipv6Addr> {
+        self.ifaces
+            .values()
+            .flat_map(|i| std::iter::once(i.underlay).chain(i.prefixes.iter().map(|p| p.underlay)))
+            .collect()
+    }
+
+    /// The next free underlay address (skipping any still in use after a wrap-around).
+    fn alloc_underlay(&mut self) -> Ipv6Addr {
+        let used = self.underlays();
+        loop {
+            let a = self.underlay.next_addr();
+            if !used.contains(&a) {
+                return a;
+            }
+        }
+    }
+
+    /// Removes an interface's routes from its VNI and drops the VNI with its last user.
+    fn release_vni(&mut self, vni: Vni, port: PortId) {
+        let Some(v) = self.vnis.get_mut(&vni) else { return };
+        v.routes.retain(|_, t| *t != RouteTarget::Local { port });
+        v.refs = v.refs.saturating_sub(1);
+        if v.refs == 0 {
+            self.vnis.remove(&vni);
+        }
+    }
+
+    /// Replaces the routes of `vni` (if the node holds it) with those its interfaces own.
+    fn reset_routes(&mut self, vni: Vni) {
+        let Some(v) = self.vnis.get_mut(&vni) else { return };
+        v.routes.clear();
+        for (&port, iface) in self.ifaces.iter().filter(|(_, i)| i.vni == vni) {
+            for p in iface.own_routes() {
+                v.routes.insert(route_key(&p), RouteTarget::Local { port });
+            }
+        }
+    }
+
+    /// The dataplane's view of this state.
+    fn compile(&self) -> Snapshot {
+        let mut s = Snapshot::new(self.node.clone(), self.ports.clone());
+        s.generation = self.generation;
+        for (&port, i) in &self.ifaces {
+            let port_mac = s.port(port).map(|p| p.mac).unwrap_or_default();
+            if let Some(slot) = s.iface_by_port.get_mut(usize::from(port)) {
+                *slot = Some(Interface {
+                    id: i.id.as_str().to_owned(),
+                    port,
+                    port_mac,
+                    vni: i.vni,
+                    ipv4: i.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    ipv6: i.ipv6,
+                    underlay_ipv6: i.underlay,
+                    pxe: i.pxe.clone(),
+                });
+            }
+            s.port_by_underlay.insert(i.underlay, port);
+            for p in &i.prefixes {
+                s.port_by_underlay.insert(p.underlay, port);
+            }
+        }
+        for (&vni, v) in &self.vnis {
+            let mut t = VniTables::default();
+            for (&(net, len), &target) in &v.routes {
+                match net {
+                    IpAddr::V4(a) => {
+                        t.routes4.insert(a, len, target);
+                    }
+                    IpAddr::V6(a) => {
+                        t.routes6.insert(a, len, target);
+                    }
+                }
+            }
+            s.vnis.insert(vni, t);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use dpfleet_dataplane::config::PortRole;
+
+    pub(crate) fn node() -> NodeConfig {
+        NodeConfig {
+            underlay_ipv6: "fc00:1::1".parse().unwrap(),
+            dhcp_mtu: 1337,
+            dhcp_dns: vec!["8.8.4.4".parse().unwrap()],
+            dhcpv6_dns: vec![],
+            ipv6_overlay: true,
+            pf_ports: vec![0, 1],
+            wcmp_percent: 100,
+        }
+    }
+
+    /// Ports as the conformance suite's node has them: two PFs, then VFs.
+    pub(crate) fn ports() -> Vec<PortInfo> {
+        let mut v = Vec::new();
+        for i in 0..2u8 {
+            v.push(PortInfo {
+                id: u16::from(i),
+                mac: [0x22, 0x22, 0x22, 0x22, 0x22, i],
+                role: PortRole::Pf(i),
+                device_name: format!("net_tap{i}"),
+                if_name: format!("dtap{i}"),
+                neigh_mac: None,
+            });
+        }
+        for i in 0..4u8 {
+            v.push(PortInfo {
+                id: u16::from(i) + 2,
+                mac: [0x66, 0x66, 0x66, 0x66, 0x66, i],
+                role: PortRole::Vf,
+                device_name: format!("net_tap{}", i + 2),
+                if_name: format!("dtapvf_{i}"),
+                neigh_mac: None,
+            });
+        }
+        v
+    }
+
+    /// A control plane with dpservice's static-underlay numbering.
+    pub(crate) fn control() -> Control {
+        let n = node();
+        let alloc = UnderlayAlloc::new(n.underlay_ipv6, 1, 0);
+        Control::with_underlay(n, ports(), alloc)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn pfx(s: &str) -> Prefix {
+        let (a, l) = s.split_once('/').unwrap();
+        Prefix::new(ip(a), l.parse().unwrap()).unwrap()
+    }
+
+    fn spec(id: &str, dev: &str, vni: Vni, v4: &str, v6: &str) -> InterfaceSpec {
+        InterfaceSpec {
+            id: InterfaceId::new(id).unwrap(),
+            vni,
+            device_name: dev.into(),
+            ipv4: Some(v4.parse().unwrap()),
+            ipv6: Some(v6.parse().unwrap()),
+            pxe: None,
+        }
+    }
+
+    fn vm1() -> InterfaceSpec {
+        spec("vm1", "net_tap2", 100, "10.100.1.1", "2000:100:1::1")
+    }
+
+    fn vm2() -> InterfaceSpec {
+        spec("vm2", "net_tap3", 100, "10.100.1.2", "2000:100:1::2")
+    }
+
+    /// Asserts that a failing call changed nothing: no new snapshot was published.
+    fn assert_unchanged(c: &Control, before: &Arc<Snapshot>) {
+        assert!(Arc::ptr_eq(before, &c.snapshot()), "a failed call published a snapshot");
+    }
+
+    #[test]
+    fn underlay_addresses_follow_dpservice() {
+        // dpservice built with static underlay addresses, started with --ipv6=fc00:1::1.
+        let mut a = UnderlayAlloc::new("fc00:1::1".parse().unwrap(), 1, 0);
+        assert_eq!(a.next_addr(), "fc00:1::1:0:1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(a.next_addr(), "fc00:1::1:0:2".parse::<Ipv6Addr>().unwrap());
+        // The neighbour of test/config.py: host part fc00:2::, byte 100 (0x64), counter 1.
+        let mut n = UnderlayAlloc::new("fc00:2::1".parse().unwrap(), 100, 0);
+        assert_eq!(n.next_addr(), "fc00:2::64:0:1".parse::<Ipv6Addr>().unwrap());
+        // Only the first 64 bits of the node address are used.
+        let mut h = UnderlayAlloc::new("2001:db8:1:2:3:4:5:6".parse().unwrap(), 7, 0x1234_5677);
+        assert_eq!(h.next_addr(), "2001:db8:1:2:0:7:1234:5678".parse::<Ipv6Addr>().unwrap());
+        let r = UnderlayAlloc::randomized("fc00:1::1".parse().unwrap()).next_addr();
+        assert_eq!(r.segments()[..5], [0xfc00, 1, 0, 0, 0]);
+        assert_eq!(r.octets()[10], 0);
+    }
+
+    #[test]
+    fn interface_ids_are_checked() {
+        assert!(InterfaceId::new("vm-1_A").is_ok());
+        assert_eq!(InterfaceId::new(""), Err(InterfaceIdError::Length));
+        assert_eq!(InterfaceId::new(&"a".repeat(64)), Err(InterfaceIdError::Length));
+        assert!(InterfaceId::new(&"a".repeat(63)).is_ok());
+        assert_eq!(InterfaceId::new("vm 1"), Err(InterfaceIdError::Character));
+        assert_eq!(InterfaceId::new("vm/1"), Err(InterfaceIdError::Character));
+    }
+
+    #[test]
+    fn initialize_is_repeatable_and_resets_routes() {
+        let c = control();
+        assert!(!c.is_initialized());
+        c.initialize().unwrap();
+        assert!(c.is_initialized());
+        c.create_interface(vm1()).unwrap();
+        c.create_prefix("vm1", pfx("172.23.3.0/24")).unwrap();
+        c.create_route(100, pfx("10.100.2.0/24"), 0, ip("fc00:2::64:0:1")).unwrap();
+        c.initialize().unwrap();
+        assert!(c.is_initialized());
+        assert_eq!(c.list_routes(100).unwrap(), vec![]);
+        let s = c.snapshot();
+        let t = &s.vnis[&100];
+        assert_eq!(
+            t.routes4.lookup("172.23.3.9".parse().unwrap()),
+            Some(&RouteTarget::Local { port: 2 })
+        );
+        assert_eq!(
+            t.routes4.lookup("10.100.1.1".parse().unwrap()),
+            Some(&RouteTarget::Local { port: 2 })
+        );
+        assert_eq!(t.routes4.lookup("10.100.2.1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn create_interface_compiles_host_routes_and_underlay() {
+        let c = control();
+        let g0 = c.snapshot().generation;
+        let created = c.create_interface(vm1()).unwrap();
+        assert_eq!(
+            created,
+            CreatedInterface {
+                underlay: "fc00:1::1:0:1".parse().unwrap(),
+                vf_name: "dtapvf_0".into()
+            }
+        );
+        let s = c.snapshot();
+        assert_eq!(s.generation, g0 + 1);
+        let i = s.iface(2).expect("interface on port 2");
+        assert_eq!(i.id, "vm1");
+        assert_eq!((i.vni, i.port, i.port_mac), (100, 2, [0x66, 0x66, 0x66, 0x66, 0x66, 0]));
+        assert_eq!(i.ipv4, "10.100.1.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(i.ipv6, Some("2000:100:1::1".parse().unwrap()));
+        assert_eq!(i.underlay_ipv6, created.underlay);
+        assert_eq!(s.port_by_underlay.get(&created.underlay), Some(&2));
+        let t = &s.vnis[&100];
+        let local = RouteTarget::Local { port: 2 };
+        assert_eq!(t.routes4.get_exact("10.100.1.1".parse().unwrap(), 32), Some(&local));
+        assert_eq!(t.routes6.get_exact("2000:100:1::1".parse().unwrap(), 128), Some(&local));
+        assert_eq!(t.routes4.iter().count() + t.routes6.iter().count(), 2);
+        // The snapshot handle sees the same thing.
+        assert_eq!(c.snapshot_handle().load().generation, s.generation);
+    }
+
+    #[test]
+    fn interface_without_ipv6_gets_no_ipv6_route() {
+        let c = control();
+        let mut s = vm1();
+        s.ipv6 = Some(Ipv6Addr::UNSPECIFIED);
+        c.create_interface(s).unwrap();
+        let snap = c.snapshot();
+        assert_eq!(snap.iface(2).unwrap().ipv6, None);
+        assert_eq!(snap.vnis[&100].routes6.iter().count(), 0);
+        assert_eq!(c.get_interface("vm1").unwrap().ipv6, None);
+    }
+
+    #[test]
+    fn create_interface_errors_change_nothing() {
+        let c = control();
+        c.create_interface(vm1()).unwrap();
+        c.create_route(100, pfx("10.100.2.0/24"), 0, ip("fc00:2::64:0:1")).unwrap();
+        let before = c.snapshot();
+        let cases = [
+            (spec("new", "invalid", 100, "10.100.1.9", "::"), ApiError::NotFound),
+            (spec("new", "net_tap0", 100, "10.100.1.9", "::"), ApiError::AlreadyExists),
+            (spec("new", "net_tap2", 100, "10.100.1.9", "::"), ApiError::AlreadyExists),
+            (spec("vm1", "net_tap3", 100, "10.100.1.9", "::"), ApiError::VmHandle),
+            (spec("vm4", "net_tap5", 100, "10.100.1.1", "2000:100:1::4"), ApiError::RouteExists),
+            (spec("vm4", "net_tap5", 100, "10.100.1.4", "2000:100:1::1"), ApiError::RouteExists),
+        ];
+        for (s, want) in cases {
+            assert_eq!(c.create_interface(s.clone()), Err(want), "{s:?}");
+            assert_unchanged(&c, &before);
+        }
+        assert_eq!(c.list_interfaces().len(), 1);
+        // The underlay counter did not move either.
+        let next = c.create_interface(vm2()).unwrap();
+        assert_eq!(next.underlay, "fc00:1::1:0:2".parse::<Ipv6Addr>().unwrap());
+    }
+
+    #[test]
+    fn get_and_list_interfaces() {
+        let c = control();
+        c.create_interface(vm2()).unwrap();
+        c.create_interface(vm1()).unwrap();
+        assert_eq!(c.get_interface("nope"), Err(ApiError::NotFound));
+        assert_eq!(c.get_interface(""), Err(ApiError::NotFound));
+        let got = c.get_interface("vm1").unwrap();
+        assert_eq!(
+            got,
+            InterfaceInfo {
+                id: "vm1".into(),
+                vni: 100,
+                ipv4: Some("10.100.1.1".parse().unwrap()),
+                ipv6: Some("2000:100:1::1".parse().unwrap()),
+                underlay: "fc00:1::1:0:2".parse().unwrap(),
+                device_name: "net_tap2".into(),
+                port: 2,
+            }
+        );
+        // Port order, not creation order.
+        let ids: Vec<_> = c.list_interfaces().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, ["vm1", "vm2"]);
+    }
+
+    #[test]
+    fn delete_interface_drops_its_routes_and_last_vni() {
+        let c = control();
+        c.create_interface(vm1()).unwrap();
+        c.create_interface(vm2()).unwrap();
+        let pu = c.create_prefix("vm1", pfx("172.23.3.0/24")).unwrap();
+        c.create_route(100, pfx("0.0.0.0/0"), 100, ip("fc00::ffff")).unwrap();
+        let before = c.snapshot();
+        assert_eq!(c.delete_interface("invalid_name"), Err(ApiError::NotFound));
+        assert_unchanged(&c, &before);
+
+        c.delete_interface("vm1").unwrap();
+        let s = c.snapshot();
+        assert!(s.iface(2).is_none());
+        assert!(!s.port_by_underlay.contains_key(&pu));
+        let t = &s.vnis[&100];
+        assert_eq!(t.routes4.get_exact("10.100.1.1".parse().unwrap(), 32), None);
+        assert_eq!(t.routes4.get_exact("172.23.3.0".parse().unwrap(), 24), None);
+        assert_eq!(
+            t.routes4.lookup("10.100.1.2".parse().unwrap()),
+            Some(&RouteTarget::Local { port: 3 })
+        );
+        assert_eq!(c.list_routes(100).unwrap().len(), 1);
+        // The port is free again.
+        c.create_interface(spec("vm4", "net_tap2", 100, "10.100.1.4", "::")).unwrap();
+        c.delete_interface("vm4").unwrap();
+
+        c.delete_interface("vm2").unwrap();
+        assert!(c.snapshot().vnis.is_empty());
+        assert_eq!(c.list_routes(100), Err(ApiError::NoVni));
+        assert_eq!(c.vni_in_use(100, VniFamily::Ipv4), Ok(false));
+    }
+
+    #[test]
+    fn routes() {
+        let c = control();
+        let nh = ip("fc00:2::64:0:1");
+        assert_eq!(c.create_route(100, pfx("10.100.2.0/24"), 0, nh), Err(ApiError::NoVni));
+        c.create_interface(vm1()).unwrap();
+        let before = c.snapshot();
+        assert_eq!(
+            c.create_route(100, pfx("10.100.2.0/24"), 0, ip("10.0.0.1")),
+            Err(ApiError::BadIpver)
+        );
+        assert_eq!(c.create_route(100, pfx("10.100.1.1/32"), 0, nh), Err(ApiError::RouteExists));
+        assert_eq!(c.delete_route(100, pfx("10.100.1.1/32")), Err(ApiError::RouteBadPort));
+        assert_eq!(c.delete_route(100, pfx("10.100.9.0/24")), Err(ApiError::RouteNotFound));
+        assert_eq!(c.delete_route(200, pfx("10.100.9.0/24")), Err(ApiError::NoVni));
+        assert_unchanged(&c, &before);
+
+        c.create_route(100, pfx("10.100.2.0/24"), 0, nh).unwrap();
+        c.create_route(100, pfx("2000:100:2::/104"), 0, nh).unwrap();
+        c.create_route(100, pfx("0.0.0.0/0"), 100, ip("fc00::ffff")).unwrap();
+        // Host bits are ignored: this is the same route.
+        assert_eq!(c.create_route(100, pfx("10.100.2.7/24"), 7, nh), Err(ApiError::RouteExists));
+
+        let s = c.snapshot();
+        let t = &s.vnis[&100];
+        let remote = RouteTarget::Remote { underlay: "fc00:2::64:0:1".parse().unwrap(), vni: 0 };
+        assert_eq!(t.routes4.lookup("10.100.2.9".parse().unwrap()), Some(&remote));
+        assert_eq!(t.routes6.lookup("2000:100:2::5".parse().unwrap()), Some(&remote));
+        assert_eq!(
+            t.routes4.lookup("1.1.1.1".parse().unwrap()),
+            Some(&RouteTarget::Remote { underlay: "fc00::ffff".parse().unwrap(), vni: 100 })
+        );
+
+        // IPv4 routes through the underlay only, by prefix.
+        let listed = c.list_routes(100).unwrap();
+        assert_eq!(
+            listed,
+            vec![
+                RouteInfo {
+                    prefix: pfx("0.0.0.0/0"),
+                    nexthop_vni: 100,
+                    nexthop: "fc00::ffff".parse().unwrap()
+                },
+                RouteInfo {
+                    prefix: pfx("10.100.2.0/24"),
+                    nexthop_vni: 0,
+                    nexthop: "fc00:2::64:0:1".parse().unwrap()
+                },
+            ]
+        );
+        c.delete_route(100, pfx("10.100.2.0/24")).unwrap();
+        assert_eq!(
+            c.snapshot().vnis[&100].routes4.lookup("10.100.2.9".parse().unwrap()),
+            Some(&RouteTarget::Remote { underlay: "fc00::ffff".parse().unwrap(), vni: 100 })
+        );
+        assert_eq!(c.list_routes(100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn alias_prefixes() {
+        let c = control();
+        assert_eq!(c.create_prefix("vm1", pfx("172.23.3.0/24")), Err(ApiError::NoVm));
+        c.create_interface(vm1()).unwrap();
+        c.create_interface(vm2()).unwrap();
+        c.create_route(100, pfx("10.100.2.0/24"), 0, ip("fc00:2::64:0:1")).unwrap();
+        let u4 = c.create_prefix("vm2", pfx("172.23.3.0/24")).unwrap();
+        assert_eq!(u4, "fc00:1::1:0:3".parse::<Ipv6Addr>().unwrap());
+        let u6 = c.create_prefix("vm2", pfx("2a10:defe:dede:f4::1/124")).unwrap();
+
+        let s = c.snapshot();
+        let t = &s.vnis[&100];
+        assert_eq!(
+            t.routes4.lookup("172.23.3.200".parse().unwrap()),
+            Some(&RouteTarget::Local { port: 3 })
+        );
+        assert_eq!(
+            t.routes6.lookup("2a10:defe:dede:f4::9".parse().unwrap()),
+            Some(&RouteTarget::Local { port: 3 })
+        );
+        assert_eq!(s.port_by_underlay.get(&u4), Some(&3));
+        assert_eq!(s.port_by_underlay.get(&u6), Some(&3));
+
+        let before = c.snapshot();
+        assert_eq!(c.create_prefix("vm2", pfx("172.23.3.0/24")), Err(ApiError::RouteExists));
+        assert_eq!(c.create_prefix("vm1", pfx("172.23.3.0/24")), Err(ApiError::RouteExists));
+        assert_eq!(c.create_prefix("vm2", pfx("10.100.1.1/32")), Err(ApiError::RouteExists));
+        assert_eq!(c.create_prefix("invalid_name", pfx("1.2.3.0/24")), Err(ApiError::NoVm));
+        assert_eq!(c.delete_prefix("invalid_name", pfx("172.23.3.0/24")), Err(ApiError::NoVm));
+        assert_eq!(c.delete_prefix("vm2", pfx("172.24.0.0/16")), Err(ApiError::RouteNotFound));
+        assert_eq!(c.delete_prefix("vm1", pfx("172.23.3.0/24")), Err(ApiError::RouteBadPort));
+        assert_eq!(c.delete_prefix("vm2", pfx("10.100.2.0/24")), Err(ApiError::RouteBadPort));
+        assert_eq!(c.delete_prefix("vm2", pfx("10.100.1.2/32")), Err(ApiError::NotFound));
+        assert_eq!(c.list_prefixes("invalid_name"), Err(ApiError::NoVm));
+        assert_unchanged(&c, &before);
+
+        assert_eq!(
+            c.list_prefixes("vm2").unwrap(),
+            vec![
+                AliasPrefixInfo { prefix: pfx("172.23.3.0/24"), underlay: u4 },
+                AliasPrefixInfo { prefix: pfx("2a10:defe:dede:f4::1/124"), underlay: u6 },
+            ]
+        );
+        assert_eq!(c.list_prefixes("vm1").unwrap(), vec![]);
+        // Alias prefixes are not routes through the underlay.
+        assert_eq!(c.list_routes(100).unwrap().len(), 1);
+
+        c.delete_prefix("vm2", pfx("2a10:defe:dede:f4::1/124")).unwrap();
+        c.delete_prefix("vm2", pfx("172.23.3.7/24")).unwrap(); // matched by network
+        let s = c.snapshot();
+        assert_eq!(s.vnis[&100].routes4.lookup("172.23.3.200".parse().unwrap()), None);
+        assert!(!s.port_by_underlay.contains_key(&u4));
+        assert_eq!(c.list_prefixes("vm2").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn vni_in_use_and_reset() {
+        let c = control();
+        assert_eq!(c.vni_in_use(300, VniFamily::Ipv4), Ok(false));
+        c.create_interface(spec("vm4", "net_tap5", 300, "10.30.1.4", "::")).unwrap();
+        c.create_interface(vm1()).unwrap();
+        assert_eq!(c.vni_in_use(300, VniFamily::Ipv4), Ok(true));
+        assert_eq!(c.vni_in_use(300, VniFamily::Ipv6), Ok(true));
+        assert_eq!(c.vni_in_use(300, VniFamily::Both), Err(ApiError::WrongType));
+
+        let nh = ip("fc00:2::64:0:1");
+        c.create_route(300, pfx("10.100.2.0/24"), 0, nh).unwrap();
+        c.create_route(300, pfx("::/0"), 0, nh).unwrap();
+        c.create_route(100, pfx("10.100.2.0/24"), 0, nh).unwrap();
+        c.create_prefix("vm4", pfx("172.23.3.0/24")).unwrap();
+
+        let before = c.snapshot();
+        assert_eq!(c.reset_vni(300, VniFamily::Ipv4), Err(ApiError::WrongType));
+        assert_eq!(c.reset_vni(300, VniFamily::Ipv6), Err(ApiError::WrongType));
+        assert_unchanged(&c, &before);
+        c.reset_vni(999, VniFamily::Both).unwrap();
+
+        c.reset_vni(300, VniFamily::Both).unwrap();
+        assert_eq!(c.list_routes(300).unwrap(), vec![]);
+        assert_eq!(c.list_routes(100).unwrap().len(), 1, "another VNI was touched");
+        let s = c.snapshot();
+        let t = &s.vnis[&300];
+        assert_eq!(t.routes6.iter().count(), 0);
+        assert_eq!(
+            t.routes4.lookup("10.30.1.4".parse().unwrap()),
+            Some(&RouteTarget::Local { port: 5 })
+        );
+        assert_eq!(
+            t.routes4.lookup("172.23.3.1".parse().unwrap()),
+            Some(&RouteTarget::Local { port: 5 })
+        );
+        assert_eq!(t.routes4.iter().count(), 2);
+    }
+}
