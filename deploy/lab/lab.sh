@@ -7,9 +7,9 @@
 #
 # Topology (every box is a network namespace):
 #
-#   dpf-vm1 eth0 ──veth── br-vf0 ── dtapvf_0 ┐
-#   dpf-vm2 eth0 ──veth── br-vf1 ── dtapvf_1 ├─ dpfleet-node (dpf-node1)
-#   dpf-router ul0 ─veth── br-pf0 ── dtap0   ┘
+#   dpf-vm1 eth0 ──veth── br-dtapvf_0 ── dtapvf_0 ┐
+#   dpf-vm2 eth0 ──veth── br-dtapvf_1 ── dtapvf_1 ├─ dpfleet-node (dpf-node1)
+#   dpf-router ul0 ─veth── br-dtap0 ──── dtap0    ┘
 #
 # The node's ports are DPDK net_tap devices. They stay in dpf-node1: the TAP PMD
 # configures its interface by name (ioctl) in the namespace it was created in, so a TAP
@@ -18,7 +18,7 @@
 # CreateInterface). Each TAP is therefore bridged inside dpf-node1 to a veth pair whose
 # other end lives in the VM or router namespace.
 #
-# Environment: DPFLEET_NODE_BIN (default: newest target*/{release,debug}/dpfleet-node),
+# Environment: DPFLEET_NODE_BIN and DPFLEETCTL_BIN (default: built here, release),
 # LAB_LCORES (default 0,1), LAB_METRICS_PORT (default 9100, 0 = off).
 set -euo pipefail
 
@@ -42,32 +42,24 @@ die() { printf 'lab.sh: %s\n' "$*" >&2; exit 1; }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 ns_exists() { [[ -e /run/netns/$1 ]]; }
 
-find_node_bin() {
+# Builds (release) and returns the node and CLI binaries, unless DPFLEET_NODE_BIN is set.
+build_bins() {
+	export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dpfleet/target}
 	if [[ -n ${DPFLEET_NODE_BIN:-} ]]; then
 		[[ -x $DPFLEET_NODE_BIN ]] || die "DPFLEET_NODE_BIN=$DPFLEET_NODE_BIN is not executable"
-		echo "$DPFLEET_NODE_BIN"; return
+		node_bin=$DPFLEET_NODE_BIN
+		ctl_bin=${DPFLEETCTL_BIN:-$(dirname "$DPFLEET_NODE_BIN")/dpfleetctl}
+		[[ -x $ctl_bin ]] || die "no dpfleetctl beside $DPFLEET_NODE_BIN: set DPFLEETCTL_BIN"
+		return
 	fi
-	local found
-	found=$(ls -t "${CARGO_TARGET_DIR:-/nonexistent}"/{release,debug}/dpfleet-node \
-		/var/cache/dpfleet/target*/{release,debug}/dpfleet-node \
-		"$repo"/target/{release,debug}/dpfleet-node 2>/dev/null | head -1 || true)
-	[[ -n $found ]] || die "no dpfleet-node binary: build it (cargo build -p dpfleet-node) or set DPFLEET_NODE_BIN"
-	echo "$found"
+	say "building dpfleet-node and dpfleetctl (release; the first build takes a few minutes)"
+	(cd "$repo" && cargo build --release -q -p dpfleet-node -p dpfleetctl)
+	node_bin=$CARGO_TARGET_DIR/release/dpfleet-node
+	ctl_bin=$CARGO_TARGET_DIR/release/dpfleetctl
 }
 
-python_with_grpc() {
-	local py
-	for py in python3 /usr/bin/python3; do
-		if command -v "$py" >/dev/null && "$py" -c 'import grpc, grpc_tools' 2>/dev/null; then
-			echo "$py"; return
-		fi
-	done
-	say "installing grpcio and grpcio-tools for python3" >&2
-	python3 -m pip install -q grpcio grpcio-tools >&2 || /usr/bin/python3 -m pip install -q --break-system-packages grpcio grpcio-tools >&2
-	echo python3
-}
-
-nodeapi() { in_ns "$node_ns" "$py" "$here/nodeapi.py" "$@"; }
+# dpfleetctl against the node's API, run inside the node's namespace.
+ctl() { in_ns "$node_ns" "$ctl_bin" --node "http://[::1]:1337" "$@"; }
 
 node_pid() {
 	local pid
@@ -78,9 +70,10 @@ node_pid() {
 
 ensure_ns() { ns_exists "$1" || ip netns add "$1"; ip -n "$1" link set lo up; }
 
-# Bridge TAP $1 (in the node namespace) to interface $3 in namespace $2, MAC $4.
+# Bridge TAP $1 (in the node namespace, kernel-side MAC $5) to interface $3 in namespace
+# $2, MAC $4.
 ensure_wire() {
-	local tap=$1 peer_ns=$2 peer_if=$3 peer_mac=$4 br=br-${1#dtap} veth=n-${3}-${2#dpf-}
+	local tap=$1 peer_ns=$2 peer_if=$3 peer_mac=$4 tap_mac=$5 br=br-$1 veth=n-${3}-${2#dpf-}
 	veth=${veth:0:15}
 	if ! ip -n "$node_ns" link show "$br" >/dev/null 2>&1; then
 		ip -n "$node_ns" link add "$br" type bridge
@@ -91,6 +84,9 @@ ensure_wire() {
 		ip -n "$node_ns" link add "$veth" type veth peer name "$peer_if" netns "$peer_ns"
 	fi
 	ip -n "$peer_ns" link set "$peer_if" address "$peer_mac"
+	# The TAP's kernel side starts with the DPDK port's own MAC; as a bridge port, the
+	# bridge would take frames to that MAC as its own instead of passing them to the node.
+	ip -n "$node_ns" link set "$tap" address "$tap_mac"
 	for dev in "$tap" "$veth"; do
 		in_ns "$node_ns" sysctl -qw "net.ipv6.conf.$dev.disable_ipv6=1"
 		ip -n "$node_ns" addr flush dev "$dev"
@@ -120,11 +116,13 @@ start_node() {
 	say "starting $bin in $node_ns (log: $run/node1.log)"
 	echo "$bin ${args[*]}" >"$run/node1.cmdline"
 	ip netns exec "$node_ns" setsid "$bin" "${args[@]}" </dev/null >"$run/node1.log" 2>&1 &
-	echo $! >"$run/node1.pid"
+	pid=$!
+	echo "$pid" >"$run/node1.pid"
 	local i
 	for i in $(seq 1 100); do
-		node_pid >/dev/null || { tail -30 "$run/node1.log" >&2; die "dpfleet-node exited during start"; }
-		if ip -n "$node_ns" link show dtapvf_1 >/dev/null 2>&1 && nodeapi wait 0.2 2>/dev/null; then
+		# (Right after the fork the child is still this shell, so only check it lives.)
+		[[ -d /proc/$pid ]] || { tail -30 "$run/node1.log" >&2; die "dpfleet-node exited during start"; }
+		if ip -n "$node_ns" link show dtapvf_1 >/dev/null 2>&1 && ctl --timeout 1s node version >/dev/null 2>&1; then
 			return
 		fi
 		sleep 0.2
@@ -148,28 +146,33 @@ lease() { # ns
 cmd_up() {
 	((EUID == 0)) || die "needs root (namespaces, TAP devices)"
 	mkdir -p "$run"
-	local bin; bin=$(find_node_bin)
-	py=$(python_with_grpc)
+	bash "$repo/scripts/setup.sh"
+	build_bins
 	ensure_busybox
 
 	say "namespaces"
 	for ns in "$node_ns" "$router_ns" "${vm_ns[@]}"; do ensure_ns "$ns"; done
-	start_node "$bin"
+	start_node "$node_bin"
 
 	say "wiring TAPs to the VM and router namespaces"
-	ensure_wire dtapvf_0 dpf-vm1 eth0 "${vm_mac[0]}"
-	ensure_wire dtapvf_1 dpf-vm2 eth0 "${vm_mac[1]}"
-	ensure_wire dtap0 "$router_ns" ul0 02:00:00:00:02:00
+	ensure_wire dtapvf_0 dpf-vm1 eth0 "${vm_mac[0]}" 02:fe:00:00:01:00
+	ensure_wire dtapvf_1 dpf-vm2 eth0 "${vm_mac[1]}" 02:fe:00:00:01:01
+	ensure_wire dtap0 "$router_ns" ul0 02:00:00:00:02:00 02:fe:00:00:02:00
 	ip -n "$router_ns" addr replace "$router_ul/16" dev ul0 nodad
 
 	say "provisioning over gRPC"
-	nodeapi init >/dev/null
-	local ul1 ul2
-	ul1=$(nodeapi ensure-interface vm1 net_tap1 "$vni" "${vm_ip[0]}" "${vm_ip6[0]}")
-	ul2=$(nodeapi ensure-interface vm2 net_tap2 "$vni" "${vm_ip[1]}" "${vm_ip6[1]}")
-	nodeapi ensure-route "$vni" 0.0.0.0/0 "$vni" "$router_ul"
-	nodeapi ensure-route "$vni" ::/0 "$vni" "$router_ul"
-	echo "vm1 underlay $ul1, vm2 underlay $ul2"
+	ctl node check-init >/dev/null 2>&1 || ctl node init
+	local i
+	for i in 0 1; do
+		ctl node iface get "vm$((i + 1))" >/dev/null 2>&1 ||
+			ctl node iface create --id "vm$((i + 1))" --vni "$vni" --ipv4 "${vm_ip[i]}" \
+				--ipv6 "${vm_ip6[i]}" --device "net_tap$((i + 1))"
+	done
+	ctl node route list --vni "$vni" | grep -q "0.0.0.0/0" ||
+		ctl node route create --vni "$vni" --prefix 0.0.0.0/0 --next-hop "$router_ul" --next-hop-vni "$vni"
+	ctl node route create --vni "$vni" --prefix ::/0 --next-hop "$router_ul" --next-hop-vni "$vni" \
+		>/dev/null 2>&1 || true # IPv6 routes are not listed (as dpservice); 301 when it exists
+	ctl node iface list
 
 	say "DHCP in the VMs"
 	for ns in "${vm_ns[@]}"; do
@@ -185,9 +188,10 @@ cmd_up() {
 	The lab is up. Look around:
 	  ip netns exec dpf-vm1 busybox ping ${vm_ip[1]}     # VM to VM through the node
 	  ip netns exec dpf-vm1 ip route                     # the lease's routes
-	  $here/nodeapi.py is the API client; run it in the node's namespace:
-	    ip netns exec $node_ns $py $here/nodeapi.py list-interfaces
-	    ip netns exec $node_ns $py $here/nodeapi.py list-routes $vni
+	  The node API, with dpfleetctl inside the node's namespace:
+	    ip netns exec $node_ns $ctl_bin node iface list
+	    ip netns exec $node_ns $ctl_bin node route list --vni $vni
+	    ip netns exec $node_ns $ctl_bin --output json node iface get vm1
 	  ip netns exec $router_ns cat /proc/net/dev          # underlay traffic counters
 	  tail -f $run/node1.log                           # the node's log
 	EOF
@@ -197,7 +201,8 @@ cmd_up() {
 
 cmd_status() {
 	local pid
-	py=$(python_with_grpc)
+	export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dpfleet/target}
+	ctl_bin=${DPFLEETCTL_BIN:-$CARGO_TARGET_DIR/release/dpfleetctl}
 	if pid=$(node_pid); then
 		echo "dpfleet-node: running, pid $pid, log $run/node1.log"
 		echo "  $(cat "$run/node1.cmdline" 2>/dev/null)"
@@ -213,8 +218,8 @@ cmd_status() {
 		fi
 	done
 	if node_pid >/dev/null; then
-		echo "interfaces:"; nodeapi list-interfaces 2>&1 | sed 's/^/  /' || true
-		echo "routes of VNI $vni:"; nodeapi list-routes "$vni" 2>&1 | sed 's/^/  /' || true
+		echo "interfaces:"; ctl node iface list 2>&1 | sed 's/^/  /' || true
+		echo "routes of VNI $vni:"; ctl node route list --vni "$vni" 2>&1 | sed 's/^/  /' || true
 	fi
 }
 

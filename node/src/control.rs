@@ -1,10 +1,10 @@
 //! The node's control plane: the single applier of desired state.
 //!
 //! [`Control`] owns everything the API can change (interfaces, their alias prefixes,
-//! routes per VNI) and is the only writer of the dataplane configuration. Every
-//! successful change compiles a fresh [`Snapshot`] and publishes it with one atomic
-//! pointer swap, bumping its `generation`; workers load the current snapshot per burst
-//! and never lock.
+//! load-balancer prefixes and firewall rules, routes per VNI) and is the only writer of
+//! the dataplane configuration. Every successful change compiles a fresh [`Snapshot`]
+//! and publishes it with one atomic pointer swap, bumping its `generation`; workers load
+//! the current snapshot per burst and never lock.
 //!
 //! Invariants:
 //! - Mutations are serialized by one mutex (control plane only). A method that fails
@@ -14,12 +14,16 @@
 //!   /32 and /128 host routes to its port, an alias prefix adds a route to its port,
 //!   CreateRoute adds a route through the underlay. Deleting the last interface of a VNI
 //!   drops the VNI with all its routes.
+//! - Load-balancer prefixes are not routes: each only has an underlay address whose
+//!   tunnel traffic is delivered to the interface. Firewall rules live with their
+//!   interface and are compiled into one [`RuleSet`] per interface.
 //! - Errors carry dpservice's numeric codes ([`ApiError::code`]), which clients read.
 //!
 //! Semantics follow dpservice (revision 1a8d901) with three deliberate differences,
 //! each where dpservice leaves its own tables inconsistent:
-//! - Deleting an interface also removes its alias prefixes (dpservice leaves their
-//!   routes and records behind, to be inherited by the next VM on that port).
+//! - Deleting an interface also removes its alias and load-balancer prefixes (dpservice
+//!   leaves their records behind, to be inherited by the next VM on that port). Its
+//!   firewall rules go too, as in dpservice.
 //! - ResetVni and Initialize keep alias-prefix routes (dpservice drops the routes but
 //!   keeps listing the prefixes).
 //! - DeletePrefix matches the prefix by network (`10.0.0.5/24` == `10.0.0.0/24`) and
@@ -36,17 +40,22 @@ use dpfleet_dataplane::config::{
     Interface, NodeConfig, PortId, PortInfo, PortRole, PxeConfig, RouteTarget, Snapshot, Vni,
     VniTables,
 };
+use dpfleet_dataplane::tables::firewall::{
+    Action, Cidr, Direction, Filter, PortRange, Rule, RuleSet,
+};
 use dpfleet_proto::types::Prefix;
 
 /// A refused request, with dpservice's error number ([`ApiError::code`]) and name
 /// ([`ApiError::name`], what dpservice puts in `Status.message`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    /// 201: no such interface (Get/DeleteInterface), device or alias prefix.
+    /// 201: no such interface (Get/DeleteInterface), device, alias or load-balancer
+    /// prefix, or firewall rule.
     #[error("not found")]
     NotFound,
-    /// 202: the device is a PF or already carries an interface.
-    #[error("device already in use")]
+    /// 202: the device is a PF or already carries an interface; the interface already
+    /// has a firewall rule with this id or this load-balancer prefix.
+    #[error("already exists")]
     AlreadyExists,
     /// 203: the VNI type is not valid for this call.
     #[error("wrong VNI type for this call")]
@@ -54,7 +63,7 @@ pub enum ApiError {
     /// 204: wrong IP version (a route's next hop must be IPv6).
     #[error("wrong IP version")]
     BadIpver,
-    /// 205: no interface with this id (prefix calls).
+    /// 205: no interface with this id (prefix and firewall calls).
     #[error("no such interface")]
     NoVm,
     /// 206: the VNI has no interface on this node, so no route table.
@@ -75,6 +84,10 @@ pub enum ApiError {
     /// 402: the interface id is already taken.
     #[error("interface id already in use")]
     VmHandle,
+    /// 441: DROP firewall rules are not accepted (as in dpservice, which cannot enforce
+    /// them yet).
+    #[error("drop rules are not supported")]
+    NoDropSupport,
 }
 
 impl ApiError {
@@ -92,6 +105,7 @@ impl ApiError {
             ApiError::RouteInsert => 303,
             ApiError::RouteBadPort => 304,
             ApiError::VmHandle => 402,
+            ApiError::NoDropSupport => 441,
         }
     }
 
@@ -109,6 +123,7 @@ impl ApiError {
             ApiError::RouteInsert => "ROUTE_INSERT",
             ApiError::RouteBadPort => "ROUTE_BAD_PORT",
             ApiError::VmHandle => "VM_HANDLE",
+            ApiError::NoDropSupport => "NO_DROP_SUPPORT",
         }
     }
 }
@@ -225,6 +240,116 @@ pub struct AliasPrefixInfo {
     pub underlay: Ipv6Addr,
 }
 
+/// A load-balancer prefix of an interface, as ListLoadBalancerPrefixes reports it.
+///
+/// dpservice keys these by address as given and length (any length up to 255, not
+/// checked against the family): `172.22.2.1/24` and `172.22.2.0/24` are two prefixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LbPrefixInfo {
+    /// The address as given.
+    pub addr: IpAddr,
+    /// The prefix length as given.
+    pub len: u8,
+    /// The underlay address allocated for it.
+    pub underlay: Ipv6Addr,
+}
+
+/// The port part of a TCP or UDP rule, as given (`None`: the API's -1).
+///
+/// A `None` lower bound matches every port whatever the upper bound; with a lower bound,
+/// a `None` upper bound means "up to 65535". The API layer ensures `upper >= lower`
+/// when both are given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortFilter {
+    /// Lowest source port.
+    pub src_lower: Option<u16>,
+    /// Highest source port.
+    pub src_upper: Option<u16>,
+    /// Lowest destination port.
+    pub dst_lower: Option<u16>,
+    /// Highest destination port.
+    pub dst_upper: Option<u16>,
+}
+
+impl PortFilter {
+    fn range(lower: Option<u16>, upper: Option<u16>) -> PortRange {
+        match lower {
+            None => PortRange::ANY,
+            Some(lo) => PortRange { lo, hi: upper.unwrap_or(u16::MAX) },
+        }
+    }
+
+    fn compile(&self) -> (PortRange, PortRange) {
+        (
+            PortFilter::range(self.src_lower, self.src_upper),
+            PortFilter::range(self.dst_lower, self.dst_upper),
+        )
+    }
+}
+
+/// The protocol part of a firewall rule, as given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleFilter {
+    /// No filter: TCP, UDP and ICMP.
+    Any,
+    /// TCP ports.
+    Tcp(PortFilter),
+    /// UDP ports.
+    Udp(PortFilter),
+    /// ICMP type and code (`None`: the API's -1, any).
+    Icmp {
+        /// Message type.
+        icmp_type: Option<u8>,
+        /// Message code.
+        icmp_code: Option<u8>,
+    },
+}
+
+/// A firewall rule as CreateFirewallRule takes it and Get/ListFirewallRules report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirewallRuleSpec {
+    /// Rule id (1 to 63 bytes, checked by the API layer), unique per interface.
+    pub id: Vec<u8>,
+    /// Ingress or egress.
+    pub direction: Direction,
+    /// Accept or drop.
+    pub action: Action,
+    /// Evaluation order (lower first).
+    pub priority: u16,
+    /// Source prefix, its address as given.
+    pub src: Cidr,
+    /// Destination prefix, its address as given.
+    pub dst: Cidr,
+    /// Protocol filter.
+    pub filter: RuleFilter,
+}
+
+impl FirewallRuleSpec {
+    /// The rule as the dataplane evaluates it.
+    pub fn compile(&self) -> Rule {
+        let filter = match self.filter {
+            RuleFilter::Any => Filter::Any,
+            RuleFilter::Tcp(p) => {
+                let (src, dst) = p.compile();
+                Filter::Tcp { src, dst }
+            }
+            RuleFilter::Udp(p) => {
+                let (src, dst) = p.compile();
+                Filter::Udp { src, dst }
+            }
+            RuleFilter::Icmp { icmp_type, icmp_code } => Filter::Icmp { icmp_type, icmp_code },
+        };
+        Rule {
+            priority: self.priority,
+            direction: self.direction,
+            action: self.action,
+            src: self.src,
+            dst: self.dst,
+            filter,
+        }
+    }
+}
+
 /// Allocates underlay addresses the way dpservice does.
 ///
 /// An address is the first 64 bits of the node's underlay address (`--ipv6`), then
@@ -297,6 +422,12 @@ struct IfaceState {
     pxe: Option<PxeConfig>,
     /// In creation order (ListPrefixes order).
     prefixes: Vec<AliasPrefix>,
+    /// In creation order (ListLoadBalancerPrefixes order).
+    lb_prefixes: Vec<LbPrefixInfo>,
+    /// In creation order (ListFirewallRules order).
+    rules: Vec<FirewallRuleSpec>,
+    /// `rules` compiled; replaced whenever they change, shared by the snapshots between.
+    firewall: Arc<RuleSet>,
 }
 
 impl IfaceState {
@@ -305,6 +436,22 @@ impl IfaceState {
         let v4 = self.ipv4.and_then(|a| Prefix::new(IpAddr::V4(a), 32).ok());
         let v6 = self.ipv6.and_then(|a| Prefix::new(IpAddr::V6(a), 128).ok());
         v4.into_iter().chain(v6).chain(self.prefixes.iter().map(|p| p.prefix))
+    }
+
+    /// Every underlay address of the interface: its own, then its prefixes'.
+    fn underlays(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        std::iter::once(self.underlay)
+            .chain(self.prefixes.iter().map(|p| p.underlay))
+            .chain(self.lb_prefixes.iter().map(|p| p.underlay))
+    }
+
+    fn rule_index(&self, id: &[u8]) -> Option<usize> {
+        self.rules.iter().position(|r| r.id == id)
+    }
+
+    /// Recompiles the firewall after `rules` changed.
+    fn rules_changed(&mut self) {
+        self.firewall = Arc::new(RuleSet::new(self.rules.iter().map(FirewallRuleSpec::compile)));
     }
 }
 
@@ -364,7 +511,9 @@ impl Control {
         Arc::clone(&self.published)
     }
 
-    /// The current configuration.
+    /// The current configuration (for tests; the daemon reads through
+    /// [`Control::snapshot_handle`]).
+    #[cfg(test)]
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.published.load_full()
     }
@@ -428,6 +577,9 @@ impl Control {
                 underlay: Ipv6Addr::UNSPECIFIED,
                 pxe: spec.pxe,
                 prefixes: Vec::new(),
+                lb_prefixes: Vec::new(),
+                rules: Vec::new(),
+                firewall: Arc::new(RuleSet::default()),
             };
             if let Some(v) = st.vnis.get(&iface.vni) {
                 if iface.own_routes().any(|p| v.routes.contains_key(&route_key(&p))) {
@@ -448,8 +600,9 @@ impl Control {
         })
     }
 
-    /// DeleteInterface: detaches the interface, removes its routes and alias prefixes,
-    /// and drops its VNI if it was the last user.
+    /// DeleteInterface: detaches the interface, removes its routes, alias and
+    /// load-balancer prefixes and firewall rules, and drops its VNI if it was the last
+    /// user.
     pub fn delete_interface(&self, id: &str) -> Result<(), ApiError> {
         self.apply(|st| {
             let port = st.port_of(id).ok_or(ApiError::NotFound)?;
@@ -606,6 +759,94 @@ impl Control {
     }
 }
 
+/// Firewall rules and load-balancer prefixes.
+impl Control {
+    /// CreateFirewallRule: adds a rule to the interface. dpservice refuses DROP rules
+    /// (after checking the id), since it cannot enforce them yet.
+    pub fn create_firewall_rule(&self, id: &str, rule: FirewallRuleSpec) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
+            if iface.rule_index(&rule.id).is_some() {
+                return Err(ApiError::AlreadyExists);
+            }
+            if rule.action == Action::Drop {
+                return Err(ApiError::NoDropSupport);
+            }
+            iface.rules.push(rule);
+            iface.rules_changed();
+            Ok(())
+        })
+    }
+
+    /// GetFirewallRule.
+    pub fn get_firewall_rule(
+        &self,
+        id: &str,
+        rule_id: &[u8],
+    ) -> Result<FirewallRuleSpec, ApiError> {
+        let st = self.lock();
+        let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+        let idx = iface.rule_index(rule_id).ok_or(ApiError::NotFound)?;
+        Ok(iface.rules[idx].clone())
+    }
+
+    /// DeleteFirewallRule.
+    pub fn delete_firewall_rule(&self, id: &str, rule_id: &[u8]) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
+            let idx = iface.rule_index(rule_id).ok_or(ApiError::NotFound)?;
+            iface.rules.remove(idx);
+            iface.rules_changed();
+            Ok(())
+        })
+    }
+
+    /// ListFirewallRules: the interface's rules in creation order.
+    pub fn list_firewall_rules(&self, id: &str) -> Result<Vec<FirewallRuleSpec>, ApiError> {
+        let st = self.lock();
+        let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+        Ok(iface.rules.clone())
+    }
+
+    /// CreateLoadBalancerPrefix: gives the interface a load-balancer prefix and returns
+    /// the prefix's own underlay address, whose tunnel traffic goes to the interface.
+    pub fn create_lb_prefix(&self, id: &str, addr: IpAddr, len: u8) -> Result<Ipv6Addr, ApiError> {
+        self.apply(|st| {
+            let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
+            if iface.lb_prefixes.iter().any(|p| p.addr == addr && p.len == len) {
+                return Err(ApiError::AlreadyExists);
+            }
+            let underlay = st.alloc_underlay();
+            let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
+            iface.lb_prefixes.push(LbPrefixInfo { addr, len, underlay });
+            Ok(underlay)
+        })
+    }
+
+    /// DeleteLoadBalancerPrefix: the prefix must match exactly (address as given and
+    /// length), as in dpservice.
+    pub fn delete_lb_prefix(&self, id: &str, addr: IpAddr, len: u8) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
+            let idx = iface
+                .lb_prefixes
+                .iter()
+                .position(|p| p.addr == addr && p.len == len)
+                .ok_or(ApiError::NotFound)?;
+            iface.lb_prefixes.remove(idx);
+            Ok(())
+        })
+    }
+
+    /// ListLoadBalancerPrefixes: the interface's load-balancer prefixes, in creation
+    /// order.
+    pub fn list_lb_prefixes(&self, id: &str) -> Result<Vec<LbPrefixInfo>, ApiError> {
+        let st = self.lock();
+        let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+        Ok(iface.lb_prefixes.clone())
+    }
+}
+
 impl State {
     fn port_of(&self, id: &str) -> Option<PortId> {
         let id = InterfaceId::new(id).ok()?;
@@ -638,10 +879,12 @@ impl State {
 
     /// Every underlay address in use.
     fn underlays(&self) -> HashSet<Ipv6Addr> {
-        self.ifaces
-            .values()
-            .flat_map(|i| std::iter::once(i.underlay).chain(i.prefixes.iter().map(|p| p.underlay)))
-            .collect()
+        self.ifaces.values().flat_map(IfaceState::underlays).collect()
+    }
+
+    fn iface_mut(&mut self, id: &str) -> Option<&mut IfaceState> {
+        let port = self.port_of(id)?;
+        self.ifaces.get_mut(&port)
     }
 
     /// The next free underlay address (skipping any still in use after a wrap-around).
@@ -694,9 +937,11 @@ impl State {
                     pxe: i.pxe.clone(),
                 });
             }
-            s.port_by_underlay.insert(i.underlay, port);
-            for p in &i.prefixes {
-                s.port_by_underlay.insert(p.underlay, port);
+            if let Some(slot) = s.firewall_by_port.get_mut(usize::from(port)) {
+                *slot = Some(Arc::clone(&i.firewall));
+            }
+            for u in i.underlays() {
+                s.port_by_underlay.insert(u, port);
             }
         }
         for (&vni, v) in &self.vnis {
@@ -721,6 +966,7 @@ impl State {
 pub(crate) mod tests {
     use super::*;
     use dpfleet_dataplane::config::PortRole;
+    use dpfleet_dataplane::tables::firewall::{FlowKey, L4};
 
     pub(crate) fn node() -> NodeConfig {
         NodeConfig {
@@ -1127,5 +1373,168 @@ pub(crate) mod tests {
             Some(&RouteTarget::Local { port: 5 })
         );
         assert_eq!(t.routes4.iter().count(), 2);
+    }
+
+    fn accept_tcp(id: &str, src: &str) -> FirewallRuleSpec {
+        let (a, l) = src.split_once('/').unwrap();
+        FirewallRuleSpec {
+            id: id.as_bytes().to_vec(),
+            direction: Direction::Ingress,
+            action: Action::Accept,
+            priority: 1000,
+            src: Cidr::new(ip(a), l.parse().unwrap()),
+            dst: Cidr::ANY,
+            filter: RuleFilter::Tcp(PortFilter::default()),
+        }
+    }
+
+    fn tcp_flow(src: &str, dst: &str, dst_port: u16) -> FlowKey {
+        FlowKey { src: ip(src), dst: ip(dst), l4: L4::Tcp { src_port: 40000, dst_port } }
+    }
+
+    #[test]
+    fn firewall_rules() {
+        let c = control();
+        assert_eq!(
+            c.create_firewall_rule("vm1", accept_tcp("fw0", "1.2.3.4/16")),
+            Err(ApiError::NoVm)
+        );
+        c.create_interface(vm1()).unwrap();
+        c.create_interface(vm2()).unwrap();
+        let flow = tcp_flow("1.2.200.1", "10.100.1.1", 22);
+        // No rules: ingress drops, egress accepts.
+        let s = c.snapshot();
+        assert_eq!(s.firewall(2).unwrap().verdict(Direction::Ingress, &flow), Action::Drop);
+        assert!(s.firewall(2).unwrap().is_empty());
+        assert!(s.firewall(0).is_none() && s.firewall(4).is_none());
+
+        let before = c.snapshot();
+        let drop = FirewallRuleSpec { action: Action::Drop, ..accept_tcp("fw0", "1.2.3.4/16") };
+        assert_eq!(c.create_firewall_rule("vm1", drop.clone()), Err(ApiError::NoDropSupport));
+        assert_unchanged(&c, &before);
+
+        let rule = accept_tcp("fw0", "1.2.3.4/16");
+        c.create_firewall_rule("vm1", rule.clone()).unwrap();
+        let before = c.snapshot();
+        // A taken id is reported before a DROP action.
+        assert_eq!(c.create_firewall_rule("vm1", drop), Err(ApiError::AlreadyExists));
+        assert_eq!(c.create_firewall_rule("nope", rule.clone()), Err(ApiError::NoVm));
+        assert_eq!(c.delete_firewall_rule("vm1", b"fw9"), Err(ApiError::NotFound));
+        assert_eq!(c.delete_firewall_rule("nope", b"fw0"), Err(ApiError::NoVm));
+        assert_eq!(c.get_firewall_rule("vm1", b"fw9"), Err(ApiError::NotFound));
+        assert_eq!(c.get_firewall_rule("nope", b"fw0"), Err(ApiError::NoVm));
+        assert_eq!(c.list_firewall_rules("nope"), Err(ApiError::NoVm));
+        assert_unchanged(&c, &before);
+
+        // The same id on another interface is another rule.
+        c.create_firewall_rule("vm2", rule.clone()).unwrap();
+        let egress = FirewallRuleSpec {
+            direction: Direction::Egress,
+            priority: 7,
+            filter: RuleFilter::Udp(PortFilter { dst_lower: Some(53), ..PortFilter::default() }),
+            ..accept_tcp("fw1", "0.0.0.0/0")
+        };
+        c.create_firewall_rule("vm1", egress.clone()).unwrap();
+        assert_eq!(c.get_firewall_rule("vm1", b"fw0"), Ok(rule.clone()));
+        assert_eq!(c.list_firewall_rules("vm1"), Ok(vec![rule.clone(), egress.clone()]));
+
+        let s = c.snapshot();
+        let fw = s.firewall(2).unwrap();
+        assert_eq!(fw.rules(Direction::Ingress), [rule.compile()]);
+        assert_eq!(fw.rules(Direction::Egress), [egress.compile()]);
+        assert_eq!(fw.verdict(Direction::Ingress, &flow), Action::Accept);
+        assert_eq!(
+            fw.verdict(Direction::Ingress, &tcp_flow("1.3.0.1", "10.100.1.1", 22)),
+            Action::Drop
+        );
+        let dns = FlowKey { l4: L4::Udp { src_port: 5000, dst_port: 53 }, ..flow };
+        assert_eq!(fw.verdict(Direction::Egress, &dns), Action::Accept);
+        assert_eq!(fw.verdict(Direction::Egress, &flow), Action::Drop);
+        // An unrelated change keeps the compiled rule set.
+        c.create_route(100, pfx("10.100.2.0/24"), 0, ip("fc00:2::64:0:1")).unwrap();
+        assert!(Arc::ptr_eq(
+            s.firewall_by_port[2].as_ref().unwrap(),
+            c.snapshot().firewall_by_port[2].as_ref().unwrap()
+        ));
+
+        c.delete_firewall_rule("vm1", b"fw0").unwrap();
+        assert_eq!(c.get_firewall_rule("vm1", b"fw0"), Err(ApiError::NotFound));
+        assert_eq!(c.list_firewall_rules("vm1"), Ok(vec![egress]));
+        assert_eq!(c.list_firewall_rules("vm2"), Ok(vec![rule.clone()]));
+        let s = c.snapshot();
+        assert_eq!(s.firewall(2).unwrap().verdict(Direction::Ingress, &flow), Action::Drop);
+
+        // Initialize and ResetVni leave rules alone; a deleted interface takes them along.
+        c.initialize().unwrap();
+        c.reset_vni(100, VniFamily::Both).unwrap();
+        assert_eq!(c.list_firewall_rules("vm1").unwrap().len(), 1);
+        c.delete_interface("vm1").unwrap();
+        assert!(c.snapshot().firewall(2).is_none());
+        c.create_interface(vm1()).unwrap();
+        assert_eq!(c.list_firewall_rules("vm1"), Ok(vec![]));
+        assert!(c.snapshot().firewall(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn lb_prefixes() {
+        let c = control();
+        let v4 = ip("172.22.2.1");
+        let v6 = ip("2a10:defe:e01f:f4::2");
+        assert_eq!(c.create_lb_prefix("vm2", v4, 32), Err(ApiError::NoVm));
+        c.create_interface(vm1()).unwrap();
+        c.create_interface(vm2()).unwrap();
+        let u4 = c.create_lb_prefix("vm2", v4, 32).unwrap();
+        assert_eq!(u4, "fc00:1::1:0:3".parse::<Ipv6Addr>().unwrap());
+        let u6 = c.create_lb_prefix("vm2", v6, 128).unwrap();
+        // Keyed by address as given and length: these are new prefixes.
+        let u24 = c.create_lb_prefix("vm2", v4, 24).unwrap();
+        let u1 = c.create_lb_prefix("vm1", v4, 32).unwrap();
+
+        let s = c.snapshot();
+        for (u, port) in [(u4, 3), (u6, 3), (u24, 3), (u1, 2)] {
+            assert_eq!(s.port_by_underlay.get(&u), Some(&port), "{u}");
+        }
+        // Not routes.
+        assert_eq!(s.vnis[&100].routes4.lookup(v4.to_string().parse().unwrap()), None);
+        assert_eq!(s.vnis[&100].routes4.iter().count(), 2);
+
+        let before = c.snapshot();
+        assert_eq!(c.create_lb_prefix("vm2", v4, 32), Err(ApiError::AlreadyExists));
+        assert_eq!(c.create_lb_prefix("invalid_name", v4, 32), Err(ApiError::NoVm));
+        assert_eq!(c.delete_lb_prefix("invalid_name", v4, 32), Err(ApiError::NoVm));
+        assert_eq!(c.delete_lb_prefix("vm2", v4, 16), Err(ApiError::NotFound));
+        assert_eq!(c.delete_lb_prefix("vm2", ip("172.22.2.0"), 24), Err(ApiError::NotFound));
+        assert_eq!(c.list_lb_prefixes("invalid_name"), Err(ApiError::NoVm));
+        assert_unchanged(&c, &before);
+
+        assert_eq!(
+            c.list_lb_prefixes("vm2").unwrap(),
+            vec![
+                LbPrefixInfo { addr: v4, len: 32, underlay: u4 },
+                LbPrefixInfo { addr: v6, len: 128, underlay: u6 },
+                LbPrefixInfo { addr: v4, len: 24, underlay: u24 },
+            ]
+        );
+        // Alias prefixes are another table.
+        assert_eq!(c.list_prefixes("vm2").unwrap(), vec![]);
+        c.create_prefix("vm2", pfx("172.22.2.1/32")).unwrap();
+        assert_eq!(c.list_lb_prefixes("vm2").unwrap().len(), 3);
+
+        c.delete_lb_prefix("vm2", v4, 32).unwrap();
+        assert!(!c.snapshot().port_by_underlay.contains_key(&u4));
+        assert_eq!(c.list_lb_prefixes("vm2").unwrap().len(), 2);
+
+        // They survive Initialize and ResetVni, hold no VNI, and go with the interface.
+        c.initialize().unwrap();
+        c.reset_vni(100, VniFamily::Both).unwrap();
+        assert_eq!(c.list_lb_prefixes("vm2").unwrap().len(), 2);
+        assert_eq!(c.snapshot().port_by_underlay.get(&u6), Some(&3));
+        c.delete_interface("vm1").unwrap();
+        assert!(!c.snapshot().port_by_underlay.contains_key(&u1));
+        c.delete_interface("vm2").unwrap();
+        assert!(c.snapshot().port_by_underlay.is_empty());
+        assert_eq!(c.vni_in_use(100, VniFamily::Ipv4), Ok(false));
+        c.create_interface(vm2()).unwrap();
+        assert_eq!(c.list_lb_prefixes("vm2"), Ok(vec![]));
     }
 }

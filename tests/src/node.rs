@@ -345,6 +345,8 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let status = self.stop();
+        // The EAL leaves its runtime directory behind; every node has its own prefix.
+        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(self.ns.name()));
         if std::thread::panicking() {
             eprintln!(
                 "---- dpfleet-node log ({}, exit: {}) ----\n{}\n---- end of node log ----",
@@ -352,6 +354,8 @@ impl Drop for Node {
                 status.map_or("?".to_string(), |s| s.to_string()),
                 self.log()
             );
+        } else {
+            let _ = std::fs::remove_file(&self.log_path);
         }
     }
 }

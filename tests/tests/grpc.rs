@@ -172,6 +172,7 @@ fn routes_create_list_delete() {
         errcode::NO_VNI,
         api.create_route(CreateRouteRequest { vni: 4242, route: Some(api::route(v4, 24, 0, topo::NEIGH_UL)) }),
     );
+    expect_code("ListRoutes of an unknown VNI", errcode::NO_VNI, api.list_routes(ListRoutesRequest { vni: 4242 }));
     let mut no_prefix_ip = api::route(v4, 24, 0, topo::NEIGH_UL);
     no_prefix_ip.prefix.as_mut().unwrap().ip = Some(api::IpAddress { ipver: 0, address: b"not-an-ip".to_vec() });
     assert_grpc_code(

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
+use crate::tables::firewall::RuleSet;
 use crate::tables::lpm::{Lpm4, Lpm6};
 
 /// A DPDK port id.
@@ -135,7 +137,11 @@ pub struct Snapshot {
     pub ports: Vec<Option<PortInfo>>,
     /// Interfaces, indexed by the VF port id they sit on.
     pub iface_by_port: Vec<Option<Interface>>,
-    /// Underlay address → VF port of the interface that owns it (tunnel decapsulation).
+    /// Firewall rules of the interfaces, indexed by the VF port id they sit on (`Some`
+    /// exactly where `iface_by_port` is). Shared between snapshots while unchanged.
+    pub firewall_by_port: Vec<Option<Arc<RuleSet>>>,
+    /// Underlay address → VF port of the interface that owns it (tunnel decapsulation):
+    /// the interface's own address and those of its alias and load-balancer prefixes.
     pub port_by_underlay: HashMap<Ipv6Addr, PortId>,
     /// Routing tables per VNI.
     pub vnis: HashMap<Vni, VniTables>,
@@ -155,6 +161,7 @@ impl Snapshot {
             node,
             ports: by_id,
             iface_by_port: vec![None; len],
+            firewall_by_port: vec![None; len],
             port_by_underlay: HashMap::new(),
             vnis: HashMap::new(),
         }
@@ -168,5 +175,10 @@ impl Snapshot {
     /// The interface on this VF port.
     pub fn iface(&self, port: PortId) -> Option<&Interface> {
         self.iface_by_port.get(usize::from(port)).and_then(Option::as_ref)
+    }
+
+    /// The firewall rules of the interface on this VF port (`None`: no interface there).
+    pub fn firewall(&self, port: PortId) -> Option<&RuleSet> {
+        self.firewall_by_port.get(usize::from(port)).and_then(Option::as_deref)
     }
 }

@@ -8,10 +8,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dpfleet_dataplane::config::PxeConfig;
+use dpfleet_dataplane::tables::firewall::{Action, Cidr, Direction};
 use dpfleet_proto::dpdkironcore::v1 as pb;
 use dpfleet_proto::types::Prefix;
 
-use crate::control::{ApiError, InterfaceId, InterfaceSpec, VniFamily};
+use crate::control::{
+    ApiError, FirewallRuleSpec, InterfaceId, InterfaceSpec, PortFilter, RuleFilter, VniFamily,
+};
 
 /// A malformed request. dpservice refuses those at the gRPC level (status
 /// INVALID_ARGUMENT with this text) before looking at its state.
@@ -33,6 +36,8 @@ pub const DEVICE_NAME_CAP: usize = 64;
 pub const PXE_FILE_CAP: usize = 32;
 /// See [`IFACE_ID_CAP`].
 pub const VERSION_CAP: usize = 64;
+/// See [`IFACE_ID_CAP`].
+pub const RULE_ID_CAP: usize = 64;
 
 /// The bytes before the first NUL.
 pub fn c_str(bytes: &[u8]) -> &[u8] {
@@ -207,6 +212,223 @@ pub fn vni_family(t: i32) -> Result<VniFamily, BadRequest> {
         Ok(pb::VniType::VniIpv6) => Ok(VniFamily::Ipv6),
         Ok(pb::VniType::VniBoth) => Ok(VniFamily::Both),
         Err(_) => Err(BadRequest("Invalid type")),
+    }
+}
+
+/// Error texts for one prefix of a firewall rule, in dpservice's wording.
+struct RulePrefixErrors {
+    ipver: &'static str,
+    len4: &'static str,
+    ip4: &'static str,
+    len6: &'static str,
+    ip6: &'static str,
+}
+
+const SRC_ERRORS: RulePrefixErrors = RulePrefixErrors {
+    ipver: "Invalid source_prefix.ip.ipver",
+    len4: "Invalid source_prefix.length",
+    ip4: "Invalid source_prefix.ip",
+    len6: "Invalid ip6 source_prefix.length",
+    ip6: "Invalid source_prefix.ip6",
+};
+
+const DST_ERRORS: RulePrefixErrors = RulePrefixErrors {
+    ipver: "Invalid destination_prefix.ip.ipver",
+    len4: "Invalid destination_prefix.length",
+    ip4: "Invalid destination_prefix.ip",
+    len6: "Invalid ip6 destination_prefix.length",
+    ip6: "Invalid destination_prefix.ip6",
+};
+
+/// A prefix of a firewall rule: required (a missing one reads as an empty IPv4
+/// address), length checked against the family, length before address.
+fn rule_prefix(p: Option<&pb::Prefix>, e: &RulePrefixErrors) -> Result<Cidr, BadRequest> {
+    let len = p.map_or(0, |p| p.length);
+    let ip = p.and_then(|p| p.ip.as_ref());
+    let (ver, text) = ip.map_or((0, &[][..]), |a| (a.ipver, a.address.as_slice()));
+    let addr = match pb::IpVersion::try_from(ver) {
+        Ok(pb::IpVersion::Ipv4) => {
+            if len > 32 {
+                return Err(BadRequest(e.len4));
+            }
+            IpAddr::V4(parse_ipv4(text).ok_or(BadRequest(e.ip4))?)
+        }
+        Ok(pb::IpVersion::Ipv6) => {
+            if len > 128 {
+                return Err(BadRequest(e.len6));
+            }
+            IpAddr::V6(parse_ipv6(text).ok_or(BadRequest(e.ip6))?)
+        }
+        Err(_) => return Err(BadRequest(e.ipver)),
+    };
+    // At most 128 by now.
+    Ok(Cidr::new(addr, u8::try_from(len).unwrap_or(u8::MAX)))
+}
+
+/// A port bound: -1 (any) or 0 to 65535.
+fn rule_port(v: i32, err: &'static str) -> Result<Option<u16>, BadRequest> {
+    if v == -1 {
+        return Ok(None);
+    }
+    u16::try_from(v).map(Some).map_err(|_| BadRequest(err))
+}
+
+/// An ICMP type or code: -1 (any) or 0 to 255.
+fn rule_icmp(v: i32, err: &'static str) -> Result<Option<u8>, BadRequest> {
+    if v == -1 {
+        return Ok(None);
+    }
+    u8::try_from(v).map(Some).map_err(|_| BadRequest(err))
+}
+
+/// Error texts for the ports of a TCP or UDP filter, in dpservice's wording.
+struct PortErrors {
+    src_lower: &'static str,
+    dst_lower: &'static str,
+    src_upper: &'static str,
+    dst_upper: &'static str,
+    src_range: &'static str,
+    dst_range: &'static str,
+}
+
+const TCP_ERRORS: PortErrors = PortErrors {
+    src_lower: "Invalid tcp.src_port_lower",
+    dst_lower: "Invalid tcp.dst_port_lower",
+    src_upper: "Invalid tcp.src_port_upper",
+    dst_upper: "Invalid tcp.dst_port_upper",
+    src_range: "Invalid tcp.src_port range",
+    dst_range: "Invalid tcp.dst_port range",
+};
+
+const UDP_ERRORS: PortErrors = PortErrors {
+    src_lower: "Invalid udp.src_port_lower",
+    dst_lower: "Invalid udp.dst_port_lower",
+    src_upper: "Invalid udp.src_port_upper",
+    dst_upper: "Invalid udp.dst_port_upper",
+    src_range: "Invalid udp.src_port range",
+    dst_range: "Invalid udp.dst_port range",
+};
+
+/// The ports of a TCP or UDP filter (source lower, source upper, destination lower,
+/// destination upper), checked in dpservice's order.
+fn port_filter(
+    [src_lo, src_hi, dst_lo, dst_hi]: [i32; 4],
+    e: &PortErrors,
+) -> Result<PortFilter, BadRequest> {
+    let f = PortFilter {
+        src_lower: rule_port(src_lo, e.src_lower)?,
+        dst_lower: rule_port(dst_lo, e.dst_lower)?,
+        src_upper: rule_port(src_hi, e.src_upper)?,
+        dst_upper: rule_port(dst_hi, e.dst_upper)?,
+    };
+    // An upper bound of -1 stands for the largest value, so it is never too low.
+    let inverted =
+        |lo: Option<u16>, hi: Option<u16>| matches!((lo, hi), (Some(l), Some(h)) if h < l);
+    if inverted(f.src_lower, f.src_upper) {
+        return Err(BadRequest(e.src_range));
+    }
+    if inverted(f.dst_lower, f.dst_upper) {
+        return Err(BadRequest(e.dst_range));
+    }
+    Ok(f)
+}
+
+impl TryFrom<&pb::FirewallRule> for FirewallRuleSpec {
+    type Error = BadRequest;
+
+    /// dpservice's checks, in its order (a missing rule has an empty id).
+    fn try_from(r: &pb::FirewallRule) -> Result<Self, BadRequest> {
+        if !fits(&r.id, RULE_ID_CAP) {
+            return Err(BadRequest("Invalid rule id"));
+        }
+        let src = rule_prefix(r.source_prefix.as_ref(), &SRC_ERRORS)?;
+        let dst = rule_prefix(r.destination_prefix.as_ref(), &DST_ERRORS)?;
+        let direction = match pb::TrafficDirection::try_from(r.direction) {
+            Ok(pb::TrafficDirection::Ingress) => Direction::Ingress,
+            Ok(pb::TrafficDirection::Egress) => Direction::Egress,
+            Err(_) => return Err(BadRequest("Invalid direction")),
+        };
+        let action = match pb::FirewallAction::try_from(r.action) {
+            Ok(pb::FirewallAction::Accept) => Action::Accept,
+            Ok(pb::FirewallAction::Drop) => Action::Drop,
+            Err(_) => return Err(BadRequest("Invalid action")),
+        };
+        let priority = u16::try_from(r.priority).map_err(|_| BadRequest("Invalid priority"))?;
+        use pb::protocol_filter::Filter as F;
+        let filter = match r.protocol_filter.as_ref().and_then(|f| f.filter.as_ref()) {
+            Some(F::Tcp(t)) => RuleFilter::Tcp(port_filter(
+                [t.src_port_lower, t.src_port_upper, t.dst_port_lower, t.dst_port_upper],
+                &TCP_ERRORS,
+            )?),
+            Some(F::Udp(u)) => RuleFilter::Udp(port_filter(
+                [u.src_port_lower, u.src_port_upper, u.dst_port_lower, u.dst_port_upper],
+                &UDP_ERRORS,
+            )?),
+            Some(F::Icmp(i)) => RuleFilter::Icmp {
+                icmp_type: rule_icmp(i.icmp_type, "Invalid icmp.icmp_type")?,
+                icmp_code: rule_icmp(i.icmp_code, "Invalid icmp.icmp_code")?,
+            },
+            None => RuleFilter::Any,
+        };
+        Ok(FirewallRuleSpec {
+            id: c_str(&r.id).to_vec(),
+            direction,
+            action,
+            priority,
+            src,
+            dst,
+            filter,
+        })
+    }
+}
+
+/// A rule prefix as dpservice reports it: the address as given, the length.
+fn rule_prefix_message(c: Cidr) -> pb::Prefix {
+    pb::Prefix {
+        ip: Some(ip_address(c.addr())),
+        length: u32::from(c.len()),
+        underlay_route: Vec::new(),
+    }
+}
+
+/// A firewall rule as Get/ListFirewallRules report it: as given, -1 for "any", and an
+/// empty protocol filter for a rule without one.
+pub fn firewall_rule_message(r: &FirewallRuleSpec) -> pb::FirewallRule {
+    let any = |v: Option<u16>| v.map_or(-1, i32::from);
+    let icmp = |v: Option<u8>| v.map_or(-1, i32::from);
+    use pb::protocol_filter::Filter as F;
+    let filter = match r.filter {
+        RuleFilter::Any => None,
+        RuleFilter::Tcp(p) => Some(F::Tcp(pb::TcpFilter {
+            src_port_lower: any(p.src_lower),
+            src_port_upper: any(p.src_upper),
+            dst_port_lower: any(p.dst_lower),
+            dst_port_upper: any(p.dst_upper),
+        })),
+        RuleFilter::Udp(p) => Some(F::Udp(pb::UdpFilter {
+            src_port_lower: any(p.src_lower),
+            src_port_upper: any(p.src_upper),
+            dst_port_lower: any(p.dst_lower),
+            dst_port_upper: any(p.dst_upper),
+        })),
+        RuleFilter::Icmp { icmp_type, icmp_code } => {
+            Some(F::Icmp(pb::IcmpFilter { icmp_type: icmp(icmp_type), icmp_code: icmp(icmp_code) }))
+        }
+    };
+    pb::FirewallRule {
+        id: r.id.clone(),
+        direction: match r.direction {
+            Direction::Ingress => pb::TrafficDirection::Ingress as i32,
+            Direction::Egress => pb::TrafficDirection::Egress as i32,
+        },
+        action: match r.action {
+            Action::Accept => pb::FirewallAction::Accept as i32,
+            Action::Drop => pb::FirewallAction::Drop as i32,
+        },
+        priority: u32::from(r.priority),
+        source_prefix: Some(rule_prefix_message(r.src)),
+        destination_prefix: Some(rule_prefix_message(r.dst)),
+        protocol_filter: Some(pb::ProtocolFilter { filter }),
     }
 }
 
@@ -458,5 +680,195 @@ mod tests {
         assert_eq!(vni_family(1), Ok(VniFamily::Ipv6));
         assert_eq!(vni_family(2), Ok(VniFamily::Both));
         assert_eq!(vni_family(3), Err(BadRequest("Invalid type")));
+    }
+
+    fn fw_rule() -> pb::FirewallRule {
+        let p = |ipver: pb::IpVersion, a: &str, length: u32| pb::Prefix {
+            ip: Some(pb::IpAddress { ipver: ipver as i32, address: a.as_bytes().to_vec() }),
+            length,
+            underlay_route: Vec::new(),
+        };
+        pb::FirewallRule {
+            id: b"fw0-vm3".to_vec(),
+            direction: pb::TrafficDirection::Ingress as i32,
+            action: pb::FirewallAction::Accept as i32,
+            priority: 1000,
+            source_prefix: Some(p(pb::IpVersion::Ipv4, "1.2.3.4", 16)),
+            destination_prefix: Some(p(pb::IpVersion::Ipv6, "2001:db8::", 32)),
+            protocol_filter: Some(pb::ProtocolFilter {
+                filter: Some(pb::protocol_filter::Filter::Tcp(pb::TcpFilter {
+                    src_port_lower: -1,
+                    src_port_upper: -1,
+                    dst_port_lower: 80,
+                    dst_port_upper: -1,
+                })),
+            }),
+        }
+    }
+
+    #[test]
+    fn firewall_rule_round_trip() {
+        let r = fw_rule();
+        let spec = FirewallRuleSpec::try_from(&r).unwrap();
+        assert_eq!(spec.id, b"fw0-vm3");
+        assert_eq!(
+            (spec.direction, spec.action, spec.priority),
+            (Direction::Ingress, Action::Accept, 1000)
+        );
+        assert_eq!(spec.src, Cidr::new("1.2.3.4".parse().unwrap(), 16));
+        assert_eq!(spec.dst, Cidr::new("2001:db8::".parse().unwrap(), 32));
+        assert_eq!(
+            spec.filter,
+            RuleFilter::Tcp(PortFilter { dst_lower: Some(80), ..PortFilter::default() })
+        );
+        // Reported exactly as given.
+        assert_eq!(firewall_rule_message(&spec), r);
+
+        // No filter: any protocol, reported as an empty filter.
+        let mut any = fw_rule();
+        any.protocol_filter = None;
+        let spec = FirewallRuleSpec::try_from(&any).unwrap();
+        assert_eq!(spec.filter, RuleFilter::Any);
+        let back = firewall_rule_message(&spec);
+        assert_eq!(back.protocol_filter, Some(pb::ProtocolFilter { filter: None }));
+
+        let mut icmp = fw_rule();
+        icmp.protocol_filter = Some(pb::ProtocolFilter {
+            filter: Some(pb::protocol_filter::Filter::Icmp(pb::IcmpFilter {
+                icmp_type: 8,
+                icmp_code: -1,
+            })),
+        });
+        let spec = FirewallRuleSpec::try_from(&icmp).unwrap();
+        assert_eq!(spec.filter, RuleFilter::Icmp { icmp_type: Some(8), icmp_code: None });
+        assert_eq!(firewall_rule_message(&spec), icmp);
+
+        let mut udp = fw_rule();
+        udp.protocol_filter = Some(pb::ProtocolFilter {
+            filter: Some(pb::protocol_filter::Filter::Udp(pb::UdpFilter {
+                src_port_lower: 0,
+                src_port_upper: 65535,
+                dst_port_lower: 53,
+                dst_port_upper: 53,
+            })),
+        });
+        let spec = FirewallRuleSpec::try_from(&udp).unwrap();
+        assert_eq!(firewall_rule_message(&spec), udp);
+        // A NUL ends the id, as in a C string.
+        let mut nul = fw_rule();
+        nul.id = b"fw1\0junk".to_vec();
+        assert_eq!(FirewallRuleSpec::try_from(&nul).unwrap().id, b"fw1");
+    }
+
+    #[test]
+    fn firewall_rule_checks() {
+        use pb::protocol_filter::Filter as F;
+        fn tcp(r: &mut pb::FirewallRule) -> &mut pb::TcpFilter {
+            match r.protocol_filter.as_mut().unwrap().filter.as_mut().unwrap() {
+                F::Tcp(t) => t,
+                _ => unreachable!(),
+            }
+        }
+        fn udp(r: &mut pb::FirewallRule, f: [i32; 4]) {
+            r.protocol_filter = Some(pb::ProtocolFilter {
+                filter: Some(F::Udp(pb::UdpFilter {
+                    src_port_lower: f[0],
+                    src_port_upper: f[1],
+                    dst_port_lower: f[2],
+                    dst_port_upper: f[3],
+                })),
+            });
+        }
+        fn icmp(r: &mut pb::FirewallRule, t: i32, c: i32) {
+            r.protocol_filter = Some(pb::ProtocolFilter {
+                filter: Some(F::Icmp(pb::IcmpFilter { icmp_type: t, icmp_code: c })),
+            });
+        }
+        type Edit = fn(&mut pb::FirewallRule);
+        let cases: [(Edit, &str); 25] = [
+            (|r| r.id = Vec::new(), "Invalid rule id"),
+            (|r| r.id = vec![b'a'; 64], "Invalid rule id"),
+            (|r| r.source_prefix = None, "Invalid source_prefix.ip"),
+            (|r| r.source_prefix.as_mut().unwrap().length = 33, "Invalid source_prefix.length"),
+            (
+                |r| {
+                    r.source_prefix.as_mut().unwrap().ip.as_mut().unwrap().address =
+                        b"1.2.3.x".to_vec()
+                },
+                "Invalid source_prefix.ip",
+            ),
+            (
+                |r| r.source_prefix.as_mut().unwrap().ip.as_mut().unwrap().ipver = 1,
+                "Invalid source_prefix.ip6",
+            ),
+            (
+                |r| r.source_prefix.as_mut().unwrap().ip.as_mut().unwrap().ipver = 2,
+                "Invalid source_prefix.ip.ipver",
+            ),
+            (
+                |r| {
+                    let p = r.source_prefix.as_mut().unwrap();
+                    p.ip.as_mut().unwrap().ipver = 1;
+                    p.length = 129;
+                },
+                "Invalid ip6 source_prefix.length",
+            ),
+            (|r| r.destination_prefix = None, "Invalid destination_prefix.ip"),
+            (
+                |r| r.destination_prefix.as_mut().unwrap().length = 129,
+                "Invalid ip6 destination_prefix.length",
+            ),
+            (
+                |r| r.destination_prefix.as_mut().unwrap().ip.as_mut().unwrap().ipver = 0,
+                "Invalid destination_prefix.ip",
+            ),
+            (
+                |r| r.destination_prefix.as_mut().unwrap().ip.as_mut().unwrap().ipver = 9,
+                "Invalid destination_prefix.ip.ipver",
+            ),
+            (|r| r.direction = 2, "Invalid direction"),
+            (|r| r.action = 2, "Invalid action"),
+            (|r| r.priority = 65536, "Invalid priority"),
+            (|r| tcp(r).src_port_lower = 65536, "Invalid tcp.src_port_lower"),
+            (|r| tcp(r).dst_port_lower = -2, "Invalid tcp.dst_port_lower"),
+            (|r| tcp(r).src_port_upper = 70000, "Invalid tcp.src_port_upper"),
+            (|r| tcp(r).dst_port_upper = -5, "Invalid tcp.dst_port_upper"),
+            (|r| tcp(r).dst_port_upper = 79, "Invalid tcp.dst_port range"),
+            (
+                |r| {
+                    tcp(r).src_port_lower = 10;
+                    tcp(r).src_port_upper = 9;
+                },
+                "Invalid tcp.src_port range",
+            ),
+            (|r| udp(r, [-1, -1, 100, 99]), "Invalid udp.dst_port range"),
+            (|r| udp(r, [-1, -1, 100, 65536]), "Invalid udp.dst_port_upper"),
+            (|r| icmp(r, 256, 0), "Invalid icmp.icmp_type"),
+            (|r| icmp(r, -1, -2), "Invalid icmp.icmp_code"),
+        ];
+        for (edit, want) in cases {
+            let mut r = fw_rule();
+            edit(&mut r);
+            assert_eq!(FirewallRuleSpec::try_from(&r), Err(BadRequest(want)), "{r:?}");
+        }
+        // Accepted edge values.
+        let mut r = fw_rule();
+        r.priority = 65535;
+        r.id = vec![b'a'; 63];
+        udp(&mut r, [-1, 5, 7, 7]);
+        let spec = FirewallRuleSpec::try_from(&r).unwrap();
+        assert_eq!(spec.priority, 65535);
+        assert_eq!(
+            spec.filter,
+            RuleFilter::Udp(PortFilter {
+                src_lower: None,
+                src_upper: Some(5),
+                dst_lower: Some(7),
+                dst_upper: Some(7)
+            })
+        );
+        let mut r = fw_rule();
+        icmp(&mut r, 255, 255);
+        assert!(FirewallRuleSpec::try_from(&r).is_ok());
     }
 }

@@ -15,9 +15,13 @@
 //!   "ALREADY_EXISTS"}`, see [`ApiError`]) and no other field filled in.
 //! - Calls not implemented yet fail with gRPC `UNIMPLEMENTED`.
 //!
-//! One small difference: a prefix length that fits in a byte but not in its family
-//! (`/33`) is answered with ROUTE_INSERT (create) or ROUTE_NOT_FOUND (delete) before the
-//! state is consulted, where dpservice would first report NO_VM or NO_VNI.
+//! Two small differences:
+//! - A prefix length that fits in a byte but not in its family (`/33`) is answered with
+//!   ROUTE_INSERT (create) or ROUTE_NOT_FOUND (delete) before the state is consulted,
+//!   where dpservice would first report NO_VM or NO_VNI. (Load-balancer prefixes take
+//!   any length up to 255, as in dpservice.)
+//! - A successful CreateFirewallRule answers with the rule's id in `rule_id`, where
+//!   dpservice sends 64 bytes of an unfilled reply buffer.
 
 pub mod conv;
 
@@ -32,10 +36,13 @@ use dpfleet_proto::dpdkironcore::v1 as pb;
 use dpfleet_proto::dpdkironcore::v1::dpd_kironcore_server::{DpdKironcore, DpdKironcoreServer};
 use tonic::{Request, Response, Status};
 
-use crate::control::{random_u64, ApiError, Control, InterfaceInfo, InterfaceSpec};
+use crate::control::{
+    random_u64, ApiError, Control, FirewallRuleSpec, InterfaceInfo, InterfaceSpec,
+};
 use conv::{
-    err_status, fits, ip_address, ipv4_text, ipv6_text, lookup_key, ok_status, prefix_arg,
-    prefix_fits, status_of, vni_family, BadRequest, IFACE_ID_CAP, VERSION_CAP,
+    c_str, err_status, firewall_rule_message, fits, ip_address, ipv4_text, ipv6_text, lookup_key,
+    ok_status, prefix_arg, prefix_fits, status_of, vni_family, BadRequest, IFACE_ID_CAP,
+    RULE_ID_CAP, VERSION_CAP,
 };
 
 /// What GetVersion reports as both the protocol and the service version.
@@ -140,6 +147,23 @@ fn iface_message(i: InterfaceInfo) -> pb::Interface {
 
 fn not_implemented(call: &str) -> Status {
     Status::unimplemented(format!("{call} is not implemented by dpfleet-node yet"))
+}
+
+/// The rule id of a Get/DeleteFirewallRule, refused as dpservice refuses it.
+fn rule_id_arg(id: &[u8]) -> Result<&[u8], BadRequest> {
+    if !fits(id, RULE_ID_CAP) {
+        return Err(BadRequest("Invalid rule_id"));
+    }
+    Ok(c_str(id))
+}
+
+/// The prefix of a load-balancer prefix call: any parsable address and a length up to
+/// 255, not checked against the family (dpservice matches these prefixes exactly and
+/// never routes by them).
+fn lb_prefix_arg(p: Option<&pb::Prefix>) -> Result<(std::net::IpAddr, u8), BadRequest> {
+    let (addr, len) = prefix_arg(p, "Invalid prefix.ip", "Invalid prefix.length", false)?;
+    let len = u8::try_from(len).map_err(|_| BadRequest("Invalid prefix.length"))?;
+    Ok((addr, len))
 }
 
 /// The interface id of a lookup, refused as dpservice refuses it.
@@ -387,28 +411,114 @@ impl DpdKironcore for NodeApi {
         Ok(Response::new(pb::ResetVniResponse { status: status_of(&result) }))
     }
 
-    // Calls that exist in the API but not yet in dpfleet-node.
-
     async fn list_load_balancer_prefixes(
         &self,
-        _: Request<pb::ListLoadBalancerPrefixesRequest>,
+        req: Request<pb::ListLoadBalancerPrefixesRequest>,
     ) -> Result<Response<pb::ListLoadBalancerPrefixesResponse>, Status> {
-        Err(not_implemented("list_load_balancer_prefixes"))
+        self.need_init()?;
+        let id = iface_id_arg(&req.get_ref().interface_id)?;
+        let r = self.control.list_lb_prefixes(&id);
+        let status = status_of(&r);
+        let prefixes = r
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| pb::Prefix {
+                ip: Some(ip_address(p.addr)),
+                length: u32::from(p.len),
+                underlay_route: ipv6_text(p.underlay),
+            })
+            .collect();
+        Ok(Response::new(pb::ListLoadBalancerPrefixesResponse { status, prefixes }))
     }
 
     async fn create_load_balancer_prefix(
         &self,
-        _: Request<pb::CreateLoadBalancerPrefixRequest>,
+        req: Request<pb::CreateLoadBalancerPrefixRequest>,
     ) -> Result<Response<pb::CreateLoadBalancerPrefixResponse>, Status> {
-        Err(not_implemented("create_load_balancer_prefix"))
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = iface_id_arg(&r.interface_id)?;
+        let (addr, len) = lb_prefix_arg(r.prefix.as_ref())?;
+        tracing::info!(id = %id, prefix = %addr, len, "CreateLoadBalancerPrefix");
+        let r = self.control.create_lb_prefix(&id, addr, len);
+        Ok(Response::new(pb::CreateLoadBalancerPrefixResponse {
+            status: status_of(&r),
+            underlay_route: r.map(ipv6_text).unwrap_or_default(),
+        }))
     }
 
     async fn delete_load_balancer_prefix(
         &self,
-        _: Request<pb::DeleteLoadBalancerPrefixRequest>,
+        req: Request<pb::DeleteLoadBalancerPrefixRequest>,
     ) -> Result<Response<pb::DeleteLoadBalancerPrefixResponse>, Status> {
-        Err(not_implemented("delete_load_balancer_prefix"))
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = iface_id_arg(&r.interface_id)?;
+        let (addr, len) = lb_prefix_arg(r.prefix.as_ref())?;
+        let r = self.control.delete_lb_prefix(&id, addr, len);
+        Ok(Response::new(pb::DeleteLoadBalancerPrefixResponse { status: status_of(&r) }))
     }
+
+    async fn list_firewall_rules(
+        &self,
+        req: Request<pb::ListFirewallRulesRequest>,
+    ) -> Result<Response<pb::ListFirewallRulesResponse>, Status> {
+        self.need_init()?;
+        let id = iface_id_arg(&req.get_ref().interface_id)?;
+        let r = self.control.list_firewall_rules(&id);
+        let status = status_of(&r);
+        let rules = r.unwrap_or_default().iter().map(firewall_rule_message).collect();
+        Ok(Response::new(pb::ListFirewallRulesResponse { status, rules }))
+    }
+
+    async fn create_firewall_rule(
+        &self,
+        req: Request<pb::CreateFirewallRuleRequest>,
+    ) -> Result<Response<pb::CreateFirewallRuleResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = iface_id_arg(&r.interface_id)?;
+        let rule = FirewallRuleSpec::try_from(&r.rule.clone().unwrap_or_default())?;
+        tracing::info!(
+            id = %id, rule = %String::from_utf8_lossy(&rule.id), direction = ?rule.direction,
+            action = ?rule.action, priority = rule.priority, "CreateFirewallRule"
+        );
+        let rule_id = rule.id.clone();
+        let r = self.control.create_firewall_rule(&id, rule);
+        Ok(Response::new(pb::CreateFirewallRuleResponse {
+            status: status_of(&r),
+            rule_id: if r.is_ok() { rule_id } else { Vec::new() },
+        }))
+    }
+
+    async fn get_firewall_rule(
+        &self,
+        req: Request<pb::GetFirewallRuleRequest>,
+    ) -> Result<Response<pb::GetFirewallRuleResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = iface_id_arg(&r.interface_id)?;
+        let rule_id = rule_id_arg(&r.rule_id)?;
+        let r = self.control.get_firewall_rule(&id, rule_id);
+        Ok(Response::new(pb::GetFirewallRuleResponse {
+            status: status_of(&r),
+            rule: r.ok().as_ref().map(firewall_rule_message),
+        }))
+    }
+
+    async fn delete_firewall_rule(
+        &self,
+        req: Request<pb::DeleteFirewallRuleRequest>,
+    ) -> Result<Response<pb::DeleteFirewallRuleResponse>, Status> {
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = iface_id_arg(&r.interface_id)?;
+        let rule_id = rule_id_arg(&r.rule_id)?;
+        let r = self.control.delete_firewall_rule(&id, rule_id);
+        Ok(Response::new(pb::DeleteFirewallRuleResponse { status: status_of(&r) }))
+    }
+
+    // Calls that exist in the API but not yet in dpfleet-node.
 
     async fn create_vip(
         &self,
@@ -520,34 +630,6 @@ impl DpdKironcore for NodeApi {
         _: Request<pb::ListNeighborNatsRequest>,
     ) -> Result<Response<pb::ListNeighborNatsResponse>, Status> {
         Err(not_implemented("list_neighbor_nats"))
-    }
-
-    async fn list_firewall_rules(
-        &self,
-        _: Request<pb::ListFirewallRulesRequest>,
-    ) -> Result<Response<pb::ListFirewallRulesResponse>, Status> {
-        Err(not_implemented("list_firewall_rules"))
-    }
-
-    async fn create_firewall_rule(
-        &self,
-        _: Request<pb::CreateFirewallRuleRequest>,
-    ) -> Result<Response<pb::CreateFirewallRuleResponse>, Status> {
-        Err(not_implemented("create_firewall_rule"))
-    }
-
-    async fn get_firewall_rule(
-        &self,
-        _: Request<pb::GetFirewallRuleRequest>,
-    ) -> Result<Response<pb::GetFirewallRuleResponse>, Status> {
-        Err(not_implemented("get_firewall_rule"))
-    }
-
-    async fn delete_firewall_rule(
-        &self,
-        _: Request<pb::DeleteFirewallRuleRequest>,
-    ) -> Result<Response<pb::DeleteFirewallRuleResponse>, Status> {
-        Err(not_implemented("delete_firewall_rule"))
     }
 
     async fn capture_start(

@@ -471,3 +471,280 @@ async fn vnis() {
     assert_eq!((r.status, r.in_use), (ok(), false));
     s.stop().await;
 }
+
+fn lbpfx_req(id: &str, a: &str, len: u32) -> pb::CreateLoadBalancerPrefixRequest {
+    pb::CreateLoadBalancerPrefixRequest {
+        interface_id: id.as_bytes().to_vec(),
+        prefix: prefix(a, len),
+    }
+}
+
+fn del_lbpfx_req(id: &str, a: &str, len: u32) -> pb::DeleteLoadBalancerPrefixRequest {
+    pb::DeleteLoadBalancerPrefixRequest {
+        interface_id: id.as_bytes().to_vec(),
+        prefix: prefix(a, len),
+    }
+}
+
+fn list_lbpfx_req(id: &str) -> pb::ListLoadBalancerPrefixesRequest {
+    pb::ListLoadBalancerPrefixesRequest { interface_id: id.as_bytes().to_vec() }
+}
+
+#[tokio::test]
+async fn lb_prefixes() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    c.create_interface(iface_req("vm2", "net_tap3", "10.100.1.2", "2000:100:1::2")).await.unwrap();
+
+    let r = c.create_load_balancer_prefix(lbpfx_req("vm2", "172.22.2.1", 32)).await.unwrap();
+    let r = r.into_inner();
+    assert_eq!((r.status, r.underlay_route.as_slice()), (ok(), &b"fc00:1::1:0:2"[..]));
+    let r6 = c
+        .create_load_balancer_prefix(lbpfx_req("vm2", "2a10:defe:e01f:f4::2", 128))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r6.status, r6.underlay_route.as_slice()), (ok(), &b"fc00:1::1:0:3"[..]));
+    let underlay: std::net::Ipv6Addr = "fc00:1::1:0:3".parse().unwrap();
+    assert_eq!(s.control.snapshot().port_by_underlay.get(&underlay), Some(&3));
+
+    let refused = [
+        (lbpfx_req("vm2", "172.22.2.1", 32), 202, "ALREADY_EXISTS"),
+        (lbpfx_req("invalid_name", "172.22.2.1", 32), 205, "NO_VM"),
+    ];
+    for (req, code, name) in refused {
+        let r = c.create_load_balancer_prefix(req).await.unwrap().into_inner();
+        assert_eq!(
+            r,
+            pb::CreateLoadBalancerPrefixResponse {
+                status: err(code, name),
+                underlay_route: vec![]
+            }
+        );
+    }
+    let malformed = [
+        (lbpfx_req("vm2", "172.22.2.x", 32), "Invalid prefix.ip"),
+        (lbpfx_req("vm2", "172.22.2.1", 256), "Invalid prefix.length"),
+        (lbpfx_req("", "172.22.2.1", 32), "Invalid interface_id"),
+    ];
+    for (req, msg) in malformed {
+        assert_grpc_error(c.create_load_balancer_prefix(req).await, Code::InvalidArgument, msg);
+    }
+
+    let list = c.list_load_balancer_prefixes(list_lbpfx_req("vm2")).await.unwrap().into_inner();
+    assert_eq!(list.status, ok());
+    let entry = |a: &str, len: u32, ul: &[u8]| pb::Prefix {
+        underlay_route: ul.to_vec(),
+        ..prefix(a, len).unwrap()
+    };
+    assert_eq!(
+        list.prefixes,
+        vec![
+            entry("172.22.2.1", 32, b"fc00:1::1:0:2"),
+            entry("2a10:defe:e01f:f4::2", 128, b"fc00:1::1:0:3"),
+        ]
+    );
+    // Alias prefixes are kept apart.
+    let aliases = c
+        .list_prefixes(pb::ListPrefixesRequest { interface_id: b"vm2".to_vec() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(aliases.prefixes.is_empty());
+    let none = c.list_load_balancer_prefixes(list_lbpfx_req("invalid_name")).await.unwrap();
+    assert_eq!(
+        none.into_inner(),
+        pb::ListLoadBalancerPrefixesResponse { status: err(205, "NO_VM"), prefixes: vec![] }
+    );
+
+    let refused = [
+        (del_lbpfx_req("invalid_name", "172.22.2.1", 32), 205, "NO_VM"),
+        (del_lbpfx_req("vm2", "172.22.2.1", 24), 201, "NOT_FOUND"),
+        (del_lbpfx_req("vm2", "172.22.9.1", 32), 201, "NOT_FOUND"),
+    ];
+    for (req, code, name) in refused {
+        let r = c.delete_load_balancer_prefix(req).await.unwrap().into_inner();
+        assert_eq!(r.status, err(code, name));
+    }
+    assert_grpc_error(
+        c.delete_load_balancer_prefix(del_lbpfx_req("vm2", "172.22.2.1", 300)).await,
+        Code::InvalidArgument,
+        "Invalid prefix.length",
+    );
+    let d = c.delete_load_balancer_prefix(del_lbpfx_req("vm2", "172.22.2.1", 32)).await.unwrap();
+    assert_eq!(d.into_inner().status, ok());
+    let list = c.list_load_balancer_prefixes(list_lbpfx_req("vm2")).await.unwrap().into_inner();
+    assert_eq!(list.prefixes, vec![entry("2a10:defe:e01f:f4::2", 128, b"fc00:1::1:0:3")]);
+
+    // Deleting the interface takes its prefixes along.
+    c.delete_interface(del_req("vm2")).await.unwrap();
+    assert!(s.control.snapshot().port_by_underlay.is_empty());
+    s.stop().await;
+}
+
+/// The rule the suite's test_grpc_add_list_delFirewallRules creates, as dpservice-cli
+/// sends it (defaults filled in by the client).
+fn fw_rule(id: &str, src: &str, src_len: u32) -> pb::FirewallRule {
+    pb::FirewallRule {
+        id: id.as_bytes().to_vec(),
+        direction: pb::TrafficDirection::Ingress as i32,
+        action: pb::FirewallAction::Accept as i32,
+        priority: 1000,
+        source_prefix: prefix(src, src_len),
+        destination_prefix: prefix("0.0.0.0", 0),
+        protocol_filter: Some(pb::ProtocolFilter {
+            filter: Some(pb::protocol_filter::Filter::Tcp(pb::TcpFilter {
+                src_port_lower: -1,
+                src_port_upper: -1,
+                dst_port_lower: -1,
+                dst_port_upper: -1,
+            })),
+        }),
+    }
+}
+
+fn fw_req(iface: &str, rule: pb::FirewallRule) -> pb::CreateFirewallRuleRequest {
+    pb::CreateFirewallRuleRequest { interface_id: iface.as_bytes().to_vec(), rule: Some(rule) }
+}
+
+fn get_fw_req(iface: &str, rule: &str) -> pb::GetFirewallRuleRequest {
+    pb::GetFirewallRuleRequest {
+        interface_id: iface.as_bytes().to_vec(),
+        rule_id: rule.as_bytes().to_vec(),
+    }
+}
+
+fn del_fw_req(iface: &str, rule: &str) -> pb::DeleteFirewallRuleRequest {
+    pb::DeleteFirewallRuleRequest {
+        interface_id: iface.as_bytes().to_vec(),
+        rule_id: rule.as_bytes().to_vec(),
+    }
+}
+
+fn list_fw_req(iface: &str) -> pb::ListFirewallRulesRequest {
+    pb::ListFirewallRulesRequest { interface_id: iface.as_bytes().to_vec() }
+}
+
+#[tokio::test]
+async fn firewall_rules() {
+    use dpfleet_dataplane::tables::firewall::{Action, Direction, FlowKey, L4};
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    c.create_interface(iface_req("vm3", "net_tap4", "10.100.1.3", "::")).await.unwrap();
+
+    let rule = fw_rule("fw0-vm3", "1.2.3.4", 16);
+    let drop = pb::FirewallRule { action: pb::FirewallAction::Drop as i32, ..rule.clone() };
+    let r = c.create_firewall_rule(fw_req("vm3", drop.clone())).await.unwrap().into_inner();
+    assert_eq!(
+        r,
+        pb::CreateFirewallRuleResponse { status: err(441, "NO_DROP_SUPPORT"), rule_id: vec![] }
+    );
+    let r = c.create_firewall_rule(fw_req("vm3", rule.clone())).await.unwrap().into_inner();
+    assert_eq!(r, pb::CreateFirewallRuleResponse { status: ok(), rule_id: b"fw0-vm3".to_vec() });
+    let refused = [
+        (fw_req("vm3", drop), 202, "ALREADY_EXISTS"),
+        (fw_req("vm3", rule.clone()), 202, "ALREADY_EXISTS"),
+        (fw_req("invalid_name", rule.clone()), 205, "NO_VM"),
+    ];
+    for (req, code, name) in refused {
+        let r = c.create_firewall_rule(req).await.unwrap().into_inner();
+        assert_eq!(r, pb::CreateFirewallRuleResponse { status: err(code, name), rule_id: vec![] });
+    }
+    let malformed = [
+        (fw_req("", rule.clone()), "Invalid interface_id"),
+        (
+            pb::CreateFirewallRuleRequest { interface_id: b"vm3".to_vec(), rule: None },
+            "Invalid rule id",
+        ),
+        (
+            fw_req("vm3", pb::FirewallRule { priority: 70000, ..fw_rule("fw9", "1.2.3.4", 16) }),
+            "Invalid priority",
+        ),
+        (fw_req("vm3", fw_rule("fw9", "1.2.3.4", 33)), "Invalid source_prefix.length"),
+    ];
+    for (req, msg) in malformed {
+        assert_grpc_error(c.create_firewall_rule(req).await, Code::InvalidArgument, msg);
+    }
+
+    // Reported as given.
+    let got = c.get_firewall_rule(get_fw_req("vm3", "fw0-vm3")).await.unwrap().into_inner();
+    assert_eq!(got, pb::GetFirewallRuleResponse { status: ok(), rule: Some(rule.clone()) });
+    let refused = [
+        (get_fw_req("vm3", "fw9"), 201, "NOT_FOUND"),
+        (get_fw_req("nope", "fw0-vm3"), 205, "NO_VM"),
+    ];
+    for (req, code, name) in refused {
+        let r = c.get_firewall_rule(req).await.unwrap().into_inner();
+        assert_eq!(r, pb::GetFirewallRuleResponse { status: err(code, name), rule: None });
+    }
+    assert_grpc_error(
+        c.get_firewall_rule(get_fw_req("vm3", "")).await,
+        Code::InvalidArgument,
+        "Invalid rule_id",
+    );
+
+    // The compiled rules reach the snapshot.
+    let flow = |src: &str| FlowKey {
+        src: src.parse().unwrap(),
+        dst: "10.100.1.3".parse().unwrap(),
+        l4: L4::Tcp { src_port: 1234, dst_port: 22 },
+    };
+    let snap = s.control.snapshot();
+    let fw = snap.firewall(4).unwrap();
+    assert_eq!(fw.verdict(Direction::Ingress, &flow("1.2.99.9")), Action::Accept);
+    assert_eq!(fw.verdict(Direction::Ingress, &flow("1.3.0.1")), Action::Drop);
+
+    let mut egress = fw_rule("fw1-vm3", "8.8.8.8", 16);
+    egress.direction = pb::TrafficDirection::Egress as i32;
+    egress.protocol_filter = Some(pb::ProtocolFilter {
+        filter: Some(pb::protocol_filter::Filter::Udp(pb::UdpFilter {
+            src_port_lower: -1,
+            src_port_upper: -1,
+            dst_port_lower: 53,
+            dst_port_upper: 53,
+        })),
+    });
+    let r = c.create_firewall_rule(fw_req("vm3", egress.clone())).await.unwrap().into_inner();
+    assert_eq!(r.status, ok());
+    let list = c.list_firewall_rules(list_fw_req("vm3")).await.unwrap().into_inner();
+    assert_eq!(
+        list,
+        pb::ListFirewallRulesResponse { status: ok(), rules: vec![rule.clone(), egress.clone()] }
+    );
+    let none = c.list_firewall_rules(list_fw_req("invalid_name")).await.unwrap().into_inner();
+    assert_eq!(none, pb::ListFirewallRulesResponse { status: err(205, "NO_VM"), rules: vec![] });
+
+    let refused = [
+        (del_fw_req("vm3", "fw9"), 201, "NOT_FOUND"),
+        (del_fw_req("nope", "fw0-vm3"), 205, "NO_VM"),
+    ];
+    for (req, code, name) in refused {
+        let r = c.delete_firewall_rule(req).await.unwrap().into_inner();
+        assert_eq!(r.status, err(code, name));
+    }
+    assert_grpc_error(
+        c.delete_firewall_rule(del_fw_req("vm3", &"x".repeat(64))).await,
+        Code::InvalidArgument,
+        "Invalid rule_id",
+    );
+    let d = c.delete_firewall_rule(del_fw_req("vm3", "fw0-vm3")).await.unwrap().into_inner();
+    assert_eq!(d.status, ok());
+    let r = c.get_firewall_rule(get_fw_req("vm3", "fw0-vm3")).await.unwrap().into_inner();
+    assert_eq!(r.status, err(201, "NOT_FOUND"));
+    let list = c.list_firewall_rules(list_fw_req("vm3")).await.unwrap().into_inner();
+    assert_eq!(list.rules, vec![egress]);
+    let snap = s.control.snapshot();
+    assert_eq!(
+        snap.firewall(4).unwrap().verdict(Direction::Ingress, &flow("1.2.99.9")),
+        Action::Drop
+    );
+
+    // A new interface under the same name starts without rules.
+    c.delete_interface(del_req("vm3")).await.unwrap();
+    c.create_interface(iface_req("vm3", "net_tap4", "10.100.1.3", "::")).await.unwrap();
+    let list = c.list_firewall_rules(list_fw_req("vm3")).await.unwrap().into_inner();
+    assert_eq!((list.status, list.rules), (ok(), vec![]));
+    s.stop().await;
+}

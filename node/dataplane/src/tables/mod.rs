@@ -1,3 +1,4 @@
 //! Lookup tables read by the stages. Built by the control plane, immutable once published.
 
+pub mod firewall;
 pub mod lpm;

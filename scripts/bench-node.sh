@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Benchmarks the whole dpfleet-node on one worker core without a NIC, as
+# ../shared/PLATFORM.md describes: a net_pcap port replays 64-byte frames endlessly
+# into the node, which routes them and transmits into net_null ports. In the same run,
+# dpdk-testpmd --forward-mode=macswap on the same kind of vdevs gives the I/O ceiling.
+#
+#   scripts/bench-node.sh [SECONDS]      (default 10 s per measurement; needs root)
+#
+# Prints one line per path and a markdown table for docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+secs=${1:-10}
+bash scripts/setup.sh >/dev/null
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dpfleet/target}
+cargo build --release -q -p dpfleet-node -p dpfleetctl
+node=$CARGO_TARGET_DIR/release/dpfleet-node
+ctl=$CARGO_TARGET_DIR/release/dpfleetctl
+work=$(mktemp -d -t dpfleet-bench.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+/usr/bin/python3 scripts/bench/mkpcap.py "$work"
+
+huge=(--huge-unlink)
+free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+((free >= 512)) || huge=(--no-huge -m 1024)
+
+# Port counter of a DPDK port, from the node's metrics.
+metric() { # port-name
+	curl -s "http://127.0.0.1:$mport/metrics" |
+		awk -v n="$1" '$1 ~ /^dpfleet_port_tx_packets_total/ && $1 ~ "name=\""n"\"" {print $2}'
+}
+
+ceiling() { # pcap
+	local log=$work/testpmd.log
+	timeout $((secs + 8)) dpdk-testpmd -l 0,1 --no-pci "${huge[@]}" --file-prefix=dpfleet-bench-tpmd \
+		--vdev=net_pcap0,rx_pcap="$1",infinite_rx=1 --vdev=net_null0,no-rx=1 \
+		-- --forward-mode=macswap --nb-cores=1 --stats-period=1 >"$log" 2>&1 || true
+	# The null port's Tx-pps samples, skipping the first two (start-up).
+	awk '/Tx-pps/ && $2 > 0 {print $2}' "$log" | tail -n +3 | head -n "$((secs - 2))" |
+		awk '{s += $1; n++} END {if (n) printf "%.0f\n", s / n; else print 0}'
+}
+
+node_rate() { # pcap out-port-name route-args...
+	local pcap=$1 out=$2
+	mport=19100
+	"$node" -l 0,1 --no-pci "${huge[@]}" --file-prefix=dpfleet-bench-node \
+		--vdev=net_pcap0,rx_pcap="$pcap",infinite_rx=1 \
+		--vdev=net_null0,no-rx=1 --vdev=net_null1,no-rx=1 \
+		-- --pf0=net_null0 --vf-pattern=net_ --nic-type=tap --ipv6=fc00:1::1 --no-stats \
+		--grpc-port=19137 --metrics-port=$mport --listen-addr=127.0.0.1 --busy-poll \
+		>"$work/node.log" 2>&1 &
+	local pid=$!
+	local api=http://127.0.0.1:19137
+	for _ in $(seq 100); do "$ctl" --node $api node check-init >/dev/null 2>&1 && break
+		"$ctl" --node $api node init >/dev/null 2>&1 && break; sleep 0.1; done
+	"$ctl" --node $api node init >/dev/null 2>&1 || true
+	"$ctl" --node $api node iface create --id vm1 --vni 100 --ipv4 10.100.1.1 --device net_pcap0 >/dev/null
+	"$ctl" --node $api node iface create --id vm2 --vni 100 --ipv4 10.100.1.2 --device net_null1 >/dev/null
+	"$ctl" --node $api node route create --vni 100 --prefix 10.200.0.0/16 --next-hop fc00:2::1 >/dev/null
+	sleep 2
+	local a b
+	a=$(metric "$out"); sleep "$secs"; b=$(metric "$out")
+	kill "$pid"; wait "$pid" 2>/dev/null || true
+	echo $(((b - a) / secs))
+}
+
+echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //'), hugepages: ${huge[*]}"
+printf '| path | dpfleet-node (pps) | testpmd macswap (pps) | ratio |\n|---|---|---|---|\n'
+for path in vf-to-vf:net_null1 vf-to-pf:net_null0; do
+	name=${path%%:*} out=${path##*:}
+	c=$(ceiling "$work/$name.pcap")
+	n=$(node_rate "$work/$name.pcap" "$out")
+	printf '| %s | %.2f M | %.2f M | %.2f |\n' "$name" "$(bc -l <<<"$n/1000000")" "$(bc -l <<<"$c/1000000")" "$(bc -l <<<"$n/$c")"
+done

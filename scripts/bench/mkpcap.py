@@ -1,0 +1,35 @@
+#!/usr/bin/python3
+"""Writes the benchmark's input pcaps: 64-byte frames (60 bytes + FCS on the wire) from
+VM1 of the benchmark topology, 1024 UDP flows each.
+
+  vf-to-vf.pcap: VM1 (10.100.1.1) -> VM2 (10.100.1.2), same VNI, same node
+  vf-to-pf.pcap: VM1 (10.100.1.1) -> 10.200.x.y, a prefix routed through the underlay
+"""
+import sys
+
+from scapy.all import Ether, IP, UDP, Raw, wrpcap
+
+VM1_MAC = "66:66:66:66:66:00"  # the mac= of the VF port the frames arrive on
+GW_MAC = "66:66:66:66:66:00"
+
+
+def frames(dst_of):
+    out = []
+    for i in range(1024):
+        p = (Ether(src="02:00:00:00:00:01", dst=GW_MAC) /
+             IP(src="10.100.1.1", dst=dst_of(i), ttl=64) /
+             UDP(sport=1024 + i, dport=5000))
+        pad = 60 - len(p)
+        if pad > 0:
+            p = p / Raw(b"\x00" * pad)
+        out.append(p)
+    return out
+
+
+def main(outdir):
+    wrpcap(f"{outdir}/vf-to-vf.pcap", frames(lambda i: "10.100.1.2"))
+    wrpcap(f"{outdir}/vf-to-pf.pcap", frames(lambda i: f"10.200.{i // 256}.{i % 256}"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else ".")
