@@ -122,7 +122,11 @@ start_node() {
 	for i in $(seq 1 100); do
 		# (Right after the fork the child is still this shell, so only check it lives.)
 		[[ -d /proc/$pid ]] || { tail -30 "$run/node1.log" >&2; die "dpfleet-node exited during start"; }
-		if ip -n "$node_ns" link show dtapvf_1 >/dev/null 2>&1 && ctl --timeout 1s node version >/dev/null 2>&1; then
+		# dpfleetctl exits 1 when it cannot reach the node, 2 when the node answers with an
+		# error (before Initialize every call is refused: the API is up).
+		local rc=0
+		ctl --timeout 1s node check-init >/dev/null 2>&1 || rc=$?
+		if ip -n "$node_ns" link show dtapvf_1 >/dev/null 2>&1 && ((rc != 1)); then
 			return
 		fi
 		sleep 0.2
