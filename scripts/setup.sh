@@ -12,7 +12,7 @@ set -euo pipefail
 ((EUID == 0)) || { echo "setup.sh: needs root (apt, hugepages)" >&2; exit 1; }
 
 packages=(dpdk dpdk-dev libdpdk-dev libclang-dev clang pkg-config protobuf-compiler
-	iproute2 busybox python3 python3-scapy libpcap-dev procps curl bc)
+	iproute2 busybox python3 python3-scapy libpcap-dev procps curl bc tcpdump)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

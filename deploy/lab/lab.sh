@@ -31,6 +31,8 @@ vm_ns=(dpf-vm1 dpf-vm2)
 vni=100
 node_ul=fc00:1::1
 router_ul=fc00::ffff
+router_sid=fc00::d4      # the router's tunnel endpoint: decapsulates IPv4-in-IPv6 (seg6local End.DX4)
+inet_ip=192.0.2.1        # "the internet": an address behind the router
 vm_ip=(10.100.1.1 10.100.1.2)
 vm_ip6=(2000:100:1::1 2000:100:1::2)
 vm_mac=(02:00:00:00:01:01 02:00:00:00:01:02)
@@ -147,6 +149,26 @@ lease() { # ns
 		cat "$run/$1.dhcp.log" >&2; die "no DHCP lease in $1"; }
 }
 
+# The router namespace plays the underlay router and the internet behind it. Linux has no
+# ip6tnl here, but SRv6 lightweight tunnels make and take the same packets: traffic the
+# node encapsulates towards $router_sid is decapsulated (End.DX4) and delivered to
+# $inet_ip; replies to each VM are encapsulated towards that VM's underlay address
+# (seg6 encap.red with one segment = plain IPv4-in-IPv6). dpservice-style nodes do not
+# answer ND on their PF, so the router gets static neighbour entries for them.
+router_tunnel() {
+	in_ns "$router_ns" sysctl -qw net.ipv6.conf.all.seg6_enabled=1 net.ipv6.conf.ul0.seg6_enabled=1 \
+		net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+	ip -n "$router_ns" addr replace "$inet_ip/32" dev lo
+	ip -n "$router_ns" -6 route replace "$router_sid/128" encap seg6local action End.DX4 nh4 "$inet_ip" dev ul0
+	local i ul
+	for i in 0 1; do
+		ul=$(ctl --output json node iface get "vm$((i + 1))" | sed -n 's/.*"underlay_route": *"\([^"]*\)".*/\1/p')
+		[[ -n $ul ]] || die "no underlay address for vm$((i + 1))"
+		ip -n "$router_ns" -6 neigh replace "$ul" lladdr 22:22:22:22:22:00 dev ul0
+		ip -n "$router_ns" route replace "${vm_ip[i]}/32" encap seg6 mode encap.red segs "$ul" dev ul0
+	done
+}
+
 cmd_up() {
 	((EUID == 0)) || die "needs root (namespaces, TAP devices)"
 	mkdir -p "$run"
@@ -173,10 +195,13 @@ cmd_up() {
 				--ipv6 "${vm_ip6[i]}" --device "net_tap$((i + 1))"
 	done
 	ctl node route list --vni "$vni" | grep -q "0.0.0.0/0" ||
-		ctl node route create --vni "$vni" --prefix 0.0.0.0/0 --next-hop "$router_ul" --next-hop-vni "$vni"
+		ctl node route create --vni "$vni" --prefix 0.0.0.0/0 --next-hop "$router_sid" --next-hop-vni "$vni"
 	ctl node route create --vni "$vni" --prefix ::/0 --next-hop "$router_ul" --next-hop-vni "$vni" \
 		>/dev/null 2>&1 || true # IPv6 routes are not listed (as dpservice); 301 when it exists
 	ctl node iface list
+
+	say "router: tunnel endpoint $router_sid and $inet_ip behind it"
+	router_tunnel
 
 	say "DHCP in the VMs"
 	for ns in "${vm_ns[@]}"; do
@@ -184,14 +209,18 @@ cmd_up() {
 		printf '%s: %s\n' "$ns" "$(ip -n "$ns" -4 -br addr show dev eth0)"
 	done
 
-	say "ping vm1 -> vm2"
+	say "ping vm1 -> vm2 (through the node)"
 	in_ns dpf-vm1 busybox ping -c 3 -W 2 "${vm_ip[1]}"
+	say "ping vm2 -> $inet_ip (through the node, IPv4-in-IPv6 over the underlay, the router)"
+	in_ns dpf-vm2 busybox ping -c 3 -W 2 "$inet_ip"
 
 	cat <<-EOF
 
 	The lab is up. Look around:
 	  ip netns exec dpf-vm1 busybox ping ${vm_ip[1]}     # VM to VM through the node
 	  ip netns exec dpf-vm1 ip route                     # the lease's routes
+	  ip netns exec dpf-vm2 busybox ping $inet_ip         # VM to "the internet" through the tunnel
+	  ip netns exec $router_ns tcpdump -ni ul0 ip6        # the encapsulated traffic on the underlay
 	  The node API, with dpfleetctl inside the node's namespace:
 	    ip netns exec $node_ns $ctl_bin node iface list
 	    ip netns exec $node_ns $ctl_bin node route list --vni $vni
