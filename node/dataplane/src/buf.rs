@@ -22,14 +22,17 @@ pub trait PacketBuf {
     fn truncate(&mut self, len: usize);
 
     /// Current packet length in bytes.
+    #[inline]
     fn len(&self) -> usize {
         self.data().len()
     }
     /// Whether the packet holds no bytes.
+    #[inline]
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
     /// Sets the length to exactly `len`, growing or shrinking at the tail.
+    #[inline]
     fn set_len(&mut self, len: usize) -> bool {
         let cur = self.len();
         if len >= cur {
@@ -67,6 +70,7 @@ impl TestBuf {
 
     /// Replaces the content with `frame`, resetting headroom (reuse without allocating
     /// when the frame fits).
+    #[inline]
     pub fn reset(&mut self, frame: &[u8]) {
         if DEFAULT_HEADROOM + frame.len() > self.mem.len() {
             *self = TestBuf::new(frame);
@@ -84,12 +88,15 @@ impl TestBuf {
 }
 
 impl PacketBuf for TestBuf {
+    #[inline]
     fn data(&self) -> &[u8] {
         &self.mem[self.start..self.end]
     }
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.mem[self.start..self.end]
     }
+    #[inline]
     fn prepend(&mut self, n: usize) -> bool {
         if n > self.start {
             return false;
@@ -97,6 +104,7 @@ impl PacketBuf for TestBuf {
         self.start -= n;
         true
     }
+    #[inline]
     fn adj(&mut self, n: usize) -> bool {
         if n > self.end - self.start {
             return false;
@@ -104,6 +112,7 @@ impl PacketBuf for TestBuf {
         self.start += n;
         true
     }
+    #[inline]
     fn append(&mut self, n: usize) -> bool {
         if self.end + n > self.mem.len() {
             return false;
@@ -111,6 +120,7 @@ impl PacketBuf for TestBuf {
         self.end += n;
         true
     }
+    #[inline]
     fn truncate(&mut self, len: usize) {
         if len < self.end - self.start {
             self.end = self.start + len;

@@ -5,9 +5,10 @@
 //! load the current snapshot once per burst and never see a half-applied change.
 //! Everything here is plain data: validated by the API layer before it gets here.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::tables::firewall::RuleSet;
 use crate::tables::lpm::{Lpm4, Lpm6};
@@ -142,9 +143,9 @@ pub struct Snapshot {
     pub firewall_by_port: Vec<Option<Arc<RuleSet>>>,
     /// Underlay address → VF port of the interface that owns it (tunnel decapsulation):
     /// the interface's own address and those of its alias and load-balancer prefixes.
-    pub port_by_underlay: HashMap<Ipv6Addr, PortId>,
+    pub port_by_underlay: FxHashMap<Ipv6Addr, PortId>,
     /// Routing tables per VNI.
-    pub vnis: HashMap<Vni, VniTables>,
+    pub vnis: FxHashMap<Vni, VniTables>,
 }
 
 impl Snapshot {
@@ -162,8 +163,8 @@ impl Snapshot {
             ports: by_id,
             iface_by_port: vec![None; len],
             firewall_by_port: vec![None; len],
-            port_by_underlay: HashMap::new(),
-            vnis: HashMap::new(),
+            port_by_underlay: FxHashMap::default(),
+            vnis: FxHashMap::default(),
         }
     }
 

@@ -80,9 +80,11 @@ impl Counters {
     pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].inc();
     }
-    /// Counts a packet entering a stage.
+    /// Counts `n` packets entering a stage (the runner counts once per stage and chunk).
     #[inline]
-    pub fn stage(&self, stage: Stage) {
-        self.stages[stage as usize].inc();
+    pub fn stage_add(&self, stage: Stage, n: usize) {
+        if n > 0 {
+            self.stages[stage as usize].add(n as u64);
+        }
     }
 }

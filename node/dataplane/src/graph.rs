@@ -17,8 +17,11 @@
 //! and returns where it goes next ([`Next`]). The runner keeps the per-packet `Next` of
 //! a chunk of up to [`CHUNK`] packets and runs the stages in graph order, each stage
 //! over all packets waiting for it, so a stage's code and tables stay hot while it works
-//! through the vector (VPP's habit). A bitmask of the stages with waiting packets lets
-//! the runner skip the rest. Nothing on this path allocates or returns an error.
+//! through the vector (VPP's habit). Each stage has a queue of the indexes of the packets
+//! waiting for it, so a stage visits only its own packets and an idle stage costs
+//! nothing. What depends only on the input port (its interface, the VNI's tables) is
+//! looked up once per burst ([`Ctx::new`]); counters are added once per stage and chunk.
+//! Nothing on this path allocates or returns an error.
 //!
 //! Per-packet facts that dpservice keeps in its mbuf metadata (`dp_flow`) are either
 //! re-read from the headers (cheap, and always consistent with the bytes) or carried in
@@ -29,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::buf::PacketBuf;
-use crate::config::{Mac, PortId, Snapshot};
+use crate::config::{Interface, Mac, PortId, PortInfo, Snapshot, VniTables};
 use crate::counters::{Counters, MAX_PORTS};
 use crate::stages;
 
@@ -141,6 +144,10 @@ counted_enum! {
 }
 
 /// What every stage sees besides the packet.
+///
+/// Everything that depends only on the snapshot and the input port is looked up once
+/// per burst ([`Ctx::new`]), not per packet: `port`, `iface` and `vni_tables` always
+/// agree with `snap` and `in_port`.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     /// The configuration in force for this burst.
@@ -149,6 +156,28 @@ pub struct Ctx<'a> {
     pub in_port: PortId,
     /// Monotonic time in nanoseconds, from the caller.
     pub now_ns: u64,
+    /// `snap.port(in_port)`.
+    pub port: Option<&'a PortInfo>,
+    /// `snap.iface(in_port)`: the interface behind the input port, if it is a VF with one.
+    pub iface: Option<&'a Interface>,
+    /// The routing tables of that interface's VNI (`None` without an interface, or
+    /// while the VNI has no tables).
+    pub vni_tables: Option<&'a VniTables>,
+}
+
+impl<'a> Ctx<'a> {
+    /// The context of a burst received on `in_port`.
+    pub fn new(snap: &'a Snapshot, in_port: PortId, now_ns: u64) -> Self {
+        let iface = snap.iface(in_port);
+        Ctx {
+            snap,
+            in_port,
+            now_ns,
+            port: snap.port(in_port),
+            iface,
+            vni_tables: iface.and_then(|i| snap.vnis.get(&i.vni)),
+        }
+    }
 }
 
 /// Where a packet goes after a stage: the next stage (with what it needs to know), or
@@ -202,9 +231,6 @@ impl Next {
         Next::Done(Verdict::Drop(reason))
     }
 
-    fn pending_bit(self) -> u32 {
-        self.stage().map_or(0, |s| 1 << (s as u32))
-    }
 }
 
 /// The stages after classification, in graph order: every edge goes from a stage to a
@@ -222,8 +248,23 @@ const ORDER: [Stage; 10] = [
     Stage::PfTx,
 ];
 
-/// Packets the runner handles as one vector; longer bursts are cut into chunks.
+/// Packets the runner handles as one vector; longer bursts are cut into chunks. At most
+/// 256, so that a packet's index in its chunk fits the `u8` of a stage queue.
 pub const CHUNK: usize = 64;
+const _: () = assert!(CHUNK <= 256);
+
+/// Appends packet `i` to the queue of the stage `nx` waits for, if any.
+#[inline]
+fn enqueue(queue: &mut [[u8; CHUNK]], queued: &mut [usize], i: usize, nx: Next) {
+    if let Some(stage) = nx.stage() {
+        let s = stage as usize;
+        #[allow(clippy::cast_possible_truncation)] // i < CHUNK <= 256
+        let i = i as u8;
+        // `% CHUNK` never wraps (see run_chunk); it keeps the index in bounds for free.
+        queue[s][queued[s] % CHUNK] = i;
+        queued[s] += 1;
+    }
+}
 
 /// The Ethernet neighbour of each port, learned on the fast path: for a VF, the VM's MAC
 /// (dpservice learns it from the VM's ARP replies, DHCP requests and neighbour
@@ -311,7 +352,7 @@ impl Pipeline {
         verdicts: &mut [Verdict],
     ) {
         let n = pkts.len().min(verdicts.len());
-        let ctx = Ctx { snap, in_port, now_ns };
+        let ctx = Ctx::new(snap, in_port, now_ns);
         for (p, v) in pkts[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK)) {
             self.run_chunk(&ctx, p, v);
         }
@@ -319,26 +360,26 @@ impl Pipeline {
 
     fn run_chunk<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) {
         let mut next = [Next::drop(DropReason::Malformed); CHUNK];
-        let mut pending = 0u32;
-        for (nx, buf) in next.iter_mut().zip(pkts.iter_mut()) {
-            self.counters.stage(Stage::Classify);
+        // Per stage, the indexes of the packets waiting for it, in arrival order. A packet
+        // only ever moves to a later stage of ORDER, so it is queued at most once per
+        // stage and no queue holds more than the chunk's packets.
+        let mut queue = [[0u8; CHUNK]; Stage::ALL.len()];
+        let mut queued = [0usize; Stage::ALL.len()];
+        for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
             *nx = stages::classify::process(ctx, &self.neigh, buf);
-            pending |= nx.pending_bit();
+            enqueue(&mut queue, &mut queued, i, *nx);
         }
+        self.counters.stage_add(Stage::Classify, pkts.len());
         for stage in ORDER {
-            let bit = 1u32 << (stage as u32);
-            if pending & bit == 0 {
-                continue;
-            }
-            pending &= !bit;
-            for (nx, buf) in next.iter_mut().zip(pkts.iter_mut()) {
-                if nx.stage() != Some(stage) {
-                    continue;
-                }
-                self.counters.stage(stage);
+            let s = stage as usize;
+            let n = queued[s].min(CHUNK);
+            for j in 0..n {
+                let i = usize::from(queue[s][j]);
+                let (Some(nx), Some(buf)) = (next.get_mut(i), pkts.get_mut(i)) else { continue };
                 *nx = self.step(ctx, *nx, buf);
-                pending |= nx.pending_bit();
+                enqueue(&mut queue, &mut queued, i, *nx);
             }
+            self.counters.stage_add(stage, n);
         }
         for (v, nx) in verdicts.iter_mut().zip(next.iter()) {
             *v = match *nx {
@@ -354,8 +395,7 @@ impl Pipeline {
     }
 
     fn step<B: PacketBuf>(&self, ctx: &Ctx<'_>, nx: Next, buf: &mut B) -> Next {
-        let iface = ctx.snap.iface(ctx.in_port);
-        match (nx, iface) {
+        match (nx, ctx.iface) {
             (Next::Arp, Some(i)) => Next::Done(stages::arp::process(ctx, i, buf)),
             (Next::Nd, Some(i)) => Next::Done(stages::nd::process(ctx, i, buf)),
             (Next::Dhcp, Some(i)) => Next::Done(stages::dhcp::process(ctx, i, buf)),

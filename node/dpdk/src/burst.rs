@@ -45,6 +45,7 @@ impl<const N: usize> Burst<N> {
     }
 
     /// Whether `N` mbufs are held.
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.len == N
     }
@@ -66,6 +67,7 @@ impl<const N: usize> Burst<N> {
     }
 
     /// Removes and returns the last mbuf.
+    #[inline]
     pub fn pop(&mut self) -> Option<Mbuf> {
         self.len = self.len.checked_sub(1)?;
         // SAFETY: slot `len` (before the decrement, `len - 1`) held a live owned mbuf,
@@ -161,6 +163,7 @@ pub struct Drain<'a, const N: usize> {
 impl<const N: usize> Iterator for Drain<'_, N> {
     type Item = Mbuf;
 
+    #[inline]
     fn next(&mut self) -> Option<Mbuf> {
         if self.next >= self.end {
             return None;

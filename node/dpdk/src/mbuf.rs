@@ -83,21 +83,25 @@ impl Mbuf {
     }
 
     /// Length of the whole packet, all segments.
+    #[inline]
     pub fn pkt_len(&self) -> u32 {
         self.raw().pkt_len
     }
 
     /// The port the packet was received on (set by the PMD).
+    #[inline]
     pub fn port(&self) -> u16 {
         self.raw().port
     }
 
     /// Free bytes in front of the data.
+    #[inline]
     pub fn headroom(&self) -> usize {
         usize::from(self.raw().data_off)
     }
 
     /// Free bytes behind the data of the first segment.
+    #[inline]
     pub fn tailroom(&self) -> usize {
         let m = self.raw();
         usize::from(m.buf_len).saturating_sub(usize::from(m.data_off) + usize::from(m.data_len))
@@ -135,6 +139,7 @@ impl PacketBuf for Mbuf {
         }
     }
 
+    #[inline]
     fn prepend(&mut self, n: usize) -> bool {
         let Ok(n) = u16::try_from(n) else { return false };
         // SAFETY: self owns the mbuf; rte_pktmbuf_prepend checks the headroom and changes
@@ -142,6 +147,7 @@ impl PacketBuf for Mbuf {
         !unsafe { sys::rte_pktmbuf_prepend(self.0.as_ptr(), n) }.is_null()
     }
 
+    #[inline]
     fn adj(&mut self, n: usize) -> bool {
         let Ok(n) = u16::try_from(n) else { return false };
         // SAFETY: self owns the mbuf; rte_pktmbuf_adj checks n against the first
@@ -149,6 +155,7 @@ impl PacketBuf for Mbuf {
         !unsafe { sys::rte_pktmbuf_adj(self.0.as_ptr(), n) }.is_null()
     }
 
+    #[inline]
     fn append(&mut self, n: usize) -> bool {
         if !self.is_contiguous() {
             return false;
@@ -159,6 +166,7 @@ impl PacketBuf for Mbuf {
         !unsafe { sys::rte_pktmbuf_append(self.0.as_ptr(), n) }.is_null()
     }
 
+    #[inline]
     fn truncate(&mut self, len: usize) {
         let cur = usize::from(self.raw().data_len);
         if len >= cur || !self.is_contiguous() {

@@ -103,7 +103,7 @@ pub(crate) mod fixture {
 
     /// The context a packet from the VM gets.
     pub(crate) fn ctx(snap: &Snapshot) -> Ctx<'_> {
-        Ctx { snap, in_port: PORT, now_ns: 0 }
+        Ctx::new(snap, PORT, 0)
     }
 }
 

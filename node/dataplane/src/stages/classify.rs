@@ -92,7 +92,7 @@ pub fn inspect_ipv6(ip: &[u8]) -> Result<L4Info, DropReason> {
 
 /// Picks the first stage of a packet received on `ctx.in_port`.
 pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &mut B) -> Next {
-    let Some(port) = ctx.snap.port(ctx.in_port) else {
+    let Some(port) = ctx.port else {
         return Next::drop(DropReason::UnknownPort);
     };
     let Some(frame) = Frame::new_checked(buf.data()) else {
@@ -105,7 +105,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &mut B) -> 
 }
 
 fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, frame: &Frame<&[u8]>) -> Next {
-    if ctx.snap.iface(ctx.in_port).is_none() {
+    if ctx.iface.is_none() {
         return Next::drop(DropReason::NoInterface);
     }
     let src = frame.src();

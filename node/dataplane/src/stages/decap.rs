@@ -39,7 +39,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &mut B) -> 
         Ok(i) => i.ip_len,
         Err(r) => return Next::drop(r),
     };
-    if let Some(pf) = ctx.snap.port(ctx.in_port) {
+    if let Some(pf) = ctx.port {
         let src = frame.src();
         if pf.neigh_mac.is_none() && ethernet::is_unicast(&src) && src != pf.mac {
             neigh.learn(ctx.in_port, src);

@@ -75,7 +75,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, underlay: Ipv6Addr, buf: &mut B) -> 
     let Some(pf) = pick_pf(ctx, inner, is_v4) else {
         return Next::drop(DropReason::PortDown);
     };
-    let src = ctx.snap.iface(ctx.in_port).map_or(ctx.snap.node.underlay_ipv6, |i| i.underlay_ipv6);
+    let src = ctx.iface.map_or(ctx.snap.node.underlay_ipv6, |i| i.underlay_ipv6);
     if !buf.prepend(ipv6::HEADER_LEN) {
         return Next::drop(DropReason::NoRoom);
     }

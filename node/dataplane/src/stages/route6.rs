@@ -11,16 +11,16 @@ use super::route_next;
 
 /// Routes one IPv6 packet from a VF (validated by classification).
 pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, buf: &mut B) -> Next {
-    let Some(iface) = ctx.snap.iface(ctx.in_port) else {
+    if ctx.iface.is_none() {
         return Next::drop(DropReason::NoInterface);
-    };
+    }
     let Some(ip) = buf.data_mut().get_mut(ethernet::HEADER_LEN..) else {
         return Next::drop(DropReason::Malformed);
     };
     let Some(mut p) = ipv6::Packet::new_checked(ip) else {
         return Next::drop(DropReason::Malformed);
     };
-    let target = ctx.snap.vnis.get(&iface.vni).and_then(|t| t.routes6.lookup(p.dst()));
+    let target = ctx.vni_tables.and_then(|t| t.routes6.lookup(p.dst()));
     let Some(&target) = target else {
         return Next::drop(DropReason::NoRoute);
     };

@@ -2,21 +2,24 @@
 //!
 //! One hash map per prefix length plus a bitmap of the lengths in use; a lookup probes
 //! the used lengths from longest to shortest. Lookups do not allocate. Typical route
-//! tables use few distinct lengths, so a lookup is a handful of hash probes.
+//! tables use few distinct lengths, so a lookup is a handful of hash probes. The maps
+//! use FxHash (one multiply per key word): their keys are routes from the control
+//! plane, and a lookup key from a packet cannot degrade a table it does not insert into.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+use rustc_hash::FxHashMap;
 
 /// IPv4 longest-prefix-match table with values of type `T`.
 #[derive(Clone, Debug)]
 pub struct Lpm4<T> {
-    by_len: Vec<HashMap<u32, T>>,
+    by_len: Vec<FxHashMap<u32, T>>,
     used: u64,
 }
 
 impl<T> Default for Lpm4<T> {
     fn default() -> Self {
-        Lpm4 { by_len: (0..=32).map(|_| HashMap::new()).collect(), used: 0 }
+        Lpm4 { by_len: (0..=32).map(|_| FxHashMap::default()).collect(), used: 0 }
     }
 }
 
@@ -54,6 +57,7 @@ impl<T> Lpm4<T> {
         self.by_len[usize::from(len)].get(&(u32::from(addr) & mask4(len)))
     }
     /// The value of the longest prefix containing `addr`.
+    #[inline]
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<&T> {
         let a = u32::from(addr);
         let mut used = self.used;
@@ -80,13 +84,13 @@ impl<T> Lpm4<T> {
 /// IPv6 longest-prefix-match table with values of type `T`.
 #[derive(Clone, Debug)]
 pub struct Lpm6<T> {
-    by_len: Vec<HashMap<u128, T>>,
+    by_len: Vec<FxHashMap<u128, T>>,
     used: [u64; 3],
 }
 
 impl<T> Default for Lpm6<T> {
     fn default() -> Self {
-        Lpm6 { by_len: (0..=128).map(|_| HashMap::new()).collect(), used: [0; 3] }
+        Lpm6 { by_len: (0..=128).map(|_| FxHashMap::default()).collect(), used: [0; 3] }
     }
 }
 
@@ -124,6 +128,7 @@ impl<T> Lpm6<T> {
         self.by_len[usize::from(len)].get(&(u128::from(addr) & mask6(len)))
     }
     /// The value of the longest prefix containing `addr`.
+    #[inline]
     pub fn lookup(&self, addr: Ipv6Addr) -> Option<&T> {
         let a = u128::from(addr);
         for w in (0..3).rev() {

@@ -32,23 +32,28 @@ pub struct Frame<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Frame<T> {
     /// Wraps `buf` if it holds at least a full header.
+    #[inline]
     pub fn new_checked(buf: T) -> Option<Self> {
         (buf.as_ref().len() >= HEADER_LEN).then_some(Frame { buf })
     }
     /// Destination MAC.
+    #[inline]
     pub fn dst(&self) -> Mac {
         mac_at(self.buf.as_ref(), field::DST.start)
     }
     /// Source MAC.
+    #[inline]
     pub fn src(&self) -> Mac {
         mac_at(self.buf.as_ref(), field::SRC.start)
     }
     /// Ethertype.
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         let b = self.buf.as_ref();
         u16::from_be_bytes([b[12], b[13]])
     }
     /// The bytes after the header.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
     }
@@ -56,6 +61,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// Writes the whole header.
+    #[inline]
     pub fn set_header(&mut self, dst: Mac, src: Mac, ethertype: u16) {
         let b = self.buf.as_mut();
         b[field::DST].copy_from_slice(&dst);
@@ -64,6 +70,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
 }
 
+#[inline]
 fn mac_at(b: &[u8], at: usize) -> Mac {
     let mut m = [0u8; 6];
     m.copy_from_slice(&b[at..at + 6]);
@@ -71,6 +78,7 @@ fn mac_at(b: &[u8], at: usize) -> Mac {
 }
 
 /// Whether a MAC is a unicast address (group bit clear) and not all zero.
+#[inline]
 pub fn is_unicast(mac: &Mac) -> bool {
     mac[0] & 1 == 0 && *mac != [0; 6]
 }

@@ -52,55 +52,73 @@ pub struct Packet<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Validates version, IHL and total length against the buffer (which may carry
     /// trailing padding) and the header checksum.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, Invalid> {
+        let p = Self::new_unverified(buf).ok_or(Invalid::Malformed)?;
+        if !checksum::verifies(&p.b()[..p.header_len()]) {
+            return Err(Invalid::Checksum);
+        }
+        Ok(p)
+    }
+    /// Validates version, IHL and total length as [`Packet::new_checked`] does, but not
+    /// the checksum: for a header that an earlier stage checked with `new_checked` and
+    /// nothing changed since (the accessors only need the lengths to be right).
+    #[inline]
+    pub fn new_unverified(buf: T) -> Option<Self> {
         let b = buf.as_ref();
         if b.len() < MIN_HEADER_LEN || b[field::VER_IHL] >> 4 != 4 {
-            return Err(Invalid::Malformed);
+            return None;
         }
         let hl = usize::from(b[field::VER_IHL] & 0x0f) * 4;
         let total = usize::from(u16::from_be_bytes([b[2], b[3]]));
         if hl < MIN_HEADER_LEN || total < hl || total > b.len() {
-            return Err(Invalid::Malformed);
+            return None;
         }
-        if checksum::checksum(&b[..hl]) != 0 {
-            return Err(Invalid::Checksum);
-        }
-        Ok(Packet { buf })
+        Some(Packet { buf })
     }
+    #[inline]
     fn b(&self) -> &[u8] {
         self.buf.as_ref()
     }
     /// Header length in bytes, options included.
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.b()[field::VER_IHL] & 0x0f) * 4
     }
     /// Total length (header and payload) in bytes.
+    #[inline]
     pub fn total_len(&self) -> usize {
         usize::from(u16::from_be_bytes([self.b()[2], self.b()[3]]))
     }
     /// Fragment offset in 8-byte units.
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         u16::from_be_bytes([self.b()[6], self.b()[7]]) & 0x1fff
     }
     /// Time to live.
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.b()[field::TTL]
     }
     /// Payload protocol.
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.b()[field::PROTOCOL]
     }
     /// Source address.
+    #[inline]
     pub fn src(&self) -> Ipv4Addr {
         let b = self.b();
         Ipv4Addr::new(b[12], b[13], b[14], b[15])
     }
     /// Destination address.
+    #[inline]
     pub fn dst(&self) -> Ipv4Addr {
         let b = self.b();
         Ipv4Addr::new(b[16], b[17], b[18], b[19])
     }
     /// The payload (up to `total_len`; padding excluded).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.b()[self.header_len()..self.total_len()]
     }
@@ -109,6 +127,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Decrements the TTL by one, updating the checksum incrementally. The caller
     /// checks that the TTL is above one.
+    #[inline]
     pub fn decrement_ttl(&mut self) {
         let b = self.buf.as_mut();
         let old = u16::from_be_bytes([b[field::TTL], b[field::PROTOCOL]]);

@@ -41,6 +41,7 @@ pub struct Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Validates version and payload length against the buffer.
+    #[inline]
     pub fn new_checked(buf: T) -> Option<Self> {
         let b = buf.as_ref();
         if b.len() < HEADER_LEN || b[0] >> 4 != 6 {
@@ -49,34 +50,42 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let plen = usize::from(u16::from_be_bytes([b[4], b[5]]));
         (HEADER_LEN + plen <= b.len()).then_some(Packet { buf })
     }
+    #[inline]
     fn b(&self) -> &[u8] {
         self.buf.as_ref()
     }
     /// Payload length in bytes.
+    #[inline]
     pub fn payload_len(&self) -> usize {
         usize::from(u16::from_be_bytes([self.b()[4], self.b()[5]]))
     }
     /// Header plus payload length in bytes.
+    #[inline]
     pub fn total_len(&self) -> usize {
         HEADER_LEN + self.payload_len()
     }
     /// Next header.
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.b()[field::NEXT_HEADER]
     }
     /// Hop limit.
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.b()[field::HOP_LIMIT]
     }
     /// Source address.
+    #[inline]
     pub fn src(&self) -> Ipv6Addr {
         addr_at(self.b(), field::SRC.start)
     }
     /// Destination address.
+    #[inline]
     pub fn dst(&self) -> Ipv6Addr {
         addr_at(self.b(), field::DST.start)
     }
     /// The payload (padding excluded).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.b()[HEADER_LEN..self.total_len()]
     }
@@ -84,11 +93,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the hop limit.
+    #[inline]
     pub fn set_hop_limit(&mut self, hop_limit: u8) {
         self.buf.as_mut()[field::HOP_LIMIT] = hop_limit;
     }
 }
 
+#[inline]
 fn addr_at(b: &[u8], at: usize) -> Ipv6Addr {
     let mut a = [0u8; 16];
     a.copy_from_slice(&b[at..at + 16]);
@@ -115,6 +126,7 @@ pub struct Repr {
 impl Repr {
     /// Writes the header into the first [`HEADER_LEN`] bytes of `out`; returns false,
     /// writing nothing, when `out` is shorter.
+    #[inline]
     pub fn emit(&self, out: &mut [u8]) -> bool {
         let Some(h) = out.get_mut(..HEADER_LEN) else { return false };
         h[field::VTC_FLOW].copy_from_slice(&self.vtc_flow.to_be_bytes());

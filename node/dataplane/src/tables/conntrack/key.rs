@@ -1,0 +1,312 @@
+//! Flow keys and the table's keyed hash.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// IP protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;
+/// IP protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+/// IP protocol number of ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
+
+const ICMP_ECHO_REPLY: u16 = 0;
+const ICMP_ECHO_REQUEST: u16 = 8;
+const ICMPV6_ECHO_REQUEST: u16 = 128;
+const ICMPV6_ECHO_REPLY: u16 = 129;
+
+const FAMILY_V4: u8 = 4;
+const FAMILY_V6: u8 = 6;
+
+/// What identifies one direction of a flow: the VNI and the 5-tuple as the packet carries
+/// it when it reaches the conntrack stage.
+///
+/// - TCP, UDP and other protocols: source and destination port (0 for protocols without
+///   ports).
+/// - ICMP and ICMPv6 echo (as dpservice keys them): `src_port` holds the ICMP type and
+///   `dst_port` the identifier, so that a request and its reply are the two directions of
+///   one flow while an echo request sent the other way is a flow of its own.
+///
+/// IPv4 addresses occupy the first 4 of 16 address bytes, the rest is zero; the address
+/// family is part of the key, so an IPv4 flow never matches an IPv6 one. `zone` is a
+/// free discriminator for the caller (dpservice keys its flows by a VNF type too); it is
+/// 0 unless set. 44 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    src: [u8; 16],
+    dst: [u8; 16],
+    vni: u32,
+    src_port: u16,
+    dst_port: u16,
+    proto: u8,
+    family: u8,
+    zone: u8,
+}
+
+fn v4_bytes(a: Ipv4Addr) -> [u8; 16] {
+    let mut b = [0; 16];
+    b[..4].copy_from_slice(&a.octets());
+    b
+}
+
+impl FlowKey {
+    /// An IPv4 flow key (any protocol; ports as the packet carries them).
+    pub fn v4(vni: u32, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, src_port: u16, dst_port: u16) -> Self {
+        FlowKey {
+            src: v4_bytes(src),
+            dst: v4_bytes(dst),
+            vni,
+            src_port,
+            dst_port,
+            proto,
+            family: FAMILY_V4,
+            zone: 0,
+        }
+    }
+
+    /// An IPv6 flow key (any protocol; ports as the packet carries them).
+    pub fn v6(vni: u32, src: Ipv6Addr, dst: Ipv6Addr, proto: u8, src_port: u16, dst_port: u16) -> Self {
+        FlowKey {
+            src: src.octets(),
+            dst: dst.octets(),
+            vni,
+            src_port,
+            dst_port,
+            proto,
+            family: FAMILY_V6,
+            zone: 0,
+        }
+    }
+
+    /// The key of an ICMP (IPv4) or ICMPv6 (IPv6) message with type `icmp_type` and
+    /// identifier `ident` (the identifier field of echo messages). `src` and `dst` must
+    /// be of the same family; `None` otherwise.
+    pub fn icmp(vni: u32, src: IpAddr, dst: IpAddr, icmp_type: u8, ident: u16) -> Option<Self> {
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                Some(FlowKey::v4(vni, s, d, PROTO_ICMP, u16::from(icmp_type), ident))
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                Some(FlowKey::v6(vni, s, d, PROTO_ICMPV6, u16::from(icmp_type), ident))
+            }
+            _ => None,
+        }
+    }
+
+    /// The same key with the caller's discriminator `zone`.
+    #[must_use]
+    pub fn with_zone(mut self, zone: u8) -> Self {
+        self.zone = zone;
+        self
+    }
+
+    /// The key a packet of the other direction carries if nothing rewrites it: addresses
+    /// swapped; ports swapped, except for ICMP/ICMPv6, where the identifier stays and an
+    /// echo request type becomes an echo reply type and back (other ICMP types are kept).
+    #[must_use]
+    pub fn reversed(&self) -> Self {
+        let (src_port, dst_port) = match self.proto {
+            PROTO_ICMP if self.family == FAMILY_V4 => {
+                let t = match self.src_port {
+                    ICMP_ECHO_REQUEST => ICMP_ECHO_REPLY,
+                    ICMP_ECHO_REPLY => ICMP_ECHO_REQUEST,
+                    t => t,
+                };
+                (t, self.dst_port)
+            }
+            PROTO_ICMPV6 if self.family == FAMILY_V6 => {
+                let t = match self.src_port {
+                    ICMPV6_ECHO_REQUEST => ICMPV6_ECHO_REPLY,
+                    ICMPV6_ECHO_REPLY => ICMPV6_ECHO_REQUEST,
+                    t => t,
+                };
+                (t, self.dst_port)
+            }
+            _ => (self.dst_port, self.src_port),
+        };
+        FlowKey { src: self.dst, dst: self.src, src_port, dst_port, ..*self }
+    }
+
+    /// The VNI.
+    pub fn vni(&self) -> u32 {
+        self.vni
+    }
+    /// Whether the addresses are IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        self.family == FAMILY_V6
+    }
+    /// The source address.
+    pub fn src(&self) -> IpAddr {
+        self.addr(&self.src)
+    }
+    /// The destination address.
+    pub fn dst(&self) -> IpAddr {
+        self.addr(&self.dst)
+    }
+    /// The IP protocol number.
+    pub fn proto(&self) -> u8 {
+        self.proto
+    }
+    /// The source port (ICMP: the message type).
+    pub fn src_port(&self) -> u16 {
+        self.src_port
+    }
+    /// The destination port (ICMP: the identifier).
+    pub fn dst_port(&self) -> u16 {
+        self.dst_port
+    }
+    /// The caller's discriminator.
+    pub fn zone(&self) -> u8 {
+        self.zone
+    }
+
+    fn addr(&self, b: &[u8; 16]) -> IpAddr {
+        if self.is_ipv6() {
+            IpAddr::V6(Ipv6Addr::from(*b))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        }
+    }
+}
+
+/// The keyed hash of the flow table.
+///
+/// Each of the key's six 64-bit words is XORed with a secret and pairs are combined by
+/// a folded 64×64→128-bit multiply (the high half XORed into the low half), as in
+/// wyhash and aHash's fallback: about four multiplies per key, no table, no loop. The
+/// eight secrets are expanded (SplitMix64) from a seed the caller draws at random per
+/// table, so without the seed an outsider cannot aim many flows at one home slot.
+/// This is not a cryptographic PRF; it only has to make collision flooding a guessing
+/// game. (The fleet-wide flow hash that Maglev uses lives in `dpfleet-proto` and is
+/// deliberately unkeyed; this one must differ per table.)
+#[derive(Clone, Copy, Debug)]
+pub struct FlowHasher {
+    secret: [u64; 8],
+}
+
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
+    let (lo, hi) = (r as u64, (r >> 64) as u64);
+    lo ^ hi
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[inline]
+fn word(b: &[u8; 16], half: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[half * 8..half * 8 + 8]);
+    u64::from_le_bytes(w)
+}
+
+impl FlowHasher {
+    /// A hasher keyed by `seed`.
+    pub fn new(seed: u64) -> Self {
+        let mut s = seed;
+        let mut secret = [0u64; 8];
+        for x in &mut secret {
+            // Odd secrets keep a multiply by a zero word from wiping a whole product.
+            *x = splitmix64(&mut s) | 1;
+        }
+        FlowHasher { secret }
+    }
+
+    /// The 64-bit hash of `k`.
+    #[inline]
+    pub fn hash(&self, k: &FlowKey) -> u64 {
+        let s = &self.secret;
+        let w4 = u64::from(k.vni) | u64::from(k.src_port) << 32 | u64::from(k.dst_port) << 48;
+        let w5 = u64::from(k.proto) | u64::from(k.family) << 8 | u64::from(k.zone) << 16;
+        let a = fold_mul(word(&k.src, 0) ^ s[0], word(&k.src, 1) ^ s[1]);
+        let b = fold_mul(word(&k.dst, 0) ^ s[2], word(&k.dst, 1) ^ s[3]);
+        let c = fold_mul(w4 ^ s[4], w5 ^ s[5]);
+        fold_mul(a ^ c ^ s[6], b ^ s[7])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VNI: u32 = 100;
+
+    fn a4(x: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, x)
+    }
+
+    #[test]
+    fn reversal_of_tcp_udp_swaps_addresses_and_ports() {
+        let k = FlowKey::v4(VNI, a4(1), a4(2), PROTO_TCP, 1234, 80);
+        let r = k.reversed();
+        assert_eq!(r, FlowKey::v4(VNI, a4(2), a4(1), PROTO_TCP, 80, 1234));
+        assert_eq!(r.reversed(), k);
+        let k6 = FlowKey::v6(VNI, "fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), PROTO_UDP, 5, 6);
+        assert_eq!(k6.reversed().src(), "fd00::2".parse::<IpAddr>().unwrap());
+        assert_eq!(k6.reversed().src_port(), 6);
+        assert_eq!(k6.reversed().reversed(), k6);
+    }
+
+    #[test]
+    fn icmp_echo_uses_identifier_and_type_direction() {
+        let req = FlowKey::icmp(VNI, a4(1).into(), a4(2).into(), 8, 0x1234).unwrap();
+        let rep = FlowKey::icmp(VNI, a4(2).into(), a4(1).into(), 0, 0x1234).unwrap();
+        assert_eq!(req.reversed(), rep);
+        assert_eq!(rep.reversed(), req);
+        assert_eq!(req.dst_port(), 0x1234);
+        // An echo request the other way is not the reply direction of this flow.
+        let other = FlowKey::icmp(VNI, a4(2).into(), a4(1).into(), 8, 0x1234).unwrap();
+        assert_ne!(req.reversed(), other);
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let req6 = FlowKey::icmp(VNI, v6("fd00::1"), v6("fd00::2"), 128, 7).unwrap();
+        let rep6 = FlowKey::icmp(VNI, v6("fd00::2"), v6("fd00::1"), 129, 7).unwrap();
+        assert_eq!(req6.proto(), PROTO_ICMPV6);
+        assert_eq!(req6.reversed(), rep6);
+        assert!(FlowKey::icmp(VNI, a4(1).into(), v6("fd00::1"), 8, 1).is_none());
+    }
+
+    #[test]
+    fn family_vni_and_zone_separate_keys() {
+        let k4 = FlowKey::v4(VNI, a4(1), a4(2), PROTO_UDP, 1, 2);
+        // IPv6 key with the same 16 address bytes.
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&a4(1).octets());
+        let mut c = [0u8; 16];
+        c[..4].copy_from_slice(&a4(2).octets());
+        let k6 = FlowKey::v6(VNI, Ipv6Addr::from(b), Ipv6Addr::from(c), PROTO_UDP, 1, 2);
+        assert_ne!(k4, k6);
+        assert_ne!(k4, FlowKey::v4(VNI + 1, a4(1), a4(2), PROTO_UDP, 1, 2));
+        assert_ne!(k4, k4.with_zone(1));
+        assert_eq!(k4.with_zone(3).reversed().zone(), 3);
+        let h = FlowHasher::new(1);
+        assert_ne!(h.hash(&k4), h.hash(&k6));
+        assert_ne!(h.hash(&k4), h.hash(&k4.with_zone(1)));
+        assert_eq!(k4.src(), IpAddr::V4(a4(1)));
+        assert_eq!(k4.vni(), VNI);
+        assert!(!k4.is_ipv6());
+    }
+
+    #[test]
+    fn hash_depends_on_seed_and_spreads() {
+        let k = FlowKey::v4(VNI, a4(1), a4(2), PROTO_TCP, 1234, 80);
+        assert_ne!(FlowHasher::new(1).hash(&k), FlowHasher::new(2).hash(&k));
+        // Keys differing in one port bit land in evenly used high halves: count the
+        // top 4 bits over 4096 consecutive source ports.
+        let h = FlowHasher::new(0xdead_beef);
+        let mut buckets = [0u32; 16];
+        for p in 0..4096u16 {
+            let x = h.hash(&FlowKey::v4(VNI, a4(1), a4(2), PROTO_TCP, p, 80));
+            buckets[usize::try_from(x >> 60).unwrap()] += 1;
+        }
+        // Expected 256 each; a binomial deviation beyond ±80 (5 sigma) means a bad mix.
+        assert!(buckets.iter().all(|&n| (176..=336).contains(&n)), "{buckets:?}");
+    }
+}
