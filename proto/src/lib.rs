@@ -3,6 +3,8 @@
 //! - [`dpdkironcore::v1`]: the node API, wire-compatible with dpservice (generated from
 //!   `dpdk.proto`; server and client).
 //! - [`types`]: validated domain types shared by the APIs.
+//! - [`flowhash`]: the flow hash every process computes identically.
+//! - [`maglev`]: the Maglev table builder shared by the coordinator and the nodes.
 #![forbid(unsafe_code)]
 
 /// dpservice's API package `dpdkironcore`.
@@ -15,4 +17,6 @@ pub mod dpdkironcore {
     }
 }
 
+pub mod flowhash;
+pub mod maglev;
 pub mod types;
