@@ -1,0 +1,719 @@
+//! The desired state of the fleet and the one function that changes it.
+//!
+//! [`FleetState`] is plain data; [`FleetState::apply`] is a pure, deterministic function
+//! of the state and a [`Command`]: no clock, no randomness, no I/O, no iteration over
+//! hash maps (every collection is ordered). Raft feeds every replica the same commands in
+//! the same order, so every replica holds the same state, allocations included.
+//!
+//! Invariants kept by `apply`:
+//! - A command that fails returns an [`ApplyError`] and leaves the state exactly as it
+//!   was (every check happens before the first change).
+//! - References resolve: an interface's node and VNI exist, a NAT allocation's interface
+//!   exists, a route's and a load balancer's VNI exist; what is referenced cannot be
+//!   removed.
+//! - Within a VNI an overlay address belongs to at most one interface; two NAT gateways
+//!   never share ports on a public IP; two interfaces never share a NAT block.
+//! - [`FleetState::generation`] increases by one on every successful change.
+//! - A command carrying a request id that an earlier successful command carried (among
+//!   the last [`DEDUP_CAPACITY`]) returns that command's response again and changes
+//!   nothing; with a different command it is refused ([`ApplyError::RequestIdReused`]).
+
+mod dedup;
+pub mod lb;
+pub mod nat;
+mod seq;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use dpfleet_proto::types::{Prefix, Vni};
+use serde::{Deserialize, Serialize};
+
+pub use dedup::{Dedup, DEDUP_CAPACITY};
+pub use lb::{LbPort, LbTarget, LoadBalancer, LoadBalancerSpec, MaglevCommit, Protocol};
+pub use nat::{NatBlock, NatGateway, NatGatewaySpec};
+
+/// The lifecycle of a fleet node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Seen, not yet ready for traffic.
+    Joining,
+    /// Takes traffic and new interfaces.
+    Active,
+    /// Keeps its interfaces, takes no new ones.
+    Draining,
+    /// Declared unreachable.
+    Down,
+}
+
+impl NodeState {
+    /// Whether new interfaces may be placed on a node in this state.
+    pub fn accepts_interfaces(self) -> bool {
+        matches!(self, NodeState::Joining | NodeState::Active)
+    }
+}
+
+/// A dataplane node of the fleet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The node's name, unique in the fleet.
+    pub id: String,
+    /// Its underlay IPv6 address.
+    pub underlay: Ipv6Addr,
+    /// Where its node API listens (`host:port`).
+    pub api_endpoint: String,
+    /// Its lifecycle state.
+    pub state: NodeState,
+}
+
+/// A virtual machine's (or host's) interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    /// The interface's name, unique in the fleet.
+    pub id: String,
+    /// Its virtual network.
+    pub vni: u32,
+    /// The node hosting it.
+    pub node: String,
+    /// Its overlay IPv4 address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Its overlay IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// An IP prefix without host bits, as routes carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub len: u8,
+}
+
+impl Cidr {
+    /// The prefix, if `len` fits the family and no host bit is set.
+    pub fn new(addr: IpAddr, len: u8) -> Result<Self, ApplyError> {
+        let prefix = Prefix::new(addr, u32::from(len))
+            .map_err(|e| ApplyError::InvalidPrefix(format!("{addr}/{len}: {e}")))?;
+        if prefix.has_host_bits() {
+            return Err(ApplyError::InvalidPrefix(format!(
+                "{addr}/{len} has host bits set (the network is {}/{len})",
+                prefix.network()
+            )));
+        }
+        Ok(Cidr { addr, len })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// A route of a virtual network: traffic to `prefix` goes to `next_hop` (the underlay
+/// address of a node or an external router), into `next_hop_vni`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The virtual network the route belongs to.
+    pub vni: u32,
+    /// The destination.
+    pub prefix: Cidr,
+    /// The VNI at the next hop.
+    pub next_hop_vni: u32,
+    /// The underlay address of the next hop.
+    pub next_hop: Ipv6Addr,
+}
+
+/// A change to the fleet state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Adds a node (state `joining`) or updates the address and endpoint of a known one.
+    RegisterNode {
+        /// The node's name.
+        id: String,
+        /// Its underlay address.
+        underlay: Ipv6Addr,
+        /// Its node API endpoint.
+        api_endpoint: String,
+    },
+    /// Moves a node to another lifecycle state.
+    SetNodeState {
+        /// The node.
+        id: String,
+        /// The new state.
+        state: NodeState,
+    },
+    /// Forgets a node that hosts no interface.
+    RemoveNode {
+        /// The node.
+        id: String,
+    },
+    /// Creates a virtual network.
+    CreateVni {
+        /// Its identifier (24 bits).
+        vni: u32,
+    },
+    /// Deletes a virtual network nothing refers to.
+    DeleteVni {
+        /// Its identifier.
+        vni: u32,
+    },
+    /// Creates an interface on a node.
+    CreateInterface(Interface),
+    /// Deletes an interface, releasing its NAT block.
+    DeleteInterface {
+        /// The interface.
+        id: String,
+    },
+    /// Adds a route.
+    AddRoute(Route),
+    /// Deletes a route.
+    DeleteRoute {
+        /// The route's VNI.
+        vni: u32,
+        /// Its prefix.
+        prefix: Cidr,
+    },
+    /// Creates a NAT gateway.
+    CreateNatGateway(NatGatewaySpec),
+    /// Deletes a NAT gateway that has no interface attached.
+    DeleteNatGateway {
+        /// The gateway.
+        id: String,
+    },
+    /// Gives an interface a port block of a gateway ([`Response::NatBlock`]).
+    AttachNat {
+        /// The gateway.
+        gateway: String,
+        /// The interface (in the gateway's VNI).
+        interface: String,
+    },
+    /// Releases an interface's port block.
+    DetachNat {
+        /// The gateway.
+        gateway: String,
+        /// The interface.
+        interface: String,
+    },
+    /// Creates a load balancer ([`Response::LoadBalancer`]).
+    CreateLoadBalancer(LoadBalancerSpec),
+    /// Deletes a load balancer.
+    DeleteLoadBalancer {
+        /// The load balancer.
+        id: String,
+    },
+    /// Adds a target to a load balancer ([`Response::LoadBalancer`]).
+    AddLbTarget {
+        /// The load balancer.
+        lb: String,
+        /// The target.
+        target: LbTarget,
+    },
+    /// Removes a target from a load balancer ([`Response::LoadBalancer`]).
+    RemoveLbTarget {
+        /// The load balancer.
+        lb: String,
+        /// The target's address.
+        addr: Ipv6Addr,
+    },
+}
+
+/// A command as it travels through the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The client's idempotency key: a retried command with the same id is applied once.
+    pub request_id: Option<String>,
+    /// The change.
+    pub op: Op,
+}
+
+impl Command {
+    /// A command without request id.
+    pub fn new(op: Op) -> Self {
+        Command { request_id: None, op }
+    }
+
+    /// A command with a request id.
+    pub fn with_request_id(request_id: impl Into<String>, op: Op) -> Self {
+        Command { request_id: Some(request_id.into()), op }
+    }
+}
+
+/// What a successful command returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// The change was made; the state is now at `generation`.
+    Done {
+        /// The state's generation after the change.
+        generation: u64,
+    },
+    /// An interface got this port block.
+    NatBlock {
+        /// The state's generation after the change.
+        generation: u64,
+        /// The block.
+        block: NatBlock,
+    },
+    /// A load balancer's table is now at `epoch` with this commit.
+    LoadBalancer {
+        /// The state's generation after the change.
+        generation: u64,
+        /// The load balancer's epoch.
+        epoch: u64,
+        /// The committed table (`None` without targets).
+        table: Option<MaglevCommit>,
+    },
+}
+
+/// The kinds of objects errors talk about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    /// A fleet node.
+    Node,
+    /// A virtual network.
+    Vni,
+    /// An interface.
+    Interface,
+    /// A route.
+    Route,
+    /// A NAT gateway.
+    NatGateway,
+    /// An interface's attachment to a NAT gateway.
+    NatAttachment,
+    /// A load balancer.
+    LoadBalancer,
+    /// A load balancer target.
+    LbTarget,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Node => "node",
+            ObjectKind::Vni => "VNI",
+            ObjectKind::Interface => "interface",
+            ObjectKind::Route => "route",
+            ObjectKind::NatGateway => "NAT gateway",
+            ObjectKind::NatAttachment => "NAT attachment",
+            ObjectKind::LoadBalancer => "load balancer",
+            ObjectKind::LbTarget => "load balancer target",
+        })
+    }
+}
+
+/// Why a command was refused. The state is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    /// A malformed or inconsistent argument.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A prefix too long for its family or with host bits.
+    #[error("invalid prefix {0}")]
+    InvalidPrefix(String),
+    /// A referenced object does not exist.
+    #[error("unknown {kind} {id}")]
+    NotFound {
+        /// What was looked for.
+        kind: ObjectKind,
+        /// Its name.
+        id: String,
+    },
+    /// The object to create exists already.
+    #[error("{kind} {id} already exists")]
+    AlreadyExists {
+        /// What was to be created.
+        kind: ObjectKind,
+        /// Its name.
+        id: String,
+    },
+    /// The object to remove is still referenced.
+    #[error("{kind} {id} is still used by {by}")]
+    InUse {
+        /// What was to be removed.
+        kind: ObjectKind,
+        /// Its name.
+        id: String,
+        /// What refers to it.
+        by: String,
+    },
+    /// An overlay address is taken in that VNI.
+    #[error("address {addr} is already used by interface {by} in VNI {vni}")]
+    AddressInUse {
+        /// The VNI.
+        vni: u32,
+        /// The address.
+        addr: IpAddr,
+        /// The interface holding it.
+        by: String,
+    },
+    /// A NAT gateway's ports overlap another's on a shared public IP.
+    #[error("port range overlaps NAT gateway {other} on {ip}")]
+    OverlappingRange {
+        /// The shared public IP.
+        ip: Ipv4Addr,
+        /// The other gateway.
+        other: String,
+    },
+    /// The node is draining or down and takes no new interface.
+    #[error("node {node} is {state:?} and takes no new interfaces")]
+    NodeNotAccepting {
+        /// The node.
+        node: String,
+        /// Its state.
+        state: NodeState,
+    },
+    /// The interface is not in the NAT gateway's or load balancer's VNI.
+    #[error("interface {interface} is in VNI {interface_vni}, not in VNI {vni}")]
+    VniMismatch {
+        /// The interface.
+        interface: String,
+        /// Its VNI.
+        interface_vni: u32,
+        /// The VNI required.
+        vni: u32,
+    },
+    /// Every block of the gateway's pool is in use.
+    #[error("NAT gateway {gateway} has no free port block (all {blocks} are in use)")]
+    PoolExhausted {
+        /// The gateway.
+        gateway: String,
+        /// Its number of blocks.
+        blocks: u64,
+    },
+    /// A request id was reused for a different command.
+    #[error("request id {0} was already used for a different command")]
+    RequestIdReused(String),
+}
+
+/// The desired state of the fleet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetState {
+    generation: u64,
+    nodes: BTreeMap<String, Node>,
+    vnis: BTreeSet<u32>,
+    interfaces: BTreeMap<String, Interface>,
+    /// (VNI, overlay address) → interface id: the address index.
+    #[serde(with = "seq")]
+    addresses: BTreeMap<(u32, IpAddr), String>,
+    #[serde(with = "seq")]
+    routes: BTreeMap<(u32, Cidr), Route>,
+    nat_gateways: BTreeMap<String, NatGateway>,
+    load_balancers: BTreeMap<String, LoadBalancer>,
+    dedup: Dedup,
+}
+
+fn not_found(kind: ObjectKind, id: impl fmt::Display) -> ApplyError {
+    ApplyError::NotFound { kind, id: id.to_string() }
+}
+
+fn exists(kind: ObjectKind, id: impl fmt::Display) -> ApplyError {
+    ApplyError::AlreadyExists { kind, id: id.to_string() }
+}
+
+fn check_vni(vni: u32) -> Result<(), ApplyError> {
+    Vni::new(vni).map(|_| ()).map_err(|e| ApplyError::InvalidArgument(e.to_string()))
+}
+
+impl FleetState {
+    /// The empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies `cmd`: see the [module documentation](self) for the guarantees.
+    pub fn apply(&mut self, cmd: Command) -> Result<Response, ApplyError> {
+        let Some(request_id) = cmd.request_id else {
+            return self.apply_op(cmd.op);
+        };
+        let fingerprint = dedup::fingerprint(&cmd.op);
+        if let Some(previous) = self.dedup.lookup(&request_id, fingerprint) {
+            return previous;
+        }
+        // Only successes are remembered: a refused command changes nothing, not even the
+        // dedup table, so retrying it later (say, once a pool has room) is a fresh attempt.
+        let response = self.apply_op(cmd.op)?;
+        self.dedup.record(request_id, fingerprint, response.clone());
+        Ok(response)
+    }
+
+    fn apply_op(&mut self, op: Op) -> Result<Response, ApplyError> {
+        let response = match op {
+            Op::RegisterNode { id, underlay, api_endpoint } => {
+                if id.is_empty() {
+                    return Err(ApplyError::InvalidArgument("a node needs a name".into()));
+                }
+                match self.nodes.get_mut(&id) {
+                    Some(node) => {
+                        node.underlay = underlay;
+                        node.api_endpoint = api_endpoint;
+                    }
+                    None => {
+                        let node = Node { id: id.clone(), underlay, api_endpoint, state: NodeState::Joining };
+                        self.nodes.insert(id, node);
+                    }
+                }
+                None
+            }
+            Op::SetNodeState { id, state } => {
+                self.nodes.get_mut(&id).ok_or_else(|| not_found(ObjectKind::Node, &id))?.state = state;
+                None
+            }
+            Op::RemoveNode { id } => {
+                if !self.nodes.contains_key(&id) {
+                    return Err(not_found(ObjectKind::Node, &id));
+                }
+                if let Some(i) = self.interfaces.values().find(|i| i.node == id) {
+                    return Err(ApplyError::InUse {
+                        kind: ObjectKind::Node,
+                        id,
+                        by: format!("interface {}", i.id),
+                    });
+                }
+                self.nodes.remove(&id);
+                None
+            }
+            Op::CreateVni { vni } => {
+                check_vni(vni)?;
+                if !self.vnis.insert(vni) {
+                    return Err(exists(ObjectKind::Vni, vni));
+                }
+                None
+            }
+            Op::DeleteVni { vni } => {
+                if !self.vnis.contains(&vni) {
+                    return Err(not_found(ObjectKind::Vni, vni));
+                }
+                if let Some(by) = self.vni_user(vni) {
+                    return Err(ApplyError::InUse { kind: ObjectKind::Vni, id: vni.to_string(), by });
+                }
+                self.vnis.remove(&vni);
+                None
+            }
+            Op::CreateInterface(iface) => {
+                self.create_interface(iface)?;
+                None
+            }
+            Op::DeleteInterface { id } => {
+                let iface =
+                    self.interfaces.remove(&id).ok_or_else(|| not_found(ObjectKind::Interface, &id))?;
+                for addr in iface_addrs(&iface) {
+                    self.addresses.remove(&(iface.vni, addr));
+                }
+                for gw in self.nat_gateways.values_mut() {
+                    gw.release(&id);
+                }
+                None
+            }
+            Op::AddRoute(route) => {
+                let prefix = Cidr::new(route.prefix.addr, route.prefix.len)?;
+                check_vni(route.next_hop_vni)?;
+                if !self.vnis.contains(&route.vni) {
+                    return Err(not_found(ObjectKind::Vni, route.vni));
+                }
+                if self.routes.contains_key(&(route.vni, prefix)) {
+                    return Err(exists(ObjectKind::Route, format!("{prefix} in VNI {}", route.vni)));
+                }
+                self.routes.insert((route.vni, prefix), route);
+                None
+            }
+            Op::DeleteRoute { vni, prefix } => {
+                self.routes
+                    .remove(&(vni, prefix))
+                    .ok_or_else(|| not_found(ObjectKind::Route, format!("{prefix} in VNI {vni}")))?;
+                None
+            }
+            Op::CreateNatGateway(spec) => {
+                if self.nat_gateways.contains_key(&spec.id) {
+                    return Err(exists(ObjectKind::NatGateway, &spec.id));
+                }
+                if !self.vnis.contains(&spec.vni) {
+                    return Err(not_found(ObjectKind::Vni, spec.vni));
+                }
+                let gw = NatGateway::new(spec)?;
+                for other in self.nat_gateways.values() {
+                    if let Some(ip) = gw.overlap_with(other) {
+                        return Err(ApplyError::OverlappingRange { ip, other: other.spec().id.clone() });
+                    }
+                }
+                self.nat_gateways.insert(gw.spec().id.clone(), gw);
+                None
+            }
+            Op::DeleteNatGateway { id } => {
+                let gw = self.nat_gateways.get(&id).ok_or_else(|| not_found(ObjectKind::NatGateway, &id))?;
+                if let Some((iface, _)) = gw.allocations().next() {
+                    return Err(ApplyError::InUse {
+                        kind: ObjectKind::NatGateway,
+                        id,
+                        by: format!("interface {iface}"),
+                    });
+                }
+                self.nat_gateways.remove(&id);
+                None
+            }
+            Op::AttachNat { gateway, interface } => {
+                let iface = self
+                    .interfaces
+                    .get(&interface)
+                    .ok_or_else(|| not_found(ObjectKind::Interface, &interface))?;
+                let gw = self
+                    .nat_gateways
+                    .get(&gateway)
+                    .ok_or_else(|| not_found(ObjectKind::NatGateway, &gateway))?;
+                if iface.vni != gw.spec().vni {
+                    return Err(ApplyError::VniMismatch {
+                        interface,
+                        interface_vni: iface.vni,
+                        vni: gw.spec().vni,
+                    });
+                }
+                if let Some(other) = self.nat_gateways.values().find(|g| g.allocation(&interface).is_some()) {
+                    return Err(exists(
+                        ObjectKind::NatAttachment,
+                        format!("{interface} on {}", other.spec().id),
+                    ));
+                }
+                let gw = self
+                    .nat_gateways
+                    .get_mut(&gateway)
+                    .ok_or_else(|| not_found(ObjectKind::NatGateway, &gateway))?;
+                let block = gw.allocate(&interface)?;
+                self.generation += 1;
+                return Ok(Response::NatBlock { generation: self.generation, block });
+            }
+            Op::DetachNat { gateway, interface } => {
+                let gw = self
+                    .nat_gateways
+                    .get_mut(&gateway)
+                    .ok_or_else(|| not_found(ObjectKind::NatGateway, &gateway))?;
+                gw.release(&interface).ok_or_else(|| {
+                    not_found(ObjectKind::NatAttachment, format!("{interface} on {gateway}"))
+                })?;
+                None
+            }
+            Op::CreateLoadBalancer(spec) => {
+                if self.load_balancers.contains_key(&spec.id) {
+                    return Err(exists(ObjectKind::LoadBalancer, &spec.id));
+                }
+                if !self.vnis.contains(&spec.vni) {
+                    return Err(not_found(ObjectKind::Vni, spec.vni));
+                }
+                let lb = LoadBalancer::new(spec)?;
+                let id = lb.id.clone();
+                self.load_balancers.insert(id.clone(), lb);
+                Some(id)
+            }
+            Op::DeleteLoadBalancer { id } => {
+                self.load_balancers.remove(&id).ok_or_else(|| not_found(ObjectKind::LoadBalancer, &id))?;
+                None
+            }
+            Op::AddLbTarget { lb, target } => {
+                self.load_balancers
+                    .get_mut(&lb)
+                    .ok_or_else(|| not_found(ObjectKind::LoadBalancer, &lb))?
+                    .add_target(target)?;
+                Some(lb)
+            }
+            Op::RemoveLbTarget { lb, addr } => {
+                self.load_balancers
+                    .get_mut(&lb)
+                    .ok_or_else(|| not_found(ObjectKind::LoadBalancer, &lb))?
+                    .remove_target(addr)?;
+                Some(lb)
+            }
+        };
+        self.generation += 1;
+        let generation = self.generation;
+        Ok(match response.and_then(|id| self.load_balancers.get(&id)) {
+            Some(lb) => Response::LoadBalancer { generation, epoch: lb.epoch, table: lb.table },
+            None => Response::Done { generation },
+        })
+    }
+
+    fn create_interface(&mut self, iface: Interface) -> Result<(), ApplyError> {
+        if iface.id.is_empty() {
+            return Err(ApplyError::InvalidArgument("an interface needs a name".into()));
+        }
+        if self.interfaces.contains_key(&iface.id) {
+            return Err(exists(ObjectKind::Interface, &iface.id));
+        }
+        if !self.vnis.contains(&iface.vni) {
+            return Err(not_found(ObjectKind::Vni, iface.vni));
+        }
+        let node = self.nodes.get(&iface.node).ok_or_else(|| not_found(ObjectKind::Node, &iface.node))?;
+        if !node.state.accepts_interfaces() {
+            return Err(ApplyError::NodeNotAccepting { node: node.id.clone(), state: node.state });
+        }
+        for addr in iface_addrs(&iface) {
+            if let Some(by) = self.addresses.get(&(iface.vni, addr)) {
+                return Err(ApplyError::AddressInUse { vni: iface.vni, addr, by: by.clone() });
+            }
+        }
+        for addr in iface_addrs(&iface) {
+            self.addresses.insert((iface.vni, addr), iface.id.clone());
+        }
+        self.interfaces.insert(iface.id.clone(), iface);
+        Ok(())
+    }
+
+    /// Something that refers to `vni`, described for an error message.
+    fn vni_user(&self, vni: u32) -> Option<String> {
+        if let Some(i) = self.interfaces.values().find(|i| i.vni == vni) {
+            return Some(format!("interface {}", i.id));
+        }
+        if let Some(r) = self.routes.values().find(|r| r.vni == vni) {
+            return Some(format!("route {}", r.prefix));
+        }
+        if let Some(g) = self.nat_gateways.values().find(|g| g.spec().vni == vni) {
+            return Some(format!("NAT gateway {}", g.spec().id));
+        }
+        self.load_balancers.values().find(|l| l.vni == vni).map(|l| format!("load balancer {}", l.id))
+    }
+
+    /// Increases by one on every successful change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The nodes, by name.
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
+        &self.nodes
+    }
+
+    /// The virtual networks.
+    pub fn vnis(&self) -> &BTreeSet<u32> {
+        &self.vnis
+    }
+
+    /// The interfaces, by name.
+    pub fn interfaces(&self) -> &BTreeMap<String, Interface> {
+        &self.interfaces
+    }
+
+    /// The routes, by (VNI, prefix).
+    pub fn routes(&self) -> impl Iterator<Item = &Route> + '_ {
+        self.routes.values()
+    }
+
+    /// The NAT gateways, by name.
+    pub fn nat_gateways(&self) -> &BTreeMap<String, NatGateway> {
+        &self.nat_gateways
+    }
+
+    /// The load balancers, by name.
+    pub fn load_balancers(&self) -> &BTreeMap<String, LoadBalancer> {
+        &self.load_balancers
+    }
+}
+
+fn iface_addrs(iface: &Interface) -> impl Iterator<Item = IpAddr> {
+    iface.ipv4.map(IpAddr::V4).into_iter().chain(iface.ipv6.map(IpAddr::V6))
+}
+
+#[cfg(test)]
+mod tests;
