@@ -120,6 +120,13 @@ pub struct Options {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=300))]
     pub flow_timeout: u32,
+    /// dpfleet: most flows each worker tracks (new flows are dropped when full).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u32).range(1..=(1 << 30)))]
+    pub flow_capacity: u32,
+    /// dpfleet: drop flows the firewall denies (dpservice computes verdicts but forwards).
+    #[arg(long)]
+    pub enforce_firewall: bool,
     /// dpfleet: serve Prometheus metrics on this TCP port (0 = off).
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub metrics_port: u16,

@@ -37,11 +37,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use dpfleet_dataplane::config::{
-    Interface, NodeConfig, PortId, PortInfo, PortRole, PxeConfig, RouteTarget, Snapshot, Vni,
-    VniTables,
+    DnatTarget, Flush, Interface, NodeConfig, PortId, PortInfo, PortRole, PxeConfig, RouteTarget,
+    Snapshot, UnderlayTarget, Vni, VniTables,
 };
+use dpfleet_dataplane::tables::nat::{validate_disjoint, LocalNat, NeighborNat, NeighborNats, PortRange};
 use dpfleet_dataplane::tables::firewall::{
-    Action, Cidr, Direction, Filter, PortRange, Rule, RuleSet,
+    Action, Cidr, Direction, Filter, PortRange as FwPortRange, Rule, RuleSet,
 };
 use dpfleet_proto::types::Prefix;
 
@@ -81,6 +82,15 @@ pub enum ApiError {
     /// 304: the route belongs to something else (e.g. an interface's host route).
     #[error("route leads to another port")]
     RouteBadPort,
+    /// 323: the VIP is already a VIP or NAT IP in the VNI.
+    #[error("address already translated in this VNI")]
+    DnatExists,
+    /// 341: the interface has no VIP (Get/DeleteVip) or no NAT (Get/DeleteNat).
+    #[error("no VIP or NAT configured")]
+    SnatNoData,
+    /// 343: the interface already has a VIP (CreateVip) or a NAT (CreateNat).
+    #[error("VIP or NAT already configured")]
+    SnatExists,
     /// 402: the interface id is already taken.
     #[error("interface id already in use")]
     VmHandle,
@@ -104,6 +114,9 @@ impl ApiError {
             ApiError::RouteNotFound => 302,
             ApiError::RouteInsert => 303,
             ApiError::RouteBadPort => 304,
+            ApiError::DnatExists => 323,
+            ApiError::SnatNoData => 341,
+            ApiError::SnatExists => 343,
             ApiError::VmHandle => 402,
             ApiError::NoDropSupport => 441,
         }
@@ -122,6 +135,9 @@ impl ApiError {
             ApiError::RouteNotFound => "ROUTE_NOT_FOUND",
             ApiError::RouteInsert => "ROUTE_INSERT",
             ApiError::RouteBadPort => "ROUTE_BAD_PORT",
+            ApiError::DnatExists => "DNAT_EXISTS",
+            ApiError::SnatNoData => "SNAT_NO_DATA",
+            ApiError::SnatExists => "SNAT_EXISTS",
             ApiError::VmHandle => "VM_HANDLE",
             ApiError::NoDropSupport => "NO_DROP_SUPPORT",
         }
@@ -272,14 +288,14 @@ pub struct PortFilter {
 }
 
 impl PortFilter {
-    fn range(lower: Option<u16>, upper: Option<u16>) -> PortRange {
+    fn range(lower: Option<u16>, upper: Option<u16>) -> FwPortRange {
         match lower {
-            None => PortRange::ANY,
-            Some(lo) => PortRange { lo, hi: upper.unwrap_or(u16::MAX) },
+            None => FwPortRange::ANY,
+            Some(lo) => FwPortRange { lo, hi: upper.unwrap_or(u16::MAX) },
         }
     }
 
-    fn compile(&self) -> (PortRange, PortRange) {
+    fn compile(&self) -> (FwPortRange, FwPortRange) {
         (
             PortFilter::range(self.src_lower, self.src_upper),
             PortFilter::range(self.dst_lower, self.dst_upper),
@@ -428,6 +444,10 @@ struct IfaceState {
     rules: Vec<FirewallRuleSpec>,
     /// `rules` compiled; replaced whenever they change, shared by the snapshots between.
     firewall: Arc<RuleSet>,
+    /// The VIP and its underlay address.
+    vip: Option<(Ipv4Addr, Ipv6Addr)>,
+    /// The NAT and its underlay address.
+    nat: Option<(LocalNat, Ipv6Addr)>,
 }
 
 impl IfaceState {
@@ -443,6 +463,8 @@ impl IfaceState {
         std::iter::once(self.underlay)
             .chain(self.prefixes.iter().map(|p| p.underlay))
             .chain(self.lb_prefixes.iter().map(|p| p.underlay))
+            .chain(self.vip.map(|v| v.1))
+            .chain(self.nat.map(|n| n.1))
     }
 
     fn rule_index(&self, id: &[u8]) -> Option<usize> {
@@ -480,7 +502,17 @@ struct State {
     vnis: HashMap<Vni, VniState>,
     underlay: UnderlayAlloc,
     generation: u64,
+    /// Neighbour NAT entries, in creation order.
+    neighbor_nats: Vec<NeighborNat>,
+    /// The most recent flow flushes (see [`Snapshot::flushes`]).
+    flushes: std::collections::VecDeque<(u64, Flush)>,
+    /// The sequence number of the last flush.
+    flush_seq: u64,
 }
+
+/// Flushes a snapshot carries; a worker that misses more between two polling rounds
+/// would keep stale flows, far beyond what the API can do in that time.
+const MAX_FLUSHES: usize = 256;
 
 impl Control {
     /// A control plane for a node with these ports, no interfaces, not initialized, with
@@ -501,6 +533,9 @@ impl Control {
             vnis: HashMap::new(),
             underlay,
             generation: 0,
+            neighbor_nats: Vec::new(),
+            flushes: std::collections::VecDeque::new(),
+            flush_seq: 0,
         };
         let published = Arc::new(ArcSwap::from_pointee(state.compile()));
         Control { state: Mutex::new(state), published }
@@ -544,7 +579,10 @@ impl Control {
     pub fn initialize(&self) -> Result<(), ApiError> {
         self.apply(|st| {
             st.initialized = true;
-            // dpservice also drops all neighbour NAT entries here (once NAT exists).
+            // dpservice drops all neighbour NAT entries here.
+            for n in std::mem::take(&mut st.neighbor_nats) {
+                st.flush(Flush::Neighbor(n));
+            }
             let vnis: Vec<Vni> = st.vnis.keys().copied().collect();
             for vni in vnis {
                 st.reset_routes(vni);
@@ -580,6 +618,8 @@ impl Control {
                 lb_prefixes: Vec::new(),
                 rules: Vec::new(),
                 firewall: Arc::new(RuleSet::default()),
+                vip: None,
+                nat: None,
             };
             if let Some(v) = st.vnis.get(&iface.vni) {
                 if iface.own_routes().any(|p| v.routes.contains_key(&route_key(&p))) {
@@ -609,6 +649,8 @@ impl Control {
             let iface = st.ifaces.remove(&port).ok_or(ApiError::NotFound)?;
             st.port_by_id.remove(&iface.id);
             st.release_vni(iface.vni, port);
+            let ipv4 = iface.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            st.flush(Flush::Interface { port, vni: iface.vni, ipv4 });
             Ok(())
         })
     }
@@ -847,6 +889,162 @@ impl Control {
     }
 }
 
+/// VIPs, NAT gateways and neighbour NATs.
+impl Control {
+    /// CreateVip: gives the interface a virtual IP; returns the VIP's underlay address.
+    pub fn create_vip(&self, id: &str, vip: IpAddr) -> Result<Ipv6Addr, ApiError> {
+        self.apply(|st| {
+            let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+            let IpAddr::V4(vip) = vip else { return Err(ApiError::BadIpver) };
+            if iface.vip.is_some() {
+                return Err(ApiError::SnatExists);
+            }
+            if st.translated(iface.vni, vip) {
+                return Err(ApiError::DnatExists);
+            }
+            let underlay = st.alloc_underlay();
+            let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
+            iface.vip = Some((vip, underlay));
+            Ok(underlay)
+        })
+    }
+
+    /// GetVip: the interface's VIP and its underlay address.
+    pub fn get_vip(&self, id: &str) -> Result<(Ipv4Addr, Ipv6Addr), ApiError> {
+        let st = self.lock();
+        let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+        iface.vip.ok_or(ApiError::SnatNoData)
+    }
+
+    /// DeleteVip: removes the VIP and flushes the flows translated with it.
+    pub fn delete_vip(&self, id: &str) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let port = st.port_of(id).ok_or(ApiError::NoVm)?;
+            let iface = st.ifaces.get_mut(&port).ok_or(ApiError::NoVm)?;
+            iface.vip.take().ok_or(ApiError::SnatNoData)?;
+            st.flush(Flush::Vip(port));
+            Ok(())
+        })
+    }
+
+    /// CreateNat: the interface's flows through the default route leave from `nat_ip`
+    /// with ports from `range`; returns the NAT's underlay address.
+    pub fn create_nat(&self, id: &str, nat_ip: IpAddr, range: PortRange) -> Result<Ipv6Addr, ApiError> {
+        self.apply(|st| {
+            let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+            let IpAddr::V4(nat_ip) = nat_ip else { return Err(ApiError::BadIpver) };
+            if iface.nat.is_some() {
+                return Err(ApiError::SnatExists);
+            }
+            let vni = iface.vni;
+            st.check_disjoint(nat_ip, range)?;
+            let underlay = st.alloc_underlay();
+            let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
+            iface.nat = Some((LocalNat { nat_ip, range, vni }, underlay));
+            Ok(underlay)
+        })
+    }
+
+    /// GetNat: the interface's NAT and its underlay address.
+    pub fn get_nat(&self, id: &str) -> Result<(LocalNat, Ipv6Addr), ApiError> {
+        let st = self.lock();
+        let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
+        iface.nat.ok_or(ApiError::SnatNoData)
+    }
+
+    /// DeleteNat: removes the NAT and flushes its flows (their ports are released).
+    pub fn delete_nat(&self, id: &str) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let port = st.port_of(id).ok_or(ApiError::NoVm)?;
+            let iface = st.ifaces.get_mut(&port).ok_or(ApiError::NoVm)?;
+            iface.nat.take().ok_or(ApiError::SnatNoData)?;
+            st.flush(Flush::Nat(port));
+            Ok(())
+        })
+    }
+
+    /// ListLocalNats: the interfaces translated to `nat_ip`, as (interface IPv4, NAT).
+    pub fn list_local_nats(&self, nat_ip: IpAddr) -> Result<Vec<(Ipv4Addr, LocalNat)>, ApiError> {
+        let IpAddr::V4(nat_ip) = nat_ip else { return Err(ApiError::BadIpver) };
+        let st = self.lock();
+        Ok(st
+            .ifaces
+            .values()
+            .filter_map(|i| {
+                let (n, _) = i.nat?;
+                (n.nat_ip == nat_ip).then(|| (i.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED), n))
+            })
+            .collect())
+    }
+
+    /// CreateNeighborNat: ports `range` of `nat_ip` in `vni` belong to the node at
+    /// `underlay`; their return traffic is relayed there.
+    pub fn create_neighbor_nat(
+        &self,
+        nat_ip: IpAddr,
+        vni: Vni,
+        range: PortRange,
+        underlay: Ipv6Addr,
+    ) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let IpAddr::V4(nat_ip) = nat_ip else { return Err(ApiError::BadIpver) };
+            st.check_disjoint(nat_ip, range)?;
+            st.neighbor_nats.push(NeighborNat { nat_ip, range, vni, underlay });
+            Ok(())
+        })
+    }
+
+    /// DeleteNeighborNat: removes the entry that matches exactly and flushes its flows.
+    pub fn delete_neighbor_nat(&self, nat_ip: IpAddr, vni: Vni, range: PortRange) -> Result<(), ApiError> {
+        self.apply(|st| {
+            let IpAddr::V4(nat_ip) = nat_ip else { return Err(ApiError::BadIpver) };
+            let idx = st
+                .neighbor_nats
+                .iter()
+                .position(|n| n.nat_ip == nat_ip && n.vni == vni && n.range == range)
+                .ok_or(ApiError::NotFound)?;
+            let n = st.neighbor_nats.remove(idx);
+            st.flush(Flush::Neighbor(n));
+            Ok(())
+        })
+    }
+
+    /// ListNeighborNats: the neighbour entries on `nat_ip`, in creation order.
+    pub fn list_neighbor_nats(&self, nat_ip: IpAddr) -> Result<Vec<NeighborNat>, ApiError> {
+        let IpAddr::V4(nat_ip) = nat_ip else { return Err(ApiError::BadIpver) };
+        let st = self.lock();
+        Ok(st.neighbor_nats.iter().filter(|n| n.nat_ip == nat_ip).copied().collect())
+    }
+}
+
+impl State {
+    /// Whether `ip` is a VIP or NAT IP (local or neighbour) in `vni`.
+    fn translated(&self, vni: Vni, ip: Ipv4Addr) -> bool {
+        self.ifaces.values().any(|i| {
+            i.vni == vni
+                && (i.vip.is_some_and(|(v, _)| v == ip) || i.nat.is_some_and(|(n, _)| n.nat_ip == ip))
+        }) || self.neighbor_nats.iter().any(|n| n.vni == vni && n.nat_ip == ip)
+    }
+
+    /// Refuses a port range that shares ports with another range on the same NAT IP
+    /// (local or neighbour, any VNI): return traffic must have exactly one owner.
+    fn check_disjoint(&self, nat_ip: Ipv4Addr, range: PortRange) -> Result<(), ApiError> {
+        let locals = self.ifaces.values().filter_map(|i| i.nat.map(|(n, _)| (n.nat_ip, n.range)));
+        let neigh = self.neighbor_nats.iter().map(|n| (n.nat_ip, n.range));
+        validate_disjoint(locals.chain(neigh).chain(std::iter::once((nat_ip, range))))
+            .map_err(|_| ApiError::AlreadyExists)
+    }
+
+    /// Asks the workers to remove the flows `f` selects.
+    fn flush(&mut self, f: Flush) {
+        self.flush_seq += 1;
+        self.flushes.push_back((self.flush_seq, f));
+        while self.flushes.len() > MAX_FLUSHES {
+            self.flushes.pop_front();
+        }
+    }
+}
+
 impl State {
     fn port_of(&self, id: &str) -> Option<PortId> {
         let id = InterfaceId::new(id).ok()?;
@@ -935,15 +1133,38 @@ impl State {
                     ipv6: i.ipv6,
                     underlay_ipv6: i.underlay,
                     pxe: i.pxe.clone(),
+                    vip: i.vip.map(|v| v.0),
+                    nat: i.nat.map(|n| n.0),
                 });
             }
             if let Some(slot) = s.firewall_by_port.get_mut(usize::from(port)) {
                 *slot = Some(Arc::clone(&i.firewall));
             }
-            for u in i.underlays() {
-                s.port_by_underlay.insert(u, port);
+            s.underlay_targets.insert(i.underlay, UnderlayTarget::Interface(port));
+            for a in &i.prefixes {
+                s.underlay_targets.insert(a.underlay, UnderlayTarget::AliasPrefix(port));
+            }
+            for p in &i.lb_prefixes {
+                s.underlay_targets.insert(p.underlay, UnderlayTarget::LbPrefix(port));
+            }
+            if let Some((vip, u)) = i.vip {
+                s.underlay_targets.insert(u, UnderlayTarget::Vip(port));
+                s.dnat.insert((i.vni, vip), DnatTarget::Vip(port));
+            }
+            if let Some((_, u)) = i.nat {
+                s.underlay_targets.insert(u, UnderlayTarget::Nat { port, vni: i.vni });
             }
         }
+        // A VIP wins over a NAT IP with the same address (dpservice keeps the first
+        // DNAT entry, and only CreateVip checks).
+        let nat_ips = self.ifaces.values().filter_map(|i| i.nat.map(|(n, _)| (i.vni, n.nat_ip)));
+        let neigh_ips = self.neighbor_nats.iter().map(|n| (n.vni, n.nat_ip));
+        for key in nat_ips.chain(neigh_ips) {
+            s.dnat.entry(key).or_insert(DnatTarget::Nat);
+        }
+        // The ranges were checked disjoint when added.
+        s.neighbor_nats = Arc::new(NeighborNats::new(self.neighbor_nats.clone()).unwrap_or_default());
+        s.flushes = self.flushes.iter().copied().collect::<Vec<_>>().into();
         for (&vni, v) in &self.vnis {
             let mut t = VniTables::default();
             for (&(net, len), &target) in &v.routes {
@@ -1118,7 +1339,7 @@ pub(crate) mod tests {
         assert_eq!(i.ipv4, "10.100.1.1".parse::<Ipv4Addr>().unwrap());
         assert_eq!(i.ipv6, Some("2000:100:1::1".parse().unwrap()));
         assert_eq!(i.underlay_ipv6, created.underlay);
-        assert_eq!(s.port_by_underlay.get(&created.underlay), Some(&2));
+        assert_eq!(s.underlay_port(&created.underlay).as_ref(), Some(&2));
         let t = &s.vnis[&100];
         let local = RouteTarget::Local { port: 2 };
         assert_eq!(t.routes4.get_exact("10.100.1.1".parse().unwrap(), 32), Some(&local));
@@ -1203,7 +1424,7 @@ pub(crate) mod tests {
         c.delete_interface("vm1").unwrap();
         let s = c.snapshot();
         assert!(s.iface(2).is_none());
-        assert!(!s.port_by_underlay.contains_key(&pu));
+        assert!(!s.underlay_targets.contains_key(&pu));
         let t = &s.vnis[&100];
         assert_eq!(t.routes4.get_exact("10.100.1.1".parse().unwrap(), 32), None);
         assert_eq!(t.routes4.get_exact("172.23.3.0".parse().unwrap(), 24), None);
@@ -1301,8 +1522,8 @@ pub(crate) mod tests {
             t.routes6.lookup("2a10:defe:dede:f4::9".parse().unwrap()),
             Some(&RouteTarget::Local { port: 3 })
         );
-        assert_eq!(s.port_by_underlay.get(&u4), Some(&3));
-        assert_eq!(s.port_by_underlay.get(&u6), Some(&3));
+        assert_eq!(s.underlay_port(&u4).as_ref(), Some(&3));
+        assert_eq!(s.underlay_port(&u6).as_ref(), Some(&3));
 
         let before = c.snapshot();
         assert_eq!(c.create_prefix("vm2", pfx("172.23.3.0/24")), Err(ApiError::RouteExists));
@@ -1332,7 +1553,7 @@ pub(crate) mod tests {
         c.delete_prefix("vm2", pfx("172.23.3.7/24")).unwrap(); // matched by network
         let s = c.snapshot();
         assert_eq!(s.vnis[&100].routes4.lookup("172.23.3.200".parse().unwrap()), None);
-        assert!(!s.port_by_underlay.contains_key(&u4));
+        assert!(!s.underlay_targets.contains_key(&u4));
         assert_eq!(c.list_prefixes("vm2").unwrap(), vec![]);
     }
 
@@ -1492,7 +1713,7 @@ pub(crate) mod tests {
 
         let s = c.snapshot();
         for (u, port) in [(u4, 3), (u6, 3), (u24, 3), (u1, 2)] {
-            assert_eq!(s.port_by_underlay.get(&u), Some(&port), "{u}");
+            assert_eq!(s.underlay_port(&u).as_ref(), Some(&port), "{u}");
         }
         // Not routes.
         assert_eq!(s.vnis[&100].routes4.lookup(v4.to_string().parse().unwrap()), None);
@@ -1521,20 +1742,96 @@ pub(crate) mod tests {
         assert_eq!(c.list_lb_prefixes("vm2").unwrap().len(), 3);
 
         c.delete_lb_prefix("vm2", v4, 32).unwrap();
-        assert!(!c.snapshot().port_by_underlay.contains_key(&u4));
+        assert!(!c.snapshot().underlay_targets.contains_key(&u4));
         assert_eq!(c.list_lb_prefixes("vm2").unwrap().len(), 2);
 
         // They survive Initialize and ResetVni, hold no VNI, and go with the interface.
         c.initialize().unwrap();
         c.reset_vni(100, VniFamily::Both).unwrap();
         assert_eq!(c.list_lb_prefixes("vm2").unwrap().len(), 2);
-        assert_eq!(c.snapshot().port_by_underlay.get(&u6), Some(&3));
+        assert_eq!(c.snapshot().underlay_port(&u6).as_ref(), Some(&3));
         c.delete_interface("vm1").unwrap();
-        assert!(!c.snapshot().port_by_underlay.contains_key(&u1));
+        assert!(!c.snapshot().underlay_targets.contains_key(&u1));
         c.delete_interface("vm2").unwrap();
-        assert!(c.snapshot().port_by_underlay.is_empty());
+        assert!(c.snapshot().underlay_targets.is_empty());
         assert_eq!(c.vni_in_use(100, VniFamily::Ipv4), Ok(false));
         c.create_interface(vm2()).unwrap();
         assert_eq!(c.list_lb_prefixes("vm2"), Ok(vec![]));
+    }
+
+    fn range(min: u16, max: u16) -> PortRange {
+        PortRange::new(min, max).unwrap()
+    }
+
+    #[test]
+    fn vips() {
+        let c = control();
+        c.create_interface(vm1()).unwrap();
+        c.create_interface(vm2()).unwrap();
+        let before = c.snapshot();
+        assert_eq!(c.create_vip("nope", ip("172.20.0.1")), Err(ApiError::NoVm));
+        assert_eq!(c.create_vip("vm1", ip("2001:db8::1")), Err(ApiError::BadIpver));
+        assert_eq!(c.get_vip("vm1"), Err(ApiError::SnatNoData));
+        assert_eq!(c.delete_vip("vm1"), Err(ApiError::SnatNoData));
+        assert_unchanged(&c, &before);
+        let u = c.create_vip("vm1", ip("172.20.0.1")).unwrap();
+        assert_eq!(c.get_vip("vm1"), Ok((Ipv4Addr::new(172, 20, 0, 1), u)));
+        assert_eq!(c.create_vip("vm1", ip("172.20.0.2")), Err(ApiError::SnatExists));
+        // The same VIP for another VM of the VNI, or a NAT IP there, is refused.
+        assert_eq!(c.create_vip("vm2", ip("172.20.0.1")), Err(ApiError::DnatExists));
+        c.create_nat("vm2", ip("172.21.1.1"), range(100, 102)).unwrap();
+        assert_eq!(c.create_vip("vm2", ip("172.21.1.1")), Err(ApiError::DnatExists));
+        let s = c.snapshot();
+        assert_eq!(s.underlay_targets.get(&u), Some(&UnderlayTarget::Vip(2)));
+        assert_eq!(s.dnat.get(&(100, Ipv4Addr::new(172, 20, 0, 1))), Some(&DnatTarget::Vip(2)));
+        assert_eq!(s.iface(2).unwrap().vip, Some(Ipv4Addr::new(172, 20, 0, 1)));
+        c.delete_vip("vm1").unwrap();
+        let s = c.snapshot();
+        assert!(!s.underlay_targets.contains_key(&u));
+        assert_eq!(s.flushes.last().map(|f| f.1), Some(Flush::Vip(2)));
+    }
+
+    #[test]
+    fn nats_and_neighbour_nats() {
+        let c = control();
+        c.create_interface(vm1()).unwrap();
+        c.create_interface(vm2()).unwrap();
+        let nat = ip("172.21.1.1");
+        assert_eq!(c.create_nat("vm1", ip("::1"), range(1, 2)), Err(ApiError::BadIpver));
+        let u = c.create_nat("vm1", nat, range(100, 102)).unwrap();
+        assert_eq!(c.create_nat("vm1", nat, range(200, 202)), Err(ApiError::SnatExists));
+        // Ranges on one NAT IP must not share ports (whatever their VNI or owner).
+        assert_eq!(c.create_nat("vm2", nat, range(101, 103)), Err(ApiError::AlreadyExists));
+        let under = "fc00:2::64:0:1".parse().unwrap();
+        assert_eq!(c.create_neighbor_nat(nat, 100, range(90, 101), under), Err(ApiError::AlreadyExists));
+        c.create_nat("vm2", nat, range(112, 113)).unwrap();
+        c.create_neighbor_nat(nat, 100, range(500, 520), under).unwrap();
+        assert_eq!(c.create_neighbor_nat(nat, 100, range(500, 520), under), Err(ApiError::AlreadyExists));
+        let (got, gu) = c.get_nat("vm1").unwrap();
+        assert_eq!((got.nat_ip, got.range, got.vni, gu), (Ipv4Addr::new(172, 21, 1, 1), range(100, 102), 100, u));
+        let locals = c.list_local_nats(nat).unwrap();
+        assert_eq!(locals.iter().map(|(a, n)| (*a, n.range)).collect::<Vec<_>>(), vec![
+            (Ipv4Addr::new(10, 100, 1, 1), range(100, 102)),
+            (Ipv4Addr::new(10, 100, 1, 2), range(112, 113)),
+        ]);
+        assert_eq!(c.list_neighbor_nats(nat).unwrap().len(), 1);
+        let s = c.snapshot();
+        assert_eq!(s.underlay_targets.get(&u), Some(&UnderlayTarget::Nat { port: 2, vni: 100 }));
+        assert_eq!(s.dnat.get(&(100, Ipv4Addr::new(172, 21, 1, 1))), Some(&DnatTarget::Nat));
+        assert_eq!(s.neighbor_nats.len(), 1);
+        assert_eq!(c.delete_neighbor_nat(nat, 100, range(500, 521)), Err(ApiError::NotFound));
+        c.delete_neighbor_nat(nat, 100, range(500, 520)).unwrap();
+        c.delete_nat("vm1").unwrap();
+        assert_eq!(c.get_nat("vm1"), Err(ApiError::SnatNoData));
+        let s = c.snapshot();
+        let flushes: Vec<_> = s.flushes.iter().copied().collect();
+        assert!(matches!(flushes[..], [(1, Flush::Neighbor(_)), (2, Flush::Nat(2))]), "{flushes:?}");
+        // Initialize drops the neighbour entries; deleting an interface flushes its flows.
+        c.create_neighbor_nat(nat, 100, range(500, 520), under).unwrap();
+        c.initialize().unwrap();
+        assert!(c.list_neighbor_nats(nat).unwrap().is_empty());
+        c.delete_interface("vm2").unwrap();
+        let last = c.snapshot().flushes.last().map(|f| f.1);
+        assert_eq!(last, Some(Flush::Interface { port: 3, vni: 100, ipv4: Ipv4Addr::new(10, 100, 1, 2) }));
     }
 }

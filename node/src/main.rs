@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use dpfleet_dataplane::config::{NodeConfig, PortRole};
-use dpfleet_dataplane::graph::{NeighTable, Pipeline};
+use dpfleet_dataplane::graph::{NeighTable, Pipeline, PipelineConfig};
 use dpfleet_dpdk::{Eal, Mempool, Port, PortConfig, DEFAULT_DATA_ROOM};
 use tracing::{error, info, warn};
 
@@ -143,7 +143,15 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
             rx.push(port.rx_queue(q).context("rx queue handle")?);
             tx[usize::from(port.id())] = Some(port.tx_queue(q).context("tx queue handle")?);
         }
-        let pipeline = Pipeline::new(neigh.clone());
+        let mut cfg = PipelineConfig::new(
+            opts.flow_capacity as usize,
+            opts.flow_timeout,
+            w,
+            workers,
+            control::random_u64(),
+        );
+        cfg.enforce_firewall = opts.enforce_firewall;
+        let pipeline = Pipeline::with_config(neigh.clone(), &cfg).context("allocating the flow table")?;
         worker_counters.push(pipeline.counters.clone());
         let worker = worker::Worker {
             rx,

@@ -87,6 +87,15 @@ replies!(
     DeleteRouteResponse,
     CheckVniInUseResponse,
     ResetVniResponse,
+    CreateVipResponse,
+    GetVipResponse,
+    DeleteVipResponse,
+    CreateNatResponse,
+    GetNatResponse,
+    DeleteNatResponse,
+    CreateNeighborNatResponse,
+    DeleteNeighborNatResponse,
+    CreateFirewallRuleResponse,
 );
 
 /// Unwraps a call that must succeed at both levels: no gRPC error, status code 0.
@@ -222,6 +231,24 @@ impl Api {
         check_vni_in_use(CheckVniInUseRequest) -> CheckVniInUseResponse;
         /// ResetVni.
         reset_vni(ResetVniRequest) -> ResetVniResponse;
+        /// CreateVip.
+        create_vip(CreateVipRequest) -> CreateVipResponse;
+        /// GetVip.
+        get_vip(GetVipRequest) -> GetVipResponse;
+        /// DeleteVip.
+        delete_vip(DeleteVipRequest) -> DeleteVipResponse;
+        /// CreateNat.
+        create_nat(CreateNatRequest) -> CreateNatResponse;
+        /// GetNat.
+        get_nat(GetNatRequest) -> GetNatResponse;
+        /// DeleteNat.
+        delete_nat(DeleteNatRequest) -> DeleteNatResponse;
+        /// CreateNeighborNat.
+        create_neighbor_nat(CreateNeighborNatRequest) -> CreateNeighborNatResponse;
+        /// DeleteNeighborNat.
+        delete_neighbor_nat(DeleteNeighborNatRequest) -> DeleteNeighborNatResponse;
+        /// CreateFirewallRule.
+        create_firewall_rule(CreateFirewallRuleRequest) -> CreateFirewallRuleResponse;
     }
 
     /// Initialize, which must succeed; returns the node's UUID.

@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 
 use crate::tables::firewall::RuleSet;
 use crate::tables::lpm::{Lpm4, Lpm6};
+use crate::tables::nat::{LocalNat, NeighborNat, NeighborNats};
 
 /// A DPDK port id.
 pub type PortId = u16;
@@ -99,6 +100,77 @@ pub struct Interface {
     pub underlay_ipv6: Ipv6Addr,
     /// PXE settings for DHCP.
     pub pxe: Option<PxeConfig>,
+    /// The interface's virtual IP (1:1 NAT), if it has one.
+    pub vip: Option<Ipv4Addr>,
+    /// The interface's NAT gateway configuration, if it has one.
+    pub nat: Option<LocalNat>,
+}
+
+/// What an underlay address of the node stands for (dpservice's VNF table): where
+/// decapsulated tunnel traffic for it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnderlayTarget {
+    /// An interface's own address: delivered to its VF.
+    Interface(PortId),
+    /// An alias prefix of the interface on this VF: delivered to it.
+    AliasPrefix(PortId),
+    /// A load-balancer prefix of the interface on this VF: delivered to it.
+    LbPrefix(PortId),
+    /// The VIP of the interface on this VF: destination rewritten to the VM.
+    Vip(PortId),
+    /// The NAT of the interface on this VF: return traffic of its translated flows,
+    /// relayed neighbour-NAT traffic and ICMP echo to the NAT IP, in `vni`.
+    Nat {
+        /// The interface's VF port.
+        port: PortId,
+        /// The interface's VNI.
+        vni: Vni,
+    },
+}
+
+impl UnderlayTarget {
+    /// The VF port the address belongs to.
+    pub fn port(self) -> PortId {
+        match self {
+            UnderlayTarget::Interface(p)
+            | UnderlayTarget::AliasPrefix(p)
+            | UnderlayTarget::LbPrefix(p)
+            | UnderlayTarget::Vip(p)
+            | UnderlayTarget::Nat { port: p, .. } => p,
+        }
+    }
+}
+
+/// What a public IPv4 address of a VNI is on this node (dpservice's DNAT table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnatTarget {
+    /// The VIP of the interface on this VF port.
+    Vip(PortId),
+    /// A NAT IP (of a local interface or a neighbour entry): only traffic of known flows,
+    /// neighbour-owned ports and ICMP echo are accepted.
+    Nat,
+}
+
+/// A set of flows the workers must remove from their flow tables when they first see
+/// a snapshot (the control plane deleted what the flows used).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// Every flow of the interface on `port` (it was deleted), and every flow in `vni`
+    /// addressed to `ipv4`.
+    Interface {
+        /// The VF port.
+        port: PortId,
+        /// The interface's VNI.
+        vni: Vni,
+        /// The interface's IPv4 address.
+        ipv4: Ipv4Addr,
+    },
+    /// The VIP flows of the interface on this port.
+    Vip(PortId),
+    /// The NAT flows of the interface on this port (their ports are released).
+    Nat(PortId),
+    /// Flows relayed to, or addressed to ports of, this neighbour NAT entry.
+    Neighbor(NeighborNat),
 }
 
 /// Where a route sends traffic.
@@ -141,9 +213,17 @@ pub struct Snapshot {
     /// Firewall rules of the interfaces, indexed by the VF port id they sit on (`Some`
     /// exactly where `iface_by_port` is). Shared between snapshots while unchanged.
     pub firewall_by_port: Vec<Option<Arc<RuleSet>>>,
-    /// Underlay address → VF port of the interface that owns it (tunnel decapsulation):
-    /// the interface's own address and those of its alias and load-balancer prefixes.
-    pub port_by_underlay: FxHashMap<Ipv6Addr, PortId>,
+    /// Underlay address → what it stands for (tunnel decapsulation): interfaces, their
+    /// alias and load-balancer prefixes, VIPs and NATs.
+    pub underlay_targets: FxHashMap<Ipv6Addr, UnderlayTarget>,
+    /// (VNI, public IPv4) → VIP or NAT IP.
+    pub dnat: FxHashMap<(Vni, Ipv4Addr), DnatTarget>,
+    /// Port ranges of NAT IPs owned by other nodes.
+    pub neighbor_nats: Arc<NeighborNats>,
+    /// The most recent flow flushes, oldest first, each with its sequence number
+    /// (increasing by one per flush, from 1). A worker applies those above the last
+    /// number it applied.
+    pub flushes: Arc<[(u64, Flush)]>,
     /// Routing tables per VNI.
     pub vnis: FxHashMap<Vni, VniTables>,
 }
@@ -163,7 +243,10 @@ impl Snapshot {
             ports: by_id,
             iface_by_port: vec![None; len],
             firewall_by_port: vec![None; len],
-            port_by_underlay: FxHashMap::default(),
+            underlay_targets: FxHashMap::default(),
+            dnat: FxHashMap::default(),
+            neighbor_nats: Arc::default(),
+            flushes: Arc::new([]),
             vnis: FxHashMap::default(),
         }
     }
@@ -176,6 +259,11 @@ impl Snapshot {
     /// The interface on this VF port.
     pub fn iface(&self, port: PortId) -> Option<&Interface> {
         self.iface_by_port.get(usize::from(port)).and_then(Option::as_ref)
+    }
+
+    /// The VF port an underlay address belongs to, whatever it stands for.
+    pub fn underlay_port(&self, addr: &Ipv6Addr) -> Option<PortId> {
+        self.underlay_targets.get(addr).map(|t| t.port())
     }
 
     /// The firewall rules of the interface on this VF port (`None`: no interface there).

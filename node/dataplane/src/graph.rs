@@ -1,12 +1,16 @@
 //! The graph: the stages a packet can visit, why it can be dropped, and the runner.
 //!
 //! ```text
-//!   VF rx ─ classify ─┬─ arp ──────────────────────────────┐ (reply on the rx port)
-//!                     ├─ nd (ICMPv6 133-137, IPv6 overlay) ┤
-//!                     ├─ dhcp / dhcpv6 ────────────────────┤
-//!                     ├─ route4 / route6 (per-VNI LPM) ─┬─ vf tx (same node, same VNI)
-//!                     │                                 └─ encap ─ pf tx (IP-in-IPv6)
-//!   PF rx ─ classify ─┴─ decap (outer dst = an interface's underlay address) ─ vf tx
+//!   VF rx ─ classify ─┬─ arp ───────────────────────────────────┐ (reply on the rx port)
+//!                     ├─ nd (ICMPv6 133-137, IPv6 overlay) ─────┤
+//!                     ├─ dhcp / dhcpv6 ─────────────────────────┘
+//!                     └─ conntrack ─ route4 / route6 (per-VNI LPM) ─┬─ vf tx
+//!                          │  (flow lookup or creation: firewall,   └─ encap ─ pf tx
+//!                          │   VIP, NAT; cached rewrite)
+//!   PF rx ─ classify ─ decap (outer dst = one of the node's underlay addresses)
+//!                          └─ conntrack ─┬─ vf tx (interface, alias/LB prefix, VIP, NAT reply)
+//!                                        └─ relay ─ encap ─ pf tx (same PF: neighbour NAT,
+//!                                                                  echo to a NAT IP)
 //!   every stage ─ drop(reason)
 //! ```
 //!
@@ -32,13 +36,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::buf::PacketBuf;
-use crate::config::{Interface, Mac, PortId, PortInfo, Snapshot, VniTables};
+use crate::config::{Flush, Interface, Mac, PortId, PortInfo, Snapshot, VniTables};
 use crate::counters::{Counters, MAX_PORTS};
 use crate::stages;
+use crate::stages::conntrack::{self as ct_stage, FlowAction, FlowKind, Flows, Origin};
+use crate::tables::conntrack::{self as ct, Conntrack, Flow};
+use crate::tables::nat::{MappingsConfig, NatConfigError, NatMappings};
 
 pub mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod stateful_tests;
 
 /// What happens to a packet at the end of the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +121,17 @@ counted_enum! {
         PortDown => "port_down",
         /// The TX queue was full.
         TxFull => "tx_full",
+        /// The firewall denied the flow (only with `--enforce-firewall`).
+        FirewallDenied => "firewall_denied",
+        /// The flow table (or the NAT mapping table) is full: new flows are refused.
+        FlowTableFull => "flow_table_full",
+        /// Every NAT port of the interface is taken towards this destination.
+        NatExhausted => "nat_exhausted",
+        /// Traffic to a NAT IP for a port no flow, local range or neighbour owns.
+        NatPortUnowned => "nat_port_unowned",
+        /// An ICMPv4 message connection tracking cannot key (not an echo, not a
+        /// destination-unreachable 2, 3 or 4 quoting TCP or UDP): dpservice drops these.
+        UntrackedIcmp => "untracked_icmp",
     }
 }
 
@@ -136,6 +156,8 @@ counted_enum! {
         Encap => "encap",
         /// IP-in-IPv6 decapsulation from the underlay.
         Decap => "decap",
+        /// Connection tracking, firewall, VIP, NAT and neighbour NAT.
+        Conntrack => "conntrack",
         /// Delivery to a VF.
         VfTx => "vf_tx",
         /// Delivery to a PF.
@@ -194,12 +216,17 @@ pub enum Next {
     Dhcpv6,
     /// Tunnel decapsulation (PF, IPv6 with next header 4 or 41).
     Decap,
+    /// Connection tracking and the stateful services.
+    Conntrack(Origin),
     /// IPv4 overlay routing.
     Route4,
     /// IPv6 overlay routing.
     Route6,
     /// Encapsulation towards this underlay address.
     Encap(Ipv6Addr),
+    /// Encapsulation towards this underlay address, out of the PF the packet came in
+    /// on (neighbour-NAT relay, the node's echo replies).
+    Relay(Ipv6Addr),
     /// Ethernet rewrite and delivery to this VF port.
     VfTx(PortId),
     /// Ethernet header for, and delivery to, this PF port.
@@ -217,9 +244,10 @@ impl Next {
             Next::Dhcp => Stage::Dhcp,
             Next::Dhcpv6 => Stage::Dhcpv6,
             Next::Decap => Stage::Decap,
+            Next::Conntrack(_) => Stage::Conntrack,
             Next::Route4 => Stage::Route4,
             Next::Route6 => Stage::Route6,
-            Next::Encap(_) => Stage::Encap,
+            Next::Encap(_) | Next::Relay(_) => Stage::Encap,
             Next::VfTx(_) => Stage::VfTx,
             Next::PfTx(_) => Stage::PfTx,
             Next::Done(_) => return None,
@@ -235,12 +263,13 @@ impl Next {
 
 /// The stages after classification, in graph order: every edge goes from a stage to a
 /// later one, so one pass over this list finishes every packet.
-const ORDER: [Stage; 10] = [
+const ORDER: [Stage; 11] = [
     Stage::Arp,
     Stage::Nd,
     Stage::Dhcp,
     Stage::Dhcpv6,
     Stage::Decap,
+    Stage::Conntrack,
     Stage::Route4,
     Stage::Route6,
     Stage::Encap,
@@ -317,24 +346,146 @@ impl NeighTable {
     }
 }
 
-/// One worker's pipeline: its counters and per-worker state.
-#[derive(Debug, Default)]
+/// Settings of one worker's pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// The flow table (`--flow-capacity`, `--flow-timeout`).
+    pub flows: ct::Config,
+    /// The NAT port mappings (capacity, this worker's index and the worker count).
+    pub nat: MappingsConfig,
+    /// Drop flows the firewall denies (`--enforce-firewall`).
+    pub enforce_firewall: bool,
+}
+
+impl PipelineConfig {
+    /// Capacity of [`PipelineConfig::small`]: enough for tests and benchmarks.
+    pub const SMALL_CAPACITY: usize = 4096;
+
+    /// A pipeline of worker 0 of 1 with a small flow table
+    /// ([`PipelineConfig::SMALL_CAPACITY`]), default timeouts and fixed hash seeds.
+    pub fn small() -> Self {
+        Self::new(Self::SMALL_CAPACITY, ct::Config::DEFAULT_FLOW_TIMEOUT_S, 0, 1, 0x5eed)
+    }
+
+    /// Worker `worker` of `workers` with room for `capacity` flows, idle timeout
+    /// `flow_timeout_s`, hash seeds derived from `seed`.
+    pub fn new(capacity: usize, flow_timeout_s: u32, worker: usize, workers: usize, seed: u64) -> Self {
+        let mut flows = ct::Config::new(seed);
+        flows.capacity = capacity;
+        flows.flow_timeout_s = flow_timeout_s;
+        PipelineConfig {
+            flows,
+            nat: MappingsConfig {
+                capacity,
+                slots: MAX_PORTS,
+                worker,
+                workers,
+                seed: seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
+            },
+            enforce_firewall: false,
+        }
+    }
+}
+
+/// Why a pipeline could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    /// Bad flow table settings.
+    #[error(transparent)]
+    Flows(#[from] ct::ConfigError),
+    /// Bad NAT settings.
+    #[error(transparent)]
+    Nat(#[from] NatConfigError),
+}
+
+/// One worker's pipeline: its counters and per-worker state (learned neighbours
+/// shared, the flow table and NAT mappings its own).
+#[derive(Debug)]
 pub struct Pipeline {
     /// This worker's counters, shared read-only with the metrics exporter (the worker is
     /// the only writer; see [`crate::counters`]).
     pub counters: Arc<Counters>,
     neigh: Arc<NeighTable>,
+    flows: Flows,
+    /// The generation of the last snapshot the flow state was synchronised with.
+    synced: Option<u64>,
+    /// The sequence number of the last flush applied.
+    flushed: u64,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline::new(Arc::default())
+    }
 }
 
 impl Pipeline {
-    /// A pipeline sharing learned neighbours with the other workers' pipelines.
+    /// A pipeline sharing learned neighbours with the other workers' pipelines, with
+    /// [`PipelineConfig::small`].
     pub fn new(neigh: Arc<NeighTable>) -> Self {
-        Pipeline { counters: Arc::new(Counters::default()), neigh }
+        match Pipeline::with_config(neigh, &PipelineConfig::small()) {
+            Ok(p) => p,
+            // The small configuration is valid by construction.
+            Err(e) => unreachable!("small pipeline configuration refused: {e}"),
+        }
+    }
+
+    /// A pipeline with these settings. Allocates the flow table and the NAT mappings.
+    pub fn with_config(neigh: Arc<NeighTable>, cfg: &PipelineConfig) -> Result<Self, PipelineError> {
+        Ok(Pipeline {
+            counters: Arc::new(Counters::default()),
+            neigh,
+            flows: Flows {
+                table: Conntrack::new(&cfg.flows)?,
+                nat: NatMappings::new(cfg.nat)?,
+                enforce_firewall: cfg.enforce_firewall,
+            },
+            synced: None,
+            flushed: 0,
+        })
     }
 
     /// The learned neighbours (shared).
     pub fn neighbours(&self) -> &Arc<NeighTable> {
         &self.neigh
+    }
+
+    /// The flow table.
+    pub fn flows(&self) -> &Conntrack<FlowAction> {
+        &self.flows.table
+    }
+
+    /// The NAT port mappings.
+    pub fn nat_mappings(&self) -> &NatMappings {
+        &self.flows.nat
+    }
+
+    /// Removes expired flows among the next `max_scan` entries of the flow table and
+    /// releases their NAT ports; returns how many were removed. Call it every polling
+    /// round with a small `max_scan`, so that aging never stalls forwarding.
+    pub fn age(&mut self, now_ns: u64, max_scan: usize) -> usize {
+        let nat = &mut self.flows.nat;
+        self.flows.table.age_with(now_ns, max_scan, |f| ct_stage::release(nat, f))
+    }
+
+    /// Brings the flow state in line with a new snapshot: applies the flushes not
+    /// applied yet, then the NAT configuration of every port. Scans the flow table per
+    /// flush (a few milliseconds per million flows): configuration changes are rare.
+    fn sync(&mut self, snap: &Snapshot) {
+        self.synced = Some(snap.generation);
+        for &(seq, flush) in snap.flushes.iter() {
+            if seq <= self.flushed {
+                continue;
+            }
+            self.flushed = seq;
+            let nat = &mut self.flows.nat;
+            self.flows.table.retain(|f| !flush_hits(&flush, f), |f| ct_stage::release(nat, f));
+        }
+        for port in 0..MAX_PORTS {
+            #[allow(clippy::cast_possible_truncation)] // MAX_PORTS fits u16
+            let nat = snap.iface(port as u16).and_then(|i| i.nat.as_ref());
+            self.flows.nat.set_slot(port, nat);
+        }
     }
 
     /// Runs a burst received on `in_port` through the graph and writes the verdict of
@@ -352,6 +503,9 @@ impl Pipeline {
         verdicts: &mut [Verdict],
     ) {
         let n = pkts.len().min(verdicts.len());
+        if self.synced != Some(snap.generation) {
+            self.sync(snap);
+        }
         let ctx = Ctx::new(snap, in_port, now_ns);
         for (p, v) in pkts[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK)) {
             self.run_chunk(&ctx, p, v);
@@ -394,7 +548,7 @@ impl Pipeline {
         }
     }
 
-    fn step<B: PacketBuf>(&self, ctx: &Ctx<'_>, nx: Next, buf: &mut B) -> Next {
+    fn step<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, nx: Next, buf: &mut B) -> Next {
         match (nx, ctx.iface) {
             (Next::Arp, Some(i)) => Next::Done(stages::arp::process(ctx, i, buf)),
             (Next::Nd, Some(i)) => Next::Done(stages::nd::process(ctx, i, buf)),
@@ -404,12 +558,29 @@ impl Pipeline {
                 Next::drop(DropReason::NoInterface)
             }
             (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf),
+            (Next::Conntrack(origin), _) => stages::conntrack::process(ctx, &mut self.flows, origin, buf),
             (Next::Route4, _) => stages::route4::process(ctx, buf),
             (Next::Route6, _) => stages::route6::process(ctx, buf),
-            (Next::Encap(underlay), _) => stages::encap::process(ctx, underlay, buf),
+            (Next::Encap(underlay), _) => stages::encap::process(ctx, underlay, None, buf),
+            (Next::Relay(underlay), _) => stages::encap::process(ctx, underlay, Some(ctx.in_port), buf),
             (Next::VfTx(port), _) => stages::vf_tx::process(ctx, &self.neigh, port, buf),
             (Next::PfTx(port), _) => stages::pf_tx::process(ctx, &self.neigh, port, buf),
             (Next::Done(v), _) => Next::Done(v),
         }
+    }
+}
+
+/// Whether a flush removes this flow.
+fn flush_hits(flush: &Flush, f: &Flow<FlowAction>) -> bool {
+    let a = f.actions[0];
+    match *flush {
+        Flush::Interface { port, vni, ipv4 } => {
+            a.port == port || (f.keys[0].vni() == vni && f.keys[0].dst() == std::net::IpAddr::V4(ipv4))
+        }
+        Flush::Vip(port) => a.port == port && a.kind == FlowKind::Vip,
+        Flush::Nat(port) => a.port == port && a.kind == FlowKind::Nat,
+        Flush::Neighbor(n) => f.keys.iter().any(|k| {
+            k.vni() == n.vni && k.dst() == std::net::IpAddr::V4(n.nat_ip) && n.range.contains(k.dst_port())
+        }),
     }
 }

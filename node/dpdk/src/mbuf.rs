@@ -76,6 +76,13 @@ impl Mbuf {
         unsafe { self.0.as_ref() }
     }
 
+    #[inline]
+    fn raw_mut(&mut self) -> &mut sys::rte_mbuf {
+        // SAFETY: self owns a live mbuf (direct, reference count one, see the type's
+        // docs); &mut self makes this the only reference for its lifetime.
+        unsafe { self.0.as_mut() }
+    }
+
     /// Whether the packet is a single segment, i.e. [`PacketBuf::data`] is all of it.
     #[inline]
     pub fn is_contiguous(&self) -> bool {
@@ -139,42 +146,75 @@ impl PacketBuf for Mbuf {
         }
     }
 
+    // prepend/adj/append/truncate edit the mbuf header in Rust, with the checks and
+    // field updates of DPDK 22.11's rte_pktmbuf_prepend/adj/append/trim (rte_mbuf.h),
+    // instead of calling the exported wrappers of those inline functions: one C call
+    // per encapsulated or trimmed packet costs more than the edit. They keep DPDK's
+    // invariant data_off + data_len <= buf_len, which data() relies on; given it, the
+    // wrapping operations below never wrap (they only rule out a panic path).
+
     #[inline]
     fn prepend(&mut self, n: usize) -> bool {
+        let m = self.raw_mut();
+        // As rte_pktmbuf_prepend: refused, changing nothing, beyond the headroom.
         let Ok(n) = u16::try_from(n) else { return false };
-        // SAFETY: self owns the mbuf; rte_pktmbuf_prepend checks the headroom and changes
-        // nothing (returning NULL) when it is too small.
-        !unsafe { sys::rte_pktmbuf_prepend(self.0.as_ptr(), n) }.is_null()
+        if n > m.data_off {
+            return false;
+        }
+        // data_off + data_len stays the same, so it stays <= buf_len (and fits u16).
+        m.data_off = m.data_off.wrapping_sub(n);
+        m.data_len = m.data_len.wrapping_add(n);
+        m.pkt_len = m.pkt_len.wrapping_add(u32::from(n));
+        true
     }
 
     #[inline]
     fn adj(&mut self, n: usize) -> bool {
+        let m = self.raw_mut();
+        // As rte_pktmbuf_adj: refused beyond the first segment's length.
         let Ok(n) = u16::try_from(n) else { return false };
-        // SAFETY: self owns the mbuf; rte_pktmbuf_adj checks n against the first
-        // segment's length and changes nothing (returning NULL) when it is longer.
-        !unsafe { sys::rte_pktmbuf_adj(self.0.as_ptr(), n) }.is_null()
+        if n > m.data_len {
+            return false;
+        }
+        // data_off + data_len stays the same.
+        m.data_len = m.data_len.wrapping_sub(n);
+        m.data_off = m.data_off.wrapping_add(n);
+        m.pkt_len = m.pkt_len.wrapping_sub(u32::from(n));
+        true
     }
 
     #[inline]
     fn append(&mut self, n: usize) -> bool {
+        // rte_pktmbuf_append grows the last segment; data() shows the first only, so
+        // chained mbufs are refused.
         if !self.is_contiguous() {
             return false;
         }
+        let tailroom = self.tailroom();
+        let m = self.raw_mut();
         let Ok(n) = u16::try_from(n) else { return false };
-        // SAFETY: self owns the mbuf; rte_pktmbuf_append checks the tailroom and changes
-        // nothing (returning NULL) when it is too small.
-        !unsafe { sys::rte_pktmbuf_append(self.0.as_ptr(), n) }.is_null()
+        if usize::from(n) > tailroom {
+            return false;
+        }
+        // n <= buf_len - data_off - data_len, so data_off + data_len stays <= buf_len.
+        m.data_len = m.data_len.wrapping_add(n);
+        m.pkt_len = m.pkt_len.wrapping_add(u32::from(n));
+        true
     }
 
     #[inline]
     fn truncate(&mut self, len: usize) {
-        let cur = usize::from(self.raw().data_len);
-        if len >= cur || !self.is_contiguous() {
+        if !self.is_contiguous() {
             return;
         }
-        let Ok(cut) = u16::try_from(cur - len) else { return };
-        // SAFETY: self owns a single-segment mbuf and cut <= data_len, so the trim
-        // succeeds and keeps the mbuf consistent.
-        unsafe { sys::rte_pktmbuf_trim(self.0.as_ptr(), cut) };
+        let m = self.raw_mut();
+        // As rte_pktmbuf_trim on the only segment; never grows.
+        let Ok(len) = u16::try_from(len) else { return };
+        if len >= m.data_len {
+            return;
+        }
+        let cut = m.data_len - len;
+        m.data_len = len;
+        m.pkt_len = m.pkt_len.wrapping_sub(u32::from(cut));
     }
 }

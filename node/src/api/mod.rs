@@ -32,6 +32,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use dpfleet_dataplane::tables::nat::PortRange;
 use dpfleet_proto::dpdkironcore::v1 as pb;
 use dpfleet_proto::dpdkironcore::v1::dpd_kironcore_server::{DpdKironcore, DpdKironcoreServer};
 use tonic::{Request, Response, Status};
@@ -41,7 +42,7 @@ use crate::control::{
 };
 use conv::{
     c_str, err_status, firewall_rule_message, fits, ip_address, ipv4_text, ipv6_text, lookup_key,
-    ok_status, prefix_arg, prefix_fits, status_of, vni_family, BadRequest, IFACE_ID_CAP,
+    ok_status, parse_ip, parse_ipv6, prefix_arg, prefix_fits, status_of, vni_family, BadRequest, IFACE_ID_CAP,
     RULE_ID_CAP, VERSION_CAP,
 };
 
@@ -164,6 +165,13 @@ fn lb_prefix_arg(p: Option<&pb::Prefix>) -> Result<(std::net::IpAddr, u8), BadRe
     let (addr, len) = prefix_arg(p, "Invalid prefix.ip", "Invalid prefix.length", false)?;
     let len = u8::try_from(len).map_err(|_| BadRequest("Invalid prefix.length"))?;
     Ok((addr, len))
+}
+
+/// A NAT port range `[min, max)`, checked as dpservice's gRPC layer checks it.
+fn port_range_arg(min: u32, max: u32) -> Result<PortRange, BadRequest> {
+    let min = u16::try_from(min).map_err(|_| BadRequest("Invalid min_port"))?;
+    let max = u16::try_from(max).map_err(|_| BadRequest("Invalid max_port"))?;
+    PortRange::new(min, max).map_err(|_| BadRequest("Invalid port range"))
 }
 
 /// The interface id of a lookup, refused as dpservice refuses it.
@@ -522,23 +530,46 @@ impl DpdKironcore for NodeApi {
 
     async fn create_vip(
         &self,
-        _: Request<pb::CreateVipRequest>,
+        req: Request<pb::CreateVipRequest>,
     ) -> Result<Response<pb::CreateVipResponse>, Status> {
-        Err(not_implemented("create_vip"))
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = iface_id_arg(&r.interface_id)?;
+        let vip = parse_ip(r.vip_ip.as_ref()).ok_or(BadRequest("Invalid vip_ip"))?;
+        tracing::info!(id = %id, %vip, "CreateVip");
+        let r = self.control.create_vip(&id, vip);
+        Ok(Response::new(pb::CreateVipResponse {
+            status: status_of(&r),
+            underlay_route: r.map(ipv6_text).unwrap_or_default(),
+        }))
     }
 
     async fn get_vip(
         &self,
-        _: Request<pb::GetVipRequest>,
+        req: Request<pb::GetVipRequest>,
     ) -> Result<Response<pb::GetVipResponse>, Status> {
-        Err(not_implemented("get_vip"))
+        self.need_init()?;
+        let id = iface_id_arg(&req.get_ref().interface_id)?;
+        let r = self.control.get_vip(&id);
+        Ok(Response::new(match r {
+            Ok((vip, underlay)) => pb::GetVipResponse {
+                status: ok_status(),
+                vip_ip: Some(ip_address(vip.into())),
+                underlay_route: ipv6_text(underlay),
+            },
+            Err(e) => pb::GetVipResponse { status: err_status(e), ..Default::default() },
+        }))
     }
 
     async fn delete_vip(
         &self,
-        _: Request<pb::DeleteVipRequest>,
+        req: Request<pb::DeleteVipRequest>,
     ) -> Result<Response<pb::DeleteVipResponse>, Status> {
-        Err(not_implemented("delete_vip"))
+        self.need_init()?;
+        let id = iface_id_arg(&req.get_ref().interface_id)?;
+        tracing::info!(id = %id, "DeleteVip");
+        let r = self.control.delete_vip(&id);
+        Ok(Response::new(pb::DeleteVipResponse { status: status_of(&r) }))
     }
 
     async fn create_load_balancer(
@@ -585,51 +616,121 @@ impl DpdKironcore for NodeApi {
 
     async fn create_nat(
         &self,
-        _: Request<pb::CreateNatRequest>,
+        req: Request<pb::CreateNatRequest>,
     ) -> Result<Response<pb::CreateNatResponse>, Status> {
-        Err(not_implemented("create_nat"))
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = iface_id_arg(&r.interface_id)?;
+        let nat_ip = parse_ip(r.nat_ip.as_ref()).ok_or(BadRequest("Invalid nat_ip"))?;
+        let range = port_range_arg(r.min_port, r.max_port)?;
+        tracing::info!(id = %id, %nat_ip, %range, "CreateNat");
+        let r = self.control.create_nat(&id, nat_ip, range);
+        Ok(Response::new(pb::CreateNatResponse {
+            status: status_of(&r),
+            underlay_route: r.map(ipv6_text).unwrap_or_default(),
+        }))
     }
 
     async fn get_nat(
         &self,
-        _: Request<pb::GetNatRequest>,
+        req: Request<pb::GetNatRequest>,
     ) -> Result<Response<pb::GetNatResponse>, Status> {
-        Err(not_implemented("get_nat"))
+        self.need_init()?;
+        let id = iface_id_arg(&req.get_ref().interface_id)?;
+        let r = self.control.get_nat(&id);
+        Ok(Response::new(match r {
+            Ok((nat, underlay)) => pb::GetNatResponse {
+                status: ok_status(),
+                nat_ip: Some(ip_address(nat.nat_ip.into())),
+                min_port: u32::from(nat.range.min()),
+                max_port: u32::from(nat.range.max()),
+                underlay_route: ipv6_text(underlay),
+            },
+            Err(e) => pb::GetNatResponse { status: err_status(e), ..Default::default() },
+        }))
     }
 
     async fn delete_nat(
         &self,
-        _: Request<pb::DeleteNatRequest>,
+        req: Request<pb::DeleteNatRequest>,
     ) -> Result<Response<pb::DeleteNatResponse>, Status> {
-        Err(not_implemented("delete_nat"))
+        self.need_init()?;
+        let id = iface_id_arg(&req.get_ref().interface_id)?;
+        tracing::info!(id = %id, "DeleteNat");
+        let r = self.control.delete_nat(&id);
+        Ok(Response::new(pb::DeleteNatResponse { status: status_of(&r) }))
     }
 
     async fn list_local_nats(
         &self,
-        _: Request<pb::ListLocalNatsRequest>,
+        req: Request<pb::ListLocalNatsRequest>,
     ) -> Result<Response<pb::ListLocalNatsResponse>, Status> {
-        Err(not_implemented("list_local_nats"))
+        self.need_init()?;
+        let nat_ip = parse_ip(req.get_ref().nat_ip.as_ref()).ok_or(BadRequest("Invalid nat_ip"))?;
+        let r = self.control.list_local_nats(nat_ip);
+        let status = status_of(&r);
+        let nat_entries = r
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(iface_ip, n)| pb::NatEntry {
+                // dpservice reports the interface's own address here.
+                nat_ip: Some(ip_address(iface_ip.into())),
+                min_port: u32::from(n.range.min()),
+                max_port: u32::from(n.range.max()),
+                underlay_route: Vec::new(),
+                vni: n.vni,
+            })
+            .collect();
+        Ok(Response::new(pb::ListLocalNatsResponse { status, nat_entries }))
     }
 
     async fn create_neighbor_nat(
         &self,
-        _: Request<pb::CreateNeighborNatRequest>,
+        req: Request<pb::CreateNeighborNatRequest>,
     ) -> Result<Response<pb::CreateNeighborNatResponse>, Status> {
-        Err(not_implemented("create_neighbor_nat"))
+        self.need_init()?;
+        let r = req.get_ref();
+        let nat_ip = parse_ip(r.nat_ip.as_ref()).ok_or(BadRequest("Invalid nat_ip"))?;
+        let range = port_range_arg(r.min_port, r.max_port)?;
+        let underlay = parse_ipv6(&r.underlay_route).ok_or(BadRequest("Invalid underlay_route"))?;
+        tracing::info!(%nat_ip, vni = r.vni, %range, %underlay, "CreateNeighborNat");
+        let r = self.control.create_neighbor_nat(nat_ip, r.vni, range, underlay);
+        Ok(Response::new(pb::CreateNeighborNatResponse { status: status_of(&r) }))
     }
 
     async fn delete_neighbor_nat(
         &self,
-        _: Request<pb::DeleteNeighborNatRequest>,
+        req: Request<pb::DeleteNeighborNatRequest>,
     ) -> Result<Response<pb::DeleteNeighborNatResponse>, Status> {
-        Err(not_implemented("delete_neighbor_nat"))
+        self.need_init()?;
+        let r = req.get_ref();
+        let nat_ip = parse_ip(r.nat_ip.as_ref()).ok_or(BadRequest("Invalid nat_ip"))?;
+        let range = port_range_arg(r.min_port, r.max_port)?;
+        tracing::info!(%nat_ip, vni = r.vni, %range, "DeleteNeighborNat");
+        let r = self.control.delete_neighbor_nat(nat_ip, r.vni, range);
+        Ok(Response::new(pb::DeleteNeighborNatResponse { status: status_of(&r) }))
     }
 
     async fn list_neighbor_nats(
         &self,
-        _: Request<pb::ListNeighborNatsRequest>,
+        req: Request<pb::ListNeighborNatsRequest>,
     ) -> Result<Response<pb::ListNeighborNatsResponse>, Status> {
-        Err(not_implemented("list_neighbor_nats"))
+        self.need_init()?;
+        let nat_ip = parse_ip(req.get_ref().nat_ip.as_ref()).ok_or(BadRequest("Invalid nat_ip"))?;
+        let r = self.control.list_neighbor_nats(nat_ip);
+        let status = status_of(&r);
+        let nat_entries = r
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| pb::NatEntry {
+                nat_ip: None,
+                min_port: u32::from(n.range.min()),
+                max_port: u32::from(n.range.max()),
+                underlay_route: ipv6_text(n.underlay),
+                vni: n.vni,
+            })
+            .collect();
+        Ok(Response::new(pb::ListNeighborNatsResponse { status, nat_entries }))
     }
 
     async fn capture_start(

@@ -174,7 +174,7 @@ async fn version_and_unimplemented() {
     let no_name = pb::GetVersionRequest { client_name: String::new(), ..req };
     assert_grpc_error(c.get_version(no_name).await, Code::InvalidArgument, "Invalid client_name");
 
-    let e = c.get_vip(pb::GetVipRequest { interface_id: b"vm1".to_vec() }).await.unwrap_err();
+    let e = c.capture_status(pb::CaptureStatusRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     s.stop().await;
 }
@@ -507,7 +507,7 @@ async fn lb_prefixes() {
         .into_inner();
     assert_eq!((r6.status, r6.underlay_route.as_slice()), (ok(), &b"fc00:1::1:0:3"[..]));
     let underlay: std::net::Ipv6Addr = "fc00:1::1:0:3".parse().unwrap();
-    assert_eq!(s.control.snapshot().port_by_underlay.get(&underlay), Some(&3));
+    assert_eq!(s.control.snapshot().underlay_port(&underlay).as_ref(), Some(&3));
 
     let refused = [
         (lbpfx_req("vm2", "172.22.2.1", 32), 202, "ALREADY_EXISTS"),
@@ -579,7 +579,7 @@ async fn lb_prefixes() {
 
     // Deleting the interface takes its prefixes along.
     c.delete_interface(del_req("vm2")).await.unwrap();
-    assert!(s.control.snapshot().port_by_underlay.is_empty());
+    assert!(s.control.snapshot().underlay_targets.is_empty());
     s.stop().await;
 }
 

@@ -8,7 +8,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::{
-    Interface, Mac, NodeConfig, PortId, PortInfo, PortRole, RouteTarget, Snapshot, Vni,
+    Interface, Mac, NodeConfig, PortId, PortInfo, PortRole, RouteTarget, Snapshot, UnderlayTarget,
+    Vni,
 };
 
 /// Builds a [`Snapshot`] step by step.
@@ -77,6 +78,8 @@ impl SnapshotBuilder {
             ipv6,
             underlay_ipv6: underlay,
             pxe: None,
+            vip: None,
+            nat: None,
         });
         self.routes4.push((vni, ipv4, 32, RouteTarget::Local { port }));
         if let Some(a) = ipv6 {
@@ -98,7 +101,7 @@ impl SnapshotBuilder {
     pub fn build(self) -> Snapshot {
         let mut snap = Snapshot::new(self.node, self.ports);
         for i in self.ifaces {
-            snap.port_by_underlay.insert(i.underlay_ipv6, i.port);
+            snap.underlay_targets.insert(i.underlay_ipv6, UnderlayTarget::Interface(i.port));
             snap.vnis.entry(i.vni).or_default();
             let slot = usize::from(i.port);
             if snap.iface_by_port.len() <= slot {

@@ -98,6 +98,8 @@ pub(crate) mod fixture {
                 next_server: "2001:dede::1".into(),
                 boot_filename: "ipxe".into(),
             }),
+            vip: None,
+            nat: None,
         }
     }
 

@@ -27,6 +27,8 @@ use crate::graph::{Ctx, DropReason, NeighTable, Next};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::{ipv4, ipv6};
 
+use super::conntrack::Origin;
+
 /// UDP port of a DHCPv4 server.
 pub const DHCP_SERVER_PORT: u16 = 67;
 /// UDP port of a DHCPv6 server.
@@ -118,7 +120,7 @@ fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, frame: &Frame<&[u8]>) -> Next {
             Ok(i) if i.protocol == ipv4::PROTO_UDP && i.dst_port == Some(DHCP_SERVER_PORT) => {
                 Next::Dhcp
             }
-            Ok(_) => Next::Route4,
+            Ok(_) => Next::Conntrack(Origin::Vf),
             Err(r) => Next::drop(r),
         },
         ethernet::ETHERTYPE_IPV6 => match inspect_ipv6(frame.payload()) {
@@ -132,7 +134,7 @@ fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, frame: &Frame<&[u8]>) -> Next {
             Ok(i) if i.protocol == ipv6::NH_UDP && i.dst_port == Some(DHCPV6_SERVER_PORT) => {
                 Next::Dhcpv6
             }
-            Ok(_) => Next::Route6,
+            Ok(_) => Next::Conntrack(Origin::Vf),
             Err(r) => Next::drop(r),
         },
         _ => Next::drop(DropReason::UnknownEthertype),

@@ -1,8 +1,10 @@
 //! IP-in-IPv6 decapsulation of tunnel traffic received on a PF.
 //!
-//! As in dpservice: the outer destination must be the underlay address of an
-//! interface (else the packet is dropped), the packet goes to that interface's VF
-//! without a route lookup, and the inner packet keeps its TTL. Since an underlay
+//! As in dpservice: the outer destination must be one of the node's underlay addresses
+//! (an interface's, an alias or load-balancer prefix's, a VIP's or a NAT's; else the
+//! packet is dropped); connection tracking then delivers it to that interface's VF
+//! without a route lookup (or translates or relays it), and the inner packet keeps its
+//! TTL. Since an underlay
 //! address belongs to exactly one interface, and so to one VNI, identical overlay
 //! addresses in different VNIs never mix. The inner packet is validated like a VM's
 //! (lengths, IPv4 checksum, L4 protocol) and outer padding is removed.
@@ -16,6 +18,7 @@ use crate::wire::ethernet::{self, Frame};
 use crate::wire::ipv6;
 
 use super::classify::{inspect_ipv4, inspect_ipv6};
+use super::conntrack::Origin;
 
 /// Strips the outer Ethernet and IPv6 headers, leaving room for the VF's Ethernet
 /// header in front of the inner packet.
@@ -27,9 +30,10 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &mut B) -> 
     let Some(outer) = ipv6::Packet::new_checked(frame.payload()) else {
         return Next::drop(DropReason::Malformed);
     };
-    let Some(&port) = ctx.snap.port_by_underlay.get(&outer.dst()) else {
+    let Some(&target) = ctx.snap.underlay_targets.get(&outer.dst()) else {
         return Next::drop(DropReason::UnknownUnderlay);
     };
+    let outer_src = outer.src();
     let inner = match outer.next_header() {
         ipv6::NH_IPV4 => inspect_ipv4(outer.payload()),
         ipv6::NH_IPV6 => inspect_ipv6(outer.payload()),
@@ -49,5 +53,5 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &mut B) -> 
     if !buf.adj(ipv6::HEADER_LEN) {
         return Next::drop(DropReason::Malformed);
     }
-    Next::VfTx(port)
+    Next::Conntrack(Origin::Tunnel { target, outer_src })
 }

@@ -59,8 +59,10 @@ fn pick_pf(ctx: &Ctx<'_>, inner: &[u8], is_v4: bool) -> Option<PortId> {
     }
 }
 
-/// Encapsulates the IP packet after the Ethernet header towards `underlay`.
-pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, underlay: Ipv6Addr, buf: &mut B) -> Next {
+/// Encapsulates the IP packet after the Ethernet header towards `underlay`, out of
+/// `via` if given (a relay goes back out of the PF it came in on), else out of the PF
+/// `--wcmp` picks.
+pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, underlay: Ipv6Addr, via: Option<PortId>, buf: &mut B) -> Next {
     let Some(inner) = buf.data().get(ethernet::HEADER_LEN..) else {
         return Next::drop(DropReason::Malformed);
     };
@@ -72,7 +74,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, underlay: Ipv6Addr, buf: &mut B) -> 
     let Ok(payload_len) = u16::try_from(inner.len()) else {
         return Next::drop(DropReason::TooBig);
     };
-    let Some(pf) = pick_pf(ctx, inner, is_v4) else {
+    let Some(pf) = via.or_else(|| pick_pf(ctx, inner, is_v4)) else {
         return Next::drop(DropReason::PortDown);
     };
     let src = ctx.iface.map_or(ctx.snap.node.underlay_ipv6, |i| i.underlay_ipv6);

@@ -5,6 +5,7 @@ pub mod dhcp;
 pub mod dhcpv6;
 pub mod nd;
 pub mod classify;
+pub mod conntrack;
 pub mod decap;
 pub mod encap;
 pub mod pf_tx;

@@ -1,0 +1,366 @@
+//! Stateful graph tests: connection tracking, firewall, VIP, NAT and neighbour NAT on
+//! the reference lab. Frames are built with etherparse; every emitted packet's lengths
+//! and checksums (IPv4, TCP, UDP, ICMP) are verified.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+use super::testkit::{lab, ports::*, vm_mac, PF0_MAC, ROUTER_MAC};
+use super::*;
+use crate::buf::TestBuf;
+use crate::config::{DnatTarget, Flush, UnderlayTarget};
+use crate::tables::firewall::{Action, Cidr, Direction, Filter, PortRange as FwPorts, Rule, RuleSet};
+use crate::tables::nat::{LocalNat, NeighborNat, NeighborNats, PortRange};
+use crate::wire::checksum;
+
+const VM1_IP: Ipv4Addr = Ipv4Addr::new(10, 100, 1, 1);
+const VM2_IP: Ipv4Addr = Ipv4Addr::new(10, 100, 1, 2);
+const PUBLIC: Ipv4Addr = Ipv4Addr::new(45, 86, 6, 206);
+const NAT_IP: Ipv4Addr = Ipv4Addr::new(172, 21, 1, 1);
+const VIP: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 1);
+
+fn a6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+fn nat_ul() -> Ipv6Addr {
+    a6("fc00:1::1:aa")
+}
+fn vip_ul() -> Ipv6Addr {
+    a6("fc00:1::1:bb")
+}
+fn neigh_ul() -> Ipv6Addr {
+    a6("fc00:2::64:0:1")
+}
+
+/// The lab with vm1 behind NAT 172.21.1.1 [100, 102), vm2 with VIP 172.20.0.1, and a
+/// neighbour owning [500, 520) of the NAT IP.
+fn stateful_lab() -> Snapshot {
+    let mut s = lab();
+    let nat = LocalNat { nat_ip: NAT_IP, range: PortRange::new(100, 102).unwrap(), vni: 100 };
+    s.iface_by_port[usize::from(VM1)].as_mut().unwrap().nat = Some(nat);
+    s.iface_by_port[usize::from(VM2)].as_mut().unwrap().vip = Some(VIP);
+    s.underlay_targets.insert(nat_ul(), UnderlayTarget::Nat { port: VM1, vni: 100 });
+    s.underlay_targets.insert(vip_ul(), UnderlayTarget::Vip(VM2));
+    s.dnat.insert((100, NAT_IP), DnatTarget::Nat);
+    s.dnat.insert((100, VIP), DnatTarget::Vip(VM2));
+    let n = NeighborNat { nat_ip: NAT_IP, range: PortRange::new(500, 520).unwrap(), vni: 100, underlay: neigh_ul() };
+    s.neighbor_nats = Arc::new(NeighborNats::new(vec![n]).unwrap());
+    s
+}
+
+fn pipeline(enforce: bool) -> Pipeline {
+    let mut cfg = PipelineConfig::small();
+    cfg.enforce_firewall = enforce;
+    let p = Pipeline::with_config(Arc::default(), &cfg).unwrap();
+    for n in 0..4u8 {
+        p.neighbours().learn(VM1 + PortId::from(n), vm_mac(n));
+    }
+    p
+}
+
+fn run(p: &mut Pipeline, snap: &Snapshot, port: PortId, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut bufs = [TestBuf::new(frame)];
+    let mut v = [Verdict::Drop(DropReason::TxFull)];
+    p.process_burst(snap, port, 1_000_000_000, &mut bufs, &mut v);
+    (v[0], bufs[0].to_vec())
+}
+
+/// An IPv4 TCP packet (no Ethernet header).
+fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, syn: bool) -> Vec<u8> {
+    let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64).tcp(sport, dport, 1, 1000);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    let mut v = Vec::new();
+    b.write(&mut v, b"hello").unwrap();
+    v
+}
+
+fn icmp_echo4(src: Ipv4Addr, dst: Ipv4Addr, request: bool, id: u16) -> Vec<u8> {
+    let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64);
+    let b = if request { b.icmpv4_echo_request(id, 1) } else { b.icmpv4_echo_reply(id, 1) };
+    let mut v = Vec::new();
+    b.write(&mut v, b"ping").unwrap();
+    v
+}
+
+/// From a VM: Ethernet + `ip`.
+fn from_vm(n: u8, ip: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&PF0_MAC);
+    f.extend_from_slice(&vm_mac(n));
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(ip);
+    f
+}
+
+/// From the router on a PF: Ethernet + IPv6 (next header 4) to `dst` + `ip`.
+fn from_router(dst: Ipv6Addr, ip: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&PF0_MAC);
+    f.extend_from_slice(&ROUTER_MAC);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let mut h = [0u8; 40];
+    let repr = crate::wire::ipv6::Repr {
+        src: a6("fc00::ffff"),
+        dst,
+        next_header: 4,
+        payload_len: u16::try_from(ip.len()).unwrap(),
+        hop_limit: 64,
+        vtc_flow: 0x6000_0000,
+    };
+    assert!(repr.emit(&mut h));
+    f.extend_from_slice(&h);
+    f.extend_from_slice(ip);
+    f
+}
+
+/// The IPv4 packet of an emitted frame (inside the tunnel for a PF), with every
+/// checksum verified.
+fn inner(port: PortId, out: &[u8]) -> Vec<u8> {
+    let ip = if port <= PF1 { &out[14 + 40..] } else { &out[14..] };
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), ip.len(), "ipv4 length");
+    assert!(checksum::verifies(&ip[..hl]), "ipv4 header checksum");
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let l4 = &ip[hl..];
+    match ip[9] {
+        6 | 17 => assert_eq!(checksum::l4_v4(src, dst, ip[9], l4), 0, "l4 checksum"),
+        1 => assert!(checksum::verifies(l4), "icmp checksum"),
+        p => panic!("protocol {p}"),
+    }
+    ip.to_vec()
+}
+
+/// (src, dst, sport, dport) of an IPv4 TCP/UDP packet, ICMP: (src, dst, type, id).
+fn tuple(ip: &[u8]) -> (Ipv4Addr, Ipv4Addr, u16, u16) {
+    let s = SlicedPacket::from_ip(ip).unwrap();
+    let Some(NetSlice::Ipv4(h)) = s.net else { panic!("not ipv4") };
+    let (src, dst) = (h.header().source_addr(), h.header().destination_addr());
+    match s.transport {
+        Some(TransportSlice::Tcp(t)) => (src, dst, t.source_port(), t.destination_port()),
+        Some(TransportSlice::Udp(u)) => (src, dst, u.source_port(), u.destination_port()),
+        Some(TransportSlice::Icmpv4(i)) => {
+            let b = i.slice();
+            (src, dst, u16::from(b[0]), u16::from_be_bytes([b[4], b[5]]))
+        }
+        _ => panic!("no transport"),
+    }
+}
+
+#[test]
+fn nat_translates_both_ways_and_refuses_when_exhausted() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    // Two flows to the same endpoint get the two ports of the range, in order.
+    let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, true)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 100, 80));
+    assert_eq!(&out[14 + 8..14 + 24], &snap.iface(VM1).unwrap().underlay_ipv6.octets(), "outer src");
+    let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1547, 80, true)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 101, 80));
+    // A later packet of the first flow keeps its port.
+    let (_, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, false)));
+    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 100, 80));
+    // Replies come back to the VM's address and port.
+    let (v, out) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 80, 101, false)));
+    assert_eq!(v, Verdict::Tx(VM1));
+    assert_eq!(tuple(&inner(VM1, &out)), (PUBLIC, VM1_IP, 80, 1547));
+    // No port left towards that endpoint; another endpoint still gets one.
+    let (v, _) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 2000, 80, true)));
+    assert_eq!(v, Verdict::Drop(DropReason::NatExhausted));
+    assert_eq!(p.counters.drops[DropReason::NatExhausted as usize].get(), 1);
+    let other = Ipv4Addr::new(45, 86, 6, 6);
+    let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, other, 2000, 80, true)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(tuple(&inner(PF0, &out)).2, 100);
+    // Traffic to the NAT IP for a port no flow owns is dropped.
+    let stranger = Ipv4Addr::new(45, 86, 6, 7);
+    let (v, _) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &tcp4(stranger, NAT_IP, 80, 100, false)));
+    assert_eq!(v, Verdict::Drop(DropReason::NatPortUnowned));
+    // VM-to-VM traffic is not translated.
+    let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, VM2_IP, 5, 6, true)));
+    assert_eq!(v, Verdict::Tx(VM2));
+    assert_eq!(tuple(&inner(VM2, &out)), (VM1_IP, VM2_IP, 5, 6));
+}
+
+#[test]
+fn nat_icmp_echo_identifier_and_icmp_errors() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &icmp_echo4(VM1_IP, PUBLIC, true, 0x40)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 8, 100));
+    let (v, out) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &icmp_echo4(PUBLIC, NAT_IP, false, 100)));
+    assert_eq!(v, Verdict::Tx(VM1));
+    assert_eq!(tuple(&inner(VM1, &out)), (PUBLIC, VM1_IP, 0, 0x40));
+
+    // A TCP flow, then a port-unreachable error quoting its translated packet.
+    let (_, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1256, 501, true)));
+    let sent = inner(PF0, &out);
+    let nat_port = tuple(&sent).2;
+    let mut err = Vec::new();
+    PacketBuilder::ipv4(PUBLIC.octets(), NAT_IP.octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &sent)
+        .unwrap();
+    let (v, out) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &err));
+    assert_eq!(v, Verdict::Tx(VM1));
+    let ip = inner(VM1, &out);
+    assert_eq!(tuple(&ip).1, VM1_IP);
+    let quoted = &ip[28..];
+    assert!(checksum::verifies(&quoted[..20]), "quoted header checksum");
+    assert_eq!(tuple(quoted), (VM1_IP, PUBLIC, 1256, 501));
+    assert_ne!(nat_port, 1256);
+}
+
+#[test]
+fn echo_to_the_nat_ip_is_answered_and_neighbour_ports_relayed() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    let (v, out) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &icmp_echo4(PUBLIC, NAT_IP, true, 0x40)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(&out[14 + 24..14 + 40], &a6("fc00::ffff").octets(), "back to the sender");
+    assert_eq!(&out[14 + 8..14 + 24], &a6("fc00:1::1").octets(), "from the node");
+    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 0, 0x40));
+
+    let pkt = tcp4(PUBLIC, NAT_IP, 8989, 510, true);
+    for _ in 0..2 {
+        let (v, out) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &pkt));
+        assert_eq!(v, Verdict::Tx(PF0));
+        assert_eq!(&out[14 + 24..14 + 40], &neigh_ul().octets());
+        assert_eq!(&out[14 + 40..], &pkt[..], "inner packet unchanged");
+    }
+    assert_eq!(p.flows().len(), 1, "the relay is one flow");
+    let (v, _) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 8989, 530, true)));
+    assert_eq!(v, Verdict::Drop(DropReason::NatPortUnowned));
+
+    // Deleting the neighbour entry flushes the relay flow.
+    let mut next = snap.clone();
+    next.generation += 1;
+    let n = *snap.neighbor_nats.iter().next().unwrap();
+    next.neighbor_nats = Arc::default();
+    next.flushes = vec![(1, Flush::Neighbor(n))].into();
+    let (v, _) = run(&mut p, &next, PF0, &from_router(nat_ul(), &pkt));
+    assert_eq!(v, Verdict::Drop(DropReason::NatPortUnowned));
+    assert!(p.flows().is_empty());
+}
+
+#[test]
+fn deleting_a_nat_flushes_its_flows_and_frees_its_ports() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1, 80, true)));
+    run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 2, 80, true)));
+    assert_eq!(p.nat_mappings().len(), 2);
+    let mut next = snap.clone();
+    next.generation += 1;
+    next.flushes = vec![(1, Flush::Nat(VM1))].into();
+    let nat = LocalNat { nat_ip: NAT_IP, range: PortRange::new(200, 201).unwrap(), vni: 100 };
+    next.iface_by_port[usize::from(VM1)].as_mut().unwrap().nat = Some(nat);
+    let (v, out) = run(&mut p, &next, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1, 80, true)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(tuple(&inner(PF0, &out)).2, 200, "the old flow is gone, the new range applies");
+    assert_eq!(p.nat_mappings().len(), 1);
+    assert_eq!(p.flows().len(), 1);
+}
+
+#[test]
+fn vip_translates_egress_ingress_and_local_dnat() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    // vm2 to the internet leaves from its VIP.
+    let (v, out) = run(&mut p, &snap, VM2, &from_vm(1, &tcp4(VM2_IP, PUBLIC, 1240, 180, true)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(tuple(&inner(PF0, &out)), (VIP, PUBLIC, 1240, 180));
+    let (v, out) = run(&mut p, &snap, PF0, &from_router(vip_ul(), &tcp4(PUBLIC, VIP, 180, 1240, false)));
+    assert_eq!(v, Verdict::Tx(VM2));
+    assert_eq!(tuple(&inner(VM2, &out)), (PUBLIC, VM2_IP, 180, 1240));
+    // Inbound connection to the VIP; the VM's reply leaves from the VIP.
+    let (v, out) = run(&mut p, &snap, PF0, &from_router(vip_ul(), &tcp4(PUBLIC, VIP, 4000, 22, true)));
+    assert_eq!(v, Verdict::Tx(VM2));
+    assert_eq!(tuple(&inner(VM2, &out)), (PUBLIC, VM2_IP, 4000, 22));
+    let (v, out) = run(&mut p, &snap, VM2, &from_vm(1, &tcp4(VM2_IP, PUBLIC, 22, 4000, false)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(tuple(&inner(PF0, &out)), (VIP, PUBLIC, 22, 4000));
+    // vm1 to vm2's VIP: delivered to vm2, and its reply comes from the VIP.
+    let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, VIP, 1200, 1235, true)));
+    assert_eq!(v, Verdict::Tx(VM2));
+    assert_eq!(tuple(&inner(VM2, &out)), (VM1_IP, VM2_IP, 1200, 1235));
+    let (v, out) = run(&mut p, &snap, VM2, &from_vm(1, &tcp4(VM2_IP, VM1_IP, 1235, 1200, false)));
+    assert_eq!(v, Verdict::Tx(VM1));
+    assert_eq!(tuple(&inner(VM1, &out)), (VIP, VM1_IP, 1235, 1200));
+    // Tunnel traffic to the VIP underlay for another address is not delivered.
+    let (v, _) = run(&mut p, &snap, PF0, &from_router(vip_ul(), &tcp4(PUBLIC, VM2_IP, 1, 2, true)));
+    assert_eq!(v, Verdict::Drop(DropReason::NoRoute));
+}
+
+fn allow_tcp_in(port: u16) -> RuleSet {
+    RuleSet::new([Rule {
+        direction: Direction::Ingress,
+        action: Action::Accept,
+        priority: 1000,
+        src: Cidr::ANY,
+        dst: Cidr::ANY,
+        filter: Filter::Tcp { src: FwPorts::ANY, dst: FwPorts { lo: port, hi: port } },
+    }])
+}
+
+#[test]
+fn firewall_verdicts_are_stateful_and_enforced_only_when_asked() {
+    let mut snap = stateful_lab();
+    snap.firewall_by_port[usize::from(VM2)] = Some(Arc::new(allow_tcp_in(1234)));
+    snap.firewall_by_port[usize::from(VM1)] = Some(Arc::new(RuleSet::default()));
+    let mut p = pipeline(true);
+    // Allowed: vm1 -> vm2:1234, and vm2's replies.
+    let (v, _) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, VM2_IP, 999, 1234, true)));
+    assert_eq!(v, Verdict::Tx(VM2));
+    let (v, _) = run(&mut p, &snap, VM2, &from_vm(1, &tcp4(VM2_IP, VM1_IP, 1234, 999, false)));
+    assert_eq!(v, Verdict::Tx(VM1));
+    // Denied: another port, both directions.
+    let (v, _) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, VM2_IP, 999, 80, true)));
+    assert_eq!(v, Verdict::Drop(DropReason::FirewallDenied));
+    let (v, _) = run(&mut p, &snap, VM2, &from_vm(1, &tcp4(VM2_IP, VM1_IP, 80, 999, false)));
+    assert_eq!(v, Verdict::Drop(DropReason::FirewallDenied));
+    // vm1 has no ingress rule: a flow started by vm2 is denied, from the tunnel too.
+    let (v, _) = run(&mut p, &snap, VM2, &from_vm(1, &tcp4(VM2_IP, VM1_IP, 7, 8, true)));
+    assert_eq!(v, Verdict::Drop(DropReason::FirewallDenied));
+    let vm1_ul = snap.iface(VM1).unwrap().underlay_ipv6;
+    let (v, _) = run(&mut p, &snap, PF0, &from_router(vm1_ul, &tcp4(PUBLIC, VM1_IP, 7, 8, true)));
+    assert_eq!(v, Verdict::Drop(DropReason::FirewallDenied));
+    // Egress with no egress rules is allowed, and so are the replies from the tunnel.
+    let (v, _) = run(&mut p, &snap, VM2, &from_vm(1, &tcp4(VM2_IP, Ipv4Addr::new(10, 100, 2, 5), 9, 10, true)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    let vm2_ul = snap.iface(VM2).unwrap().underlay_ipv6;
+    let from_remote = tcp4(Ipv4Addr::new(10, 100, 2, 5), VM2_IP, 10, 9, false);
+    assert_eq!(run(&mut p, &snap, PF0, &from_router(vm2_ul, &from_remote)).0, Verdict::Tx(VM2));
+    // Without enforcement (dpservice), the denied flows pass.
+    let mut p = pipeline(false);
+    let (v, _) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, VM2_IP, 999, 80, true)));
+    assert_eq!(v, Verdict::Tx(VM2));
+}
+
+#[test]
+fn untrackable_icmp_is_dropped_and_flows_age_out() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    let mut ip = icmp_echo4(VM1_IP, VM2_IP, true, 1);
+    ip[20] = 11; // time exceeded
+    let ck = checksum::checksum(&{
+        let mut l4 = ip[20..].to_vec();
+        l4[2] = 0;
+        l4[3] = 0;
+        l4
+    });
+    ip[22..24].copy_from_slice(&ck.to_be_bytes());
+    assert_eq!(run(&mut p, &snap, VM1, &from_vm(0, &ip)).0, Verdict::Drop(DropReason::UntrackedIcmp));
+    run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1, 80, true)));
+    assert_eq!((p.flows().len(), p.nat_mappings().len()), (1, 1));
+    let later = 1_000_000_000 + u64::from(crate::tables::conntrack::Config::DEFAULT_FLOW_TIMEOUT_S + 2) * 1_000_000_000;
+    assert_eq!(p.age(later, PipelineConfig::SMALL_CAPACITY), 1);
+    assert_eq!((p.flows().len(), p.nat_mappings().len()), (0, 0));
+}

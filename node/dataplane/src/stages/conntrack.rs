@@ -1,0 +1,617 @@
+//! Connection tracking and the stateful services on it: firewall verdicts, VIP (1:1
+//! NAT), the NAT gateway and neighbour-NAT relay.
+//!
+//! Every IPv4 and IPv6 TCP, UDP, ICMP and ICMPv6 packet from a VM, and every
+//! decapsulated tunnel packet, passes here (DHCP, DHCPv6, ARP and neighbour discovery
+//! do not: classification sends them to their responders first, as dpservice does).
+//!
+//! A packet's flow key is its VNI (the interface's, or the one the tunnel's underlay
+//! address stands for) and 5-tuple; ICMP echo uses the identifier as a port and the
+//! type as the direction. An ICMP destination-unreachable error with code 2, 3 or 4 is
+//! keyed by the TCP or UDP packet it quotes and so belongs to that flow; every other
+//! ICMPv4 message is dropped, as dpservice's connection tracker does.
+//!
+//! The first packet of a flow decides everything once, in dpservice's order:
+//! 1. DNAT: a VM's packet to the VIP of a VM of its VNI, or tunnel traffic to a VIP's
+//!    underlay address, gets the VM's address as destination.
+//! 2. Route: the route of the (translated) destination in the VNI. Only a flow that
+//!    leaves by the default route (prefix length 0) is source-translated: with the
+//!    interface's NAT IP and a port from [`NatMappings`] if it has NAT, else with its
+//!    VIP if it has one (NAT wins, as in dpservice). Which route matched is told from the
+//!    target: a more specific route with exactly the default route's target counts as
+//!    the default route.
+//! 3. Firewall: the sending VM's egress rules and the receiving VM's ingress rules
+//!    (addresses after DNAT, source before SNAT). The verdict holds for both
+//!    directions, so replies of an accepted flow pass. dpservice computes it but does
+//!    not enforce it; [`Flows::enforce_firewall`] (`--enforce-firewall`) drops denied
+//!    flows.
+//! 4. The flow is inserted with the key of each direction (the reply key is the
+//!    reverse of the translated packet) and each direction's [`FlowAction`]: the
+//!    rewrite to apply and, for tunnel traffic, where it goes.
+//!
+//! Every later packet of either direction is one flow-table lookup and its cached
+//! rewrite (addresses, ports or ICMP identifiers, or the quoted header of an ICMP error,
+//! with incremental checksum updates, never zeroed). A VM's packets then go on to the
+//! routing stage (the route is looked up per packet, so route changes apply at once);
+//! tunnel packets go straight to their VF or are relayed.
+//!
+//! Tunnel traffic to a NAT underlay address that matches no flow: an ICMP echo request
+//! to the NAT IP is answered by the node (re-encapsulated to the sender, out of the PF
+//! it came in on); a port owned by a neighbour NAT entry is relayed unchanged to the
+//! neighbour's underlay address out of the same PF (and remembered as a flow); any
+//! other port is dropped.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::buf::PacketBuf;
+use crate::config::{DnatTarget, PortId, RouteTarget, Snapshot, UnderlayTarget, Vni, VniTables};
+use crate::graph::{Ctx, DropReason, Next};
+use crate::tables::conntrack::{
+    Conntrack, Flow, FlowKey, InsertError, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
+use crate::tables::firewall::{self, forward_verdict, L4};
+use crate::tables::nat::{
+    rewrite_icmp_error_ipv4, rewrite_ipv4, AllocError, NatKey, NatMappings, NatProto, Original,
+    Side,
+};
+use crate::wire::checksum::{checksum, update16};
+use crate::wire::{ethernet, ipv4, ipv6};
+
+/// Where a packet entering the stage came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// From the VM on the input VF.
+    Vf,
+    /// Decapsulated tunnel traffic (from a PF) for this underlay address.
+    Tunnel {
+        /// What the outer destination stands for.
+        target: UnderlayTarget,
+        /// The outer source (where answers and relays of this node go back to).
+        outer_src: Ipv6Addr,
+    },
+}
+
+/// The address (and port or ICMP identifier) rewrite of one direction of a flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Nothing changes.
+    #[default]
+    None,
+    /// The source becomes `ip` (and `port`, when given).
+    Src {
+        /// New source address.
+        ip: Ipv4Addr,
+        /// New source port or ICMP identifier.
+        port: Option<u16>,
+    },
+    /// The destination becomes `ip` (and `port`, when given).
+    Dst {
+        /// New destination address.
+        ip: Ipv4Addr,
+        /// New destination port or ICMP identifier.
+        port: Option<u16>,
+    },
+}
+
+/// Where a tunnel packet of a flow goes (a VM's packets are always routed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Out {
+    /// Routed (or, for tunnel traffic, delivered by its underlay address).
+    #[default]
+    Route,
+    /// Delivered to this VF.
+    Vf(PortId),
+    /// Re-encapsulated unchanged towards this underlay address, out of the input PF.
+    Relay(Ipv6Addr),
+}
+
+/// What a flow is, for releasing its resources and for flushes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlowKind {
+    /// No translation.
+    #[default]
+    Plain,
+    /// VIP translation (either way).
+    Vip,
+    /// NAT gateway translation: holds a NAT port.
+    Nat,
+    /// Relayed to a neighbour NAT.
+    Neighbor,
+}
+
+/// The cached decision for one direction of a flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowAction {
+    /// The rewrite to apply.
+    pub rewrite: Rewrite,
+    /// Where tunnel packets go.
+    pub out: Out,
+    /// The firewall denied the flow.
+    pub denied: bool,
+    /// What the flow is.
+    pub kind: FlowKind,
+    /// The VF port of the interface the flow belongs to.
+    pub port: PortId,
+}
+
+/// One worker's flow state: the flow table and the NAT port mappings.
+#[derive(Clone, Debug)]
+pub struct Flows {
+    /// The flow table.
+    pub table: Conntrack<FlowAction>,
+    /// NAT ports handed out, one slot per VF port id.
+    pub nat: NatMappings,
+    /// Drop flows the firewall denies (`--enforce-firewall`).
+    pub enforce_firewall: bool,
+}
+
+/// Releases what a removed flow held (its NAT port). For `Conntrack`'s `on_remove`.
+pub fn release(nat: &mut NatMappings, flow: &Flow<FlowAction>) {
+    release_parts(nat, flow.actions[0].kind, &flow.keys[1]);
+}
+
+/// Releases the NAT port of a flow of `kind` whose reply key is `k`.
+fn release_parts(nat: &mut NatMappings, kind: FlowKind, k: &FlowKey) {
+    if kind != FlowKind::Nat {
+        return;
+    }
+    let (IpAddr::V4(remote_ip), IpAddr::V4(nat_ip)) = (k.src(), k.dst()) else { return };
+    let Some(proto) = NatProto::from_ip_proto(k.proto()) else { return };
+    let remote_port = if proto == NatProto::Icmp { 0 } else { k.src_port() };
+    nat.release(&NatKey { nat_ip, nat_port: k.dst_port(), proto, remote_ip, remote_port });
+}
+
+/// A packet as the stage sees it.
+struct Parsed {
+    /// The packet's key; for an ICMP error, the key of the packet it quotes.
+    key: FlowKey,
+    /// An ICMP error keyed by its quote.
+    quoted: bool,
+    /// TCP flags (0 for other protocols).
+    tcp_flags: u8,
+    src: IpAddr,
+    dst: IpAddr,
+    l4: L4,
+    /// ICMP echo request.
+    echo_request: bool,
+}
+
+fn rd16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn parse(ip: &[u8], vni: Vni) -> Result<Parsed, DropReason> {
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => parse_v4(ip, vni),
+        Some(6) => parse_v6(ip, vni),
+        _ => Err(DropReason::Malformed),
+    }
+}
+
+fn parse_v4(ip: &[u8], vni: Vni) -> Result<Parsed, DropReason> {
+    let p = ipv4::Packet::new_unverified(ip).ok_or(DropReason::Malformed)?;
+    let (src, dst, proto) = (p.src(), p.dst(), p.protocol());
+    let l4b = p.payload();
+    let first = p.frag_offset() == 0;
+    let mut out = Parsed {
+        key: FlowKey::v4(vni, src, dst, proto, 0, 0),
+        quoted: false,
+        tcp_flags: 0,
+        src: src.into(),
+        dst: dst.into(),
+        l4: L4::Other(proto),
+        echo_request: false,
+    };
+    if !first {
+        return Ok(out);
+    }
+    match proto {
+        PROTO_TCP | PROTO_UDP => {
+            let (sp, dp) = (rd16(l4b, 0), rd16(l4b, 2));
+            let (Some(sp), Some(dp)) = (sp, dp) else { return Err(DropReason::Malformed) };
+            out.key = FlowKey::v4(vni, src, dst, proto, sp, dp);
+            if proto == PROTO_TCP {
+                out.tcp_flags = *l4b.get(13).ok_or(DropReason::Malformed)?;
+                out.l4 = L4::Tcp { src_port: sp, dst_port: dp };
+            } else {
+                out.l4 = L4::Udp { src_port: sp, dst_port: dp };
+            }
+        }
+        PROTO_ICMP => {
+            let (Some(&t), Some(&c)) = (l4b.first(), l4b.get(1)) else {
+                return Err(DropReason::Malformed);
+            };
+            out.l4 = L4::Icmp { icmp_type: t, icmp_code: c };
+            match (t, c) {
+                (0 | 8, _) => {
+                    let ident = rd16(l4b, 4).ok_or(DropReason::Malformed)?;
+                    out.key = FlowKey::v4(vni, src, dst, PROTO_ICMP, u16::from(t), ident);
+                    out.echo_request = t == 8;
+                }
+                (3, 2..=4) => {
+                    out.key = quoted_key(l4b.get(8..).unwrap_or(&[]), vni)?;
+                    out.quoted = true;
+                }
+                _ => return Err(DropReason::UntrackedIcmp),
+            }
+        }
+        _ => return Err(DropReason::UnsupportedProtocol),
+    }
+    Ok(out)
+}
+
+/// The key of the TCP or UDP packet an ICMP error quotes (both ports non-zero, as
+/// dpservice requires).
+fn quoted_key(q: &[u8], vni: Vni) -> Result<FlowKey, DropReason> {
+    let v = *q.first().ok_or(DropReason::UntrackedIcmp)?;
+    let hl = usize::from(v & 0x0f) * 4;
+    if v >> 4 != 4 || hl < 20 || q.len() < hl + 4 {
+        return Err(DropReason::UntrackedIcmp);
+    }
+    let proto = q[9];
+    let addr = |at: usize| Ipv4Addr::new(q[at], q[at + 1], q[at + 2], q[at + 3]);
+    let (sp, dp) = (rd16(q, hl).unwrap_or(0), rd16(q, hl + 2).unwrap_or(0));
+    if !matches!(proto, PROTO_TCP | PROTO_UDP) || sp == 0 || dp == 0 {
+        return Err(DropReason::UntrackedIcmp);
+    }
+    Ok(FlowKey::v4(vni, addr(12), addr(16), proto, sp, dp))
+}
+
+fn parse_v6(ip: &[u8], vni: Vni) -> Result<Parsed, DropReason> {
+    let p = ipv6::Packet::new_checked(ip).ok_or(DropReason::Malformed)?;
+    let (src, dst, nh) = (p.src(), p.dst(), p.next_header());
+    let l4b = p.payload();
+    let mut out = Parsed {
+        key: FlowKey::v6(vni, src, dst, nh, 0, 0),
+        quoted: false,
+        tcp_flags: 0,
+        src: src.into(),
+        dst: dst.into(),
+        l4: L4::Other(nh),
+        echo_request: false,
+    };
+    match nh {
+        PROTO_TCP | PROTO_UDP => {
+            let (Some(sp), Some(dp)) = (rd16(l4b, 0), rd16(l4b, 2)) else {
+                return Err(DropReason::Malformed);
+            };
+            out.key = FlowKey::v6(vni, src, dst, nh, sp, dp);
+            if nh == PROTO_TCP {
+                out.tcp_flags = *l4b.get(13).ok_or(DropReason::Malformed)?;
+                out.l4 = L4::Tcp { src_port: sp, dst_port: dp };
+            } else {
+                out.l4 = L4::Udp { src_port: sp, dst_port: dp };
+            }
+        }
+        PROTO_ICMPV6 => {
+            let (Some(&t), Some(&c)) = (l4b.first(), l4b.get(1)) else {
+                return Err(DropReason::Malformed);
+            };
+            let ident = rd16(l4b, 4).ok_or(DropReason::Malformed)?;
+            out.key = FlowKey::v6(vni, src, dst, PROTO_ICMPV6, u16::from(t), ident);
+            out.l4 = L4::Icmp { icmp_type: t, icmp_code: c };
+        }
+        _ => return Err(DropReason::UnsupportedProtocol),
+    }
+    Ok(out)
+}
+
+/// The key of a packet like `k` with new addresses and, when given, a new source port
+/// (ICMP: identifier).
+fn rekey(k: &FlowKey, src: IpAddr, dst: IpAddr, src_port: Option<u16>) -> FlowKey {
+    let icmp = matches!(k.proto(), PROTO_ICMP | PROTO_ICMPV6);
+    let (sp, dp) = match (icmp, src_port) {
+        (true, Some(p)) => (k.src_port(), p),
+        (false, Some(p)) => (p, k.dst_port()),
+        (_, None) => (k.src_port(), k.dst_port()),
+    };
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => FlowKey::v4(k.vni(), s, d, k.proto(), sp, dp),
+        (IpAddr::V6(s), IpAddr::V6(d)) => FlowKey::v6(k.vni(), s, d, k.proto(), sp, dp),
+        _ => *k,
+    }
+}
+
+/// The route of `dst` in the VNI and whether it is the default route (see the module
+/// docs for how that is told).
+fn route(tables: Option<&VniTables>, dst: IpAddr) -> Option<(RouteTarget, bool)> {
+    let t = tables?;
+    match dst {
+        IpAddr::V4(a) => {
+            let r = *t.routes4.lookup(a)?;
+            Some((r, t.routes4.get_exact(Ipv4Addr::UNSPECIFIED, 0) == Some(&r)))
+        }
+        IpAddr::V6(a) => {
+            let r = *t.routes6.lookup(a)?;
+            Some((r, t.routes6.get_exact(Ipv6Addr::UNSPECIFIED, 0) == Some(&r)))
+        }
+    }
+}
+
+fn verdict_denied(from: Option<PortId>, to: Option<PortId>, snap: &Snapshot, fw: &firewall::FlowKey) -> bool {
+    let from = from.and_then(|p| snap.firewall(p));
+    let to = to.and_then(|p| snap.firewall(p));
+    forward_verdict(from, to, fw) == firewall::Action::Drop
+}
+
+/// The stage: tracks the packet's flow, creating it on its first packet, and applies
+/// the flow's cached action.
+pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, buf: &mut B) -> Next {
+    let vni = match origin {
+        Origin::Vf => match ctx.iface {
+            Some(i) => i.vni,
+            None => return Next::drop(DropReason::NoInterface),
+        },
+        Origin::Tunnel { target: UnderlayTarget::Nat { vni, .. }, .. } => vni,
+        Origin::Tunnel { target, .. } => match ctx.snap.iface(target.port()) {
+            Some(i) => i.vni,
+            None => return Next::drop(DropReason::UnknownUnderlay),
+        },
+    };
+    let Some(ip) = buf.data().get(ethernet::HEADER_LEN..) else {
+        return Next::drop(DropReason::Malformed);
+    };
+    let pkt = match parse(ip, vni) {
+        Ok(p) => p,
+        Err(r) => return Next::drop(r),
+    };
+    if pkt.quoted {
+        return match flows.table.lookup_quoted(&pkt.key, ctx.now_ns) {
+            Some(hit) => finish(flows.enforce_firewall, origin, hit.action, true, buf),
+            // An error about no known flow passes as it would without tracking.
+            None => finish(false, origin, FlowAction::default(), true, buf),
+        };
+    }
+    let action = match flows.table.track(&pkt.key, pkt.tcp_flags, ctx.now_ns) {
+        Some(hit) => hit.action,
+        None => match new_flow(ctx, flows, origin, &pkt, buf) {
+            Ok(a) => a,
+            Err(next) => return next,
+        },
+    };
+    finish(flows.enforce_firewall, origin, action, false, buf)
+}
+
+fn finish<B: PacketBuf>(enforce: bool, origin: Origin, a: FlowAction, quoted: bool, buf: &mut B) -> Next {
+    if a.denied && enforce {
+        return Next::drop(DropReason::FirewallDenied);
+    }
+    if !apply_rewrite(a.rewrite, quoted, buf) {
+        return Next::drop(DropReason::Malformed);
+    }
+    match origin {
+        Origin::Vf => match buf.data().get(ethernet::HEADER_LEN).map(|b| b >> 4) {
+            Some(4) => Next::Route4,
+            Some(6) => Next::Route6,
+            _ => Next::drop(DropReason::Malformed),
+        },
+        Origin::Tunnel { target, .. } => match (a.out, target) {
+            (Out::Vf(p), _) => Next::VfTx(p),
+            (Out::Relay(u), _) => Next::Relay(u),
+            (
+                Out::Route,
+                UnderlayTarget::Interface(p) | UnderlayTarget::AliasPrefix(p) | UnderlayTarget::LbPrefix(p),
+            ) => Next::VfTx(p),
+            (Out::Route, _) => Next::drop(DropReason::NoRoute),
+        },
+    }
+}
+
+/// Applies a rewrite to the IPv4 packet after the Ethernet header. For an ICMP error,
+/// the outer header and the quoted packet are translated.
+fn apply_rewrite<B: PacketBuf>(rw: Rewrite, quoted: bool, buf: &mut B) -> bool {
+    let (side, ip, port) = match rw {
+        Rewrite::None => return true,
+        Rewrite::Src { ip, port } => (Side::Source, ip, port),
+        Rewrite::Dst { ip, port } => (Side::Destination, ip, port),
+    };
+    let Some(pkt) = buf.data_mut().get_mut(ethernet::HEADER_LEN..) else { return false };
+    if !quoted {
+        return rewrite_ipv4(pkt, side, ip, port);
+    }
+    // In the quote, the opposite side is translated; keep its port unless told.
+    let port = match port {
+        Some(p) => p,
+        None => {
+            let hl = usize::from(pkt.first().map_or(0, |b| b & 0x0f)) * 4;
+            let q = hl + 8;
+            let qhl = usize::from(pkt.get(q).map_or(0, |b| b & 0x0f)) * 4;
+            let at = q + qhl + if side == Side::Destination { 0 } else { 2 };
+            match rd16(pkt, at) {
+                Some(p) => p,
+                None => return false,
+            }
+        }
+    };
+    rewrite_icmp_error_ipv4(pkt, side, ip, port)
+}
+
+fn insert(
+    ctx: &Ctx<'_>,
+    flows: &mut Flows,
+    pkt: &Parsed,
+    reply: FlowKey,
+    actions: [FlowAction; 2],
+) -> Result<(), DropReason> {
+    let nat = &mut flows.nat;
+    match flows.table.insert(pkt.key, reply, actions, pkt.tcp_flags, ctx.now_ns, |f| release(nat, f)) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // The flow is not kept: give back its NAT port.
+            release_parts(&mut flows.nat, actions[0].kind, &reply);
+            match e {
+                InsertError::Full => Err(DropReason::FlowTableFull),
+                // Another live flow already has the reply key: forward this packet
+                // untracked.
+                InsertError::Exists { .. } => Ok(()),
+            }
+        }
+    }
+}
+
+fn new_flow<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    flows: &mut Flows,
+    origin: Origin,
+    pkt: &Parsed,
+    buf: &mut B,
+) -> Result<FlowAction, Next> {
+    let snap = ctx.snap;
+    let vni = pkt.key.vni();
+    let drop = |r| Next::drop(r);
+    match origin {
+        Origin::Vf => {
+            let Some(iface) = ctx.iface else { return Err(drop(DropReason::NoInterface)) };
+            let me = ctx.in_port;
+            let mut dst = pkt.dst;
+            let (mut fwd, mut back, mut kind, mut owner) = (Rewrite::None, Rewrite::None, FlowKind::Plain, me);
+            // DNAT: the VIP of a VM in this VNI.
+            if let IpAddr::V4(d) = dst {
+                if let Some(&DnatTarget::Vip(p)) = snap.dnat.get(&(vni, d)) {
+                    if let Some(t) = snap.iface(p) {
+                        fwd = Rewrite::Dst { ip: t.ipv4, port: None };
+                        back = Rewrite::Src { ip: d, port: None };
+                        dst = IpAddr::V4(t.ipv4);
+                        kind = FlowKind::Vip;
+                        owner = p;
+                    }
+                }
+            }
+            let Some((target, default)) = route(ctx.vni_tables, dst) else {
+                return Err(drop(DropReason::NoRoute));
+            };
+            let mut src_port = None;
+            let mut src = pkt.src;
+            if let (RouteTarget::Remote { .. }, true, IpAddr::V4(vm), FlowKind::Plain) =
+                (target, default, pkt.src, kind)
+            {
+                if let Some(nat) = iface.nat {
+                    let icmp = pkt.key.proto() == PROTO_ICMP;
+                    let (orig_port, remote_port) =
+                        if icmp { (pkt.key.dst_port(), 0) } else { (pkt.key.src_port(), pkt.key.dst_port()) };
+                    let (Some(proto), IpAddr::V4(remote)) = (NatProto::from_ip_proto(pkt.key.proto()), dst)
+                    else {
+                        return Err(drop(DropReason::UnsupportedProtocol));
+                    };
+                    let orig = Original { vni, src_ip: pkt.src, src_port: orig_port };
+                    let port = match flows.nat.allocate(usize::from(me), orig, proto, remote, remote_port) {
+                        Ok(p) => p,
+                        Err(AllocError::TableFull) => return Err(drop(DropReason::FlowTableFull)),
+                        Err(AllocError::NoNat | AllocError::Exhausted) => {
+                            return Err(drop(DropReason::NatExhausted))
+                        }
+                    };
+                    fwd = Rewrite::Src { ip: nat.nat_ip, port: Some(port) };
+                    back = Rewrite::Dst { ip: vm, port: Some(orig_port) };
+                    kind = FlowKind::Nat;
+                    src = IpAddr::V4(nat.nat_ip);
+                    src_port = Some(port);
+                } else if let Some(vip) = iface.vip {
+                    fwd = Rewrite::Src { ip: vip, port: None };
+                    back = Rewrite::Dst { ip: vm, port: None };
+                    kind = FlowKind::Vip;
+                    src = IpAddr::V4(vip);
+                }
+            }
+            let to = match target {
+                RouteTarget::Local { port } => Some(port),
+                RouteTarget::Remote { .. } => None,
+            };
+            let fw = firewall::FlowKey { src: pkt.src, dst, l4: pkt.l4 };
+            let denied = verdict_denied(Some(me), to, snap, &fw);
+            let back_out = if to.is_some() { Out::Route } else { Out::Vf(me) };
+            let a = FlowAction { rewrite: fwd, out: Out::Route, denied, kind, port: owner };
+            let b = FlowAction { rewrite: back, out: back_out, denied, kind, port: owner };
+            let reply = rekey(&pkt.key, src, dst, src_port).reversed();
+            if let Err(r) = insert(ctx, flows, pkt, reply, [a, b]) {
+                return Err(drop(r));
+            }
+            Ok(a)
+        }
+        Origin::Tunnel { target, outer_src } => match target {
+            UnderlayTarget::Interface(p) | UnderlayTarget::AliasPrefix(p) | UnderlayTarget::LbPrefix(p) => {
+                let fw = firewall::FlowKey { src: pkt.src, dst: pkt.dst, l4: pkt.l4 };
+                let denied = verdict_denied(None, Some(p), snap, &fw);
+                let a = FlowAction { out: Out::Vf(p), denied, port: p, ..FlowAction::default() };
+                let b = FlowAction { out: Out::Route, denied, port: p, ..FlowAction::default() };
+                insert(ctx, flows, pkt, pkt.key.reversed(), [a, b]).map_err(drop)?;
+                Ok(a)
+            }
+            UnderlayTarget::Vip(p) => {
+                let iface = snap.iface(p).ok_or(drop(DropReason::UnknownUnderlay))?;
+                let (Some(vip), IpAddr::V4(d)) = (iface.vip, pkt.dst) else {
+                    return Err(drop(DropReason::NoRoute));
+                };
+                if vip != d {
+                    return Err(drop(DropReason::NoRoute));
+                }
+                let vm = IpAddr::V4(iface.ipv4);
+                let fw = firewall::FlowKey { src: pkt.src, dst: vm, l4: pkt.l4 };
+                let denied = verdict_denied(None, Some(p), snap, &fw);
+                let a = FlowAction {
+                    rewrite: Rewrite::Dst { ip: iface.ipv4, port: None },
+                    out: Out::Vf(p),
+                    denied,
+                    kind: FlowKind::Vip,
+                    port: p,
+                };
+                let b = FlowAction {
+                    rewrite: Rewrite::Src { ip: vip, port: None },
+                    out: Out::Route,
+                    denied,
+                    kind: FlowKind::Vip,
+                    port: p,
+                };
+                let reply = rekey(&pkt.key, pkt.src, vm, None).reversed();
+                insert(ctx, flows, pkt, reply, [a, b]).map_err(drop)?;
+                Ok(a)
+            }
+            UnderlayTarget::Nat { port, vni } => {
+                let IpAddr::V4(d) = pkt.dst else { return Err(drop(DropReason::NoRoute)) };
+                if !matches!(snap.dnat.get(&(vni, d)), Some(DnatTarget::Nat)) {
+                    return Err(drop(DropReason::NoRoute));
+                }
+                if pkt.echo_request {
+                    return Err(answer_echo(buf, outer_src));
+                }
+                let Some(n) = snap.neighbor_nats.owner(vni, d, pkt.key.dst_port()) else {
+                    return Err(drop(DropReason::NatPortUnowned));
+                };
+                let a = FlowAction { out: Out::Relay(n.underlay), kind: FlowKind::Neighbor, port, ..FlowAction::default() };
+                insert(ctx, flows, pkt, pkt.key, [a, a]).map_err(drop)?;
+                Ok(a)
+            }
+        },
+    }
+}
+
+/// TTL of the node's own echo replies.
+const ECHO_TTL: u8 = 64;
+
+/// Turns an ICMP echo request to a NAT IP into the node's echo reply, sent back to
+/// the tunnel's source.
+fn answer_echo<B: PacketBuf>(buf: &mut B, outer_src: Ipv6Addr) -> Next {
+    let Some(ip) = buf.data_mut().get_mut(ethernet::HEADER_LEN..) else {
+        return Next::drop(DropReason::Malformed);
+    };
+    let hl = usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4;
+    if hl < 20 || ip.len() < hl + 8 {
+        return Next::drop(DropReason::Malformed);
+    }
+    // Swapping the addresses leaves both checksums as they are.
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&ip[12..16]);
+    ip.copy_within(16..20, 12);
+    ip[16..20].copy_from_slice(&a);
+    ip[8] = ECHO_TTL;
+    ip[10..12].fill(0);
+    let ck = checksum(&ip[..hl]);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    let icmp = &mut ip[hl..];
+    let old = u16::from_be_bytes([icmp[0], icmp[1]]);
+    icmp[0] = 0;
+    let new = u16::from_be_bytes([icmp[0], icmp[1]]);
+    let ck = update16(u16::from_be_bytes([icmp[2], icmp[3]]), old, new);
+    icmp[2..4].copy_from_slice(&ck.to_be_bytes());
+    Next::Relay(outer_src)
+}
