@@ -127,6 +127,10 @@ pub struct Options {
     /// dpfleet: drop flows the firewall denies (dpservice computes verdicts but forwards).
     #[arg(long)]
     pub enforce_firewall: bool,
+    /// dpfleet: how load balancers pick a target for a new flow: dpservice's round robin
+    /// (per worker) or the fleet's Maglev table over the flow hash.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = crate::control::LbSelection::RoundRobin)]
+    pub lb_selection: crate::control::LbSelection,
     /// dpfleet: serve Prometheus metrics on this TCP port (0 = off).
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub metrics_port: u16,

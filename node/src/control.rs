@@ -46,6 +46,9 @@ use dpfleet_dataplane::tables::firewall::{
 };
 use dpfleet_proto::types::Prefix;
 
+pub mod lb;
+pub use lb::LbSelection;
+
 /// A refused request, with dpservice's error number ([`ApiError::code`]) and name
 /// ([`ApiError::name`], what dpservice puts in `Status.message`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +73,12 @@ pub enum ApiError {
     /// 206: the VNI has no interface on this node, so no route table.
     #[error("VNI not present on this node")]
     NoVni,
+    /// 208: no room for another load balancer.
+    #[error("out of memory")]
+    OutOfMemory,
+    /// 209: the load balancer already has the maximum number of targets.
+    #[error("limit reached")]
+    LimitReached,
     /// 301: the VNI already has a route for this prefix.
     #[error("route already exists")]
     RouteExists,
@@ -91,6 +100,9 @@ pub enum ApiError {
     /// 343: the interface already has a VIP (CreateVip) or a NAT (CreateNat).
     #[error("VIP or NAT already configured")]
     SnatExists,
+    /// 422: no load balancer with this id (target calls).
+    #[error("no such load balancer")]
+    NoLb,
     /// 402: the interface id is already taken.
     #[error("interface id already in use")]
     VmHandle,
@@ -110,6 +122,9 @@ impl ApiError {
             ApiError::BadIpver => 204,
             ApiError::NoVm => 205,
             ApiError::NoVni => 206,
+            ApiError::OutOfMemory => 208,
+            ApiError::LimitReached => 209,
+            ApiError::NoLb => 422,
             ApiError::RouteExists => 301,
             ApiError::RouteNotFound => 302,
             ApiError::RouteInsert => 303,
@@ -131,6 +146,9 @@ impl ApiError {
             ApiError::BadIpver => "BAD_IPVER",
             ApiError::NoVm => "NO_VM",
             ApiError::NoVni => "NO_VNI",
+            ApiError::OutOfMemory => "OUT_OF_MEMORY",
+            ApiError::LimitReached => "LIMIT_REACHED",
+            ApiError::NoLb => "NO_LB",
             ApiError::RouteExists => "ROUTE_EXISTS",
             ApiError::RouteNotFound => "ROUTE_NOT_FOUND",
             ApiError::RouteInsert => "ROUTE_INSERT",
@@ -486,7 +504,7 @@ fn route_key(p: &Prefix) -> RouteKey {
 
 #[derive(Clone, Debug, Default)]
 struct VniState {
-    /// Interfaces (later: load balancers) holding this VNI on the node.
+    /// Interfaces and load balancers holding this VNI on the node.
     refs: u32,
     routes: BTreeMap<RouteKey, RouteTarget>,
 }
@@ -508,6 +526,8 @@ struct State {
     flushes: std::collections::VecDeque<(u64, Flush)>,
     /// The sequence number of the last flush.
     flush_seq: u64,
+    /// Load balancers (see [`lb`]).
+    lbs: lb::Lbs,
 }
 
 /// Flushes a snapshot carries; a worker that misses more between two polling rounds
@@ -536,6 +556,7 @@ impl Control {
             neighbor_nats: Vec::new(),
             flushes: std::collections::VecDeque::new(),
             flush_seq: 0,
+            lbs: lb::Lbs::default(),
         };
         let published = Arc::new(ArcSwap::from_pointee(state.compile()));
         Control { state: Mutex::new(state), published }
@@ -779,7 +800,8 @@ impl Control {
             .collect())
     }
 
-    /// CheckVniInUse: whether the node holds `vni` (it has an interface in it). Only the
+    /// CheckVniInUse: whether the node holds `vni` (it has an interface or a load
+    /// balancer in it, as in dpservice). Only the
     /// single-family types are accepted.
     pub fn vni_in_use(&self, vni: Vni, family: VniFamily) -> Result<bool, ApiError> {
         if family == VniFamily::Both {
@@ -1077,7 +1099,7 @@ impl State {
 
     /// Every underlay address in use.
     fn underlays(&self) -> HashSet<Ipv6Addr> {
-        self.ifaces.values().flat_map(IfaceState::underlays).collect()
+        self.ifaces.values().flat_map(IfaceState::underlays).chain(self.lbs.underlays()).collect()
     }
 
     fn iface_mut(&mut self, id: &str) -> Option<&mut IfaceState> {
@@ -1165,6 +1187,7 @@ impl State {
         // The ranges were checked disjoint when added.
         s.neighbor_nats = Arc::new(NeighborNats::new(self.neighbor_nats.clone()).unwrap_or_default());
         s.flushes = self.flushes.iter().copied().collect::<Vec<_>>().into();
+        self.lbs.compile(&mut s);
         for (&vni, v) in &self.vnis {
             let mut t = VniTables::default();
             for (&(net, len), &target) in &v.routes {

@@ -126,6 +126,7 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
         wcmp_percent: opts.wcmp,
     };
     let control = Arc::new(control::Control::new(node, port_infos.clone()));
+    control.set_lb_selection(opts.lb_selection);
     let snapshot = control.snapshot_handle();
 
     // Workers.

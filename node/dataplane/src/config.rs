@@ -5,12 +5,13 @@
 //! load the current snapshot once per burst and never see a half-applied change.
 //! Everything here is plain data: validated by the API layer before it gets here.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use crate::tables::firewall::RuleSet;
+use crate::tables::lb::LoadBalancer;
 use crate::tables::lpm::{Lpm4, Lpm6};
 use crate::tables::nat::{LocalNat, NeighborNat, NeighborNats};
 
@@ -126,17 +127,25 @@ pub enum UnderlayTarget {
         /// The interface's VNI.
         vni: Vni,
     },
+    /// A load balancer in `vni`: its traffic goes to a target chosen per flow (see
+    /// [`Snapshot::lbs`]).
+    Lb {
+        /// The load balancer's VNI.
+        vni: Vni,
+    },
 }
 
 impl UnderlayTarget {
-    /// The VF port the address belongs to.
-    pub fn port(self) -> PortId {
+    /// The VF port the address belongs to (`None` for a load balancer, which belongs to
+    /// no interface).
+    pub fn port(self) -> Option<PortId> {
         match self {
             UnderlayTarget::Interface(p)
             | UnderlayTarget::AliasPrefix(p)
             | UnderlayTarget::LbPrefix(p)
             | UnderlayTarget::Vip(p)
-            | UnderlayTarget::Nat { port: p, .. } => p,
+            | UnderlayTarget::Nat { port: p, .. } => Some(p),
+            UnderlayTarget::Lb { .. } => None,
         }
     }
 }
@@ -226,6 +235,8 @@ pub struct Snapshot {
     pub flushes: Arc<[(u64, Flush)]>,
     /// Routing tables per VNI.
     pub vnis: FxHashMap<Vni, VniTables>,
+    /// Load balancers by (VNI, load-balanced IP).
+    pub lbs: FxHashMap<(Vni, IpAddr), Arc<LoadBalancer>>,
 }
 
 impl Snapshot {
@@ -248,6 +259,7 @@ impl Snapshot {
             neighbor_nats: Arc::default(),
             flushes: Arc::new([]),
             vnis: FxHashMap::default(),
+            lbs: FxHashMap::default(),
         }
     }
 
@@ -263,7 +275,7 @@ impl Snapshot {
 
     /// The VF port an underlay address belongs to, whatever it stands for.
     pub fn underlay_port(&self, addr: &Ipv6Addr) -> Option<PortId> {
-        self.underlay_targets.get(addr).map(|t| t.port())
+        self.underlay_targets.get(addr).and_then(|t| t.port())
     }
 
     /// The firewall rules of the interface on this VF port (`None`: no interface there).

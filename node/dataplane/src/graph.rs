@@ -9,8 +9,10 @@
 //!                          │   VIP, NAT; cached rewrite)
 //!   PF rx ─ classify ─ decap (outer dst = one of the node's underlay addresses)
 //!                          └─ conntrack ─┬─ vf tx (interface, alias/LB prefix, VIP, NAT reply)
+//!                                        │   (lb: target of a new flow to an LB VIP)
 //!                                        └─ relay ─ encap ─ pf tx (same PF: neighbour NAT,
-//!                                                                  echo to a NAT IP)
+//!                                                                  remote LB target, echo to a
+//!                                                                  NAT IP or an LB VIP)
 //!   every stage ─ drop(reason)
 //! ```
 //!
@@ -94,6 +96,9 @@ counted_enum! {
         NdNotForUs => "nd_not_for_us",
         /// A DHCP message the server ignores (wrong type, not a request).
         DhcpIgnored => "dhcp_ignored",
+        /// Traffic for a load balancer that has no target for it (no such LB in the
+        /// VNI, a protocol or port it does not serve, or no targets).
+        LbNoTarget => "lb_no_target",
         /// A DHCPv6 message the server ignores.
         Dhcpv6Ignored => "dhcpv6_ignored",
         /// IPv6 from a VM while the IPv6 overlay is off.
@@ -218,12 +223,14 @@ pub enum Next {
     Decap,
     /// Connection tracking and the stateful services.
     Conntrack(Origin),
-    /// IPv4 overlay routing.
-    Route4,
+    /// IPv4 overlay routing, with the packet's dpservice flow hash (see
+    /// [`crate::tables::jhash::DpsFlowKey`]), which picks the PF under `--wcmp`.
+    Route4(u32),
     /// IPv6 overlay routing.
     Route6,
-    /// Encapsulation towards this underlay address.
-    Encap(Ipv6Addr),
+    /// Encapsulation towards this underlay address, with the flow hash that picks the
+    /// PF under `--wcmp` (`None`: always pf0, as for IPv6 overlay traffic).
+    Encap(Ipv6Addr, Option<u32>),
     /// Encapsulation towards this underlay address, out of the PF the packet came in
     /// on (neighbour-NAT relay, the node's echo replies).
     Relay(Ipv6Addr),
@@ -245,9 +252,9 @@ impl Next {
             Next::Dhcpv6 => Stage::Dhcpv6,
             Next::Decap => Stage::Decap,
             Next::Conntrack(_) => Stage::Conntrack,
-            Next::Route4 => Stage::Route4,
+            Next::Route4(_) => Stage::Route4,
             Next::Route6 => Stage::Route6,
-            Next::Encap(_) | Next::Relay(_) => Stage::Encap,
+            Next::Encap(..) | Next::Relay(_) => Stage::Encap,
             Next::VfTx(_) => Stage::VfTx,
             Next::PfTx(_) => Stage::PfTx,
             Next::Done(_) => return None,
@@ -439,6 +446,7 @@ impl Pipeline {
                 table: Conntrack::new(&cfg.flows)?,
                 nat: NatMappings::new(cfg.nat)?,
                 enforce_firewall: cfg.enforce_firewall,
+                lb: crate::tables::lb::RoundRobin::default(),
             },
             synced: None,
             flushed: 0,
@@ -559,10 +567,10 @@ impl Pipeline {
             }
             (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf),
             (Next::Conntrack(origin), _) => stages::conntrack::process(ctx, &mut self.flows, origin, buf),
-            (Next::Route4, _) => stages::route4::process(ctx, buf),
+            (Next::Route4(hash), _) => stages::route4::process(ctx, hash, buf),
             (Next::Route6, _) => stages::route6::process(ctx, buf),
-            (Next::Encap(underlay), _) => stages::encap::process(ctx, underlay, None, buf),
-            (Next::Relay(underlay), _) => stages::encap::process(ctx, underlay, Some(ctx.in_port), buf),
+            (Next::Encap(underlay, hash), _) => stages::encap::process(ctx, underlay, None, hash, buf),
+            (Next::Relay(underlay), _) => stages::encap::process(ctx, underlay, Some(ctx.in_port), None, buf),
             (Next::VfTx(port), _) => stages::vf_tx::process(ctx, &self.neigh, port, buf),
             (Next::PfTx(port), _) => stages::pf_tx::process(ctx, &self.neigh, port, buf),
             (Next::Done(v), _) => Next::Done(v),

@@ -174,6 +174,36 @@ fn port_range_arg(min: u32, max: u32) -> Result<PortRange, BadRequest> {
     PortRange::new(min, max).map_err(|_| BadRequest("Invalid port range"))
 }
 
+/// A load balancer id, refused as dpservice refuses it (empty, or 64 bytes or more).
+fn lb_id_arg(id: &[u8]) -> Result<String, BadRequest> {
+    if !fits(id, IFACE_ID_CAP) {
+        return Err(BadRequest("Invalid loadbalancer_id"));
+    }
+    Ok(lookup_key(id))
+}
+
+/// Most (protocol, port) pairs of a load balancer: dpservice keeps 16 slots, the last an
+/// end marker.
+const LB_PORTS_MAX: usize = 15;
+
+/// The (protocol, port) pairs of CreateLoadBalancer, checked as dpservice checks them.
+fn lb_ports_arg(ports: &[pb::LbPort]) -> Result<Vec<(u8, u16)>, BadRequest> {
+    if ports.len() > LB_PORTS_MAX {
+        return Err(BadRequest("Too many loadbalanced_ports"));
+    }
+    ports
+        .iter()
+        .map(|p| {
+            let port = u16::try_from(p.port).map_err(|_| BadRequest("Invalid loadbalanced_ports.port"))?;
+            match pb::Protocol::try_from(p.protocol) {
+                Ok(pb::Protocol::Tcp) => Ok((6, port)),
+                Ok(pb::Protocol::Udp) => Ok((17, port)),
+                _ => Err(BadRequest("Invalid loadbalanced_ports.protocol")),
+            }
+        })
+        .collect()
+}
+
 /// The interface id of a lookup, refused as dpservice refuses it.
 fn iface_id_arg(id: &[u8]) -> Result<String, BadRequest> {
     if !fits(id, IFACE_ID_CAP) {
@@ -574,44 +604,90 @@ impl DpdKironcore for NodeApi {
 
     async fn create_load_balancer(
         &self,
-        _: Request<pb::CreateLoadBalancerRequest>,
+        req: Request<pb::CreateLoadBalancerRequest>,
     ) -> Result<Response<pb::CreateLoadBalancerResponse>, Status> {
-        Err(not_implemented("create_load_balancer"))
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = lb_id_arg(&r.loadbalancer_id)?;
+        let vip = parse_ip(r.loadbalanced_ip.as_ref()).ok_or(BadRequest("Invalid loadbalanced_ip"))?;
+        let ports = lb_ports_arg(&r.loadbalanced_ports)?;
+        tracing::info!(id = %id, vni = r.vni, %vip, ?ports, "CreateLoadBalancer");
+        let r = self.control.create_lb(&id, r.vni, vip, ports);
+        Ok(Response::new(pb::CreateLoadBalancerResponse {
+            status: status_of(&r),
+            underlay_route: r.map(ipv6_text).unwrap_or_default(),
+        }))
     }
 
     async fn get_load_balancer(
         &self,
-        _: Request<pb::GetLoadBalancerRequest>,
+        req: Request<pb::GetLoadBalancerRequest>,
     ) -> Result<Response<pb::GetLoadBalancerResponse>, Status> {
-        Err(not_implemented("get_load_balancer"))
+        self.need_init()?;
+        let id = lb_id_arg(&req.get_ref().loadbalancer_id)?;
+        Ok(Response::new(match self.control.get_lb(&id) {
+            Ok(lb) => pb::GetLoadBalancerResponse {
+                status: ok_status(),
+                loadbalanced_ip: Some(ip_address(lb.vip)),
+                vni: lb.vni,
+                loadbalanced_ports: lb
+                    .ports
+                    .iter()
+                    .map(|&(protocol, port)| pb::LbPort { port: u32::from(port), protocol: i32::from(protocol) })
+                    .collect(),
+                underlay_route: ipv6_text(lb.underlay),
+            },
+            Err(e) => pb::GetLoadBalancerResponse { status: err_status(e), ..Default::default() },
+        }))
     }
 
     async fn delete_load_balancer(
         &self,
-        _: Request<pb::DeleteLoadBalancerRequest>,
+        req: Request<pb::DeleteLoadBalancerRequest>,
     ) -> Result<Response<pb::DeleteLoadBalancerResponse>, Status> {
-        Err(not_implemented("delete_load_balancer"))
+        self.need_init()?;
+        let id = lb_id_arg(&req.get_ref().loadbalancer_id)?;
+        tracing::info!(id = %id, "DeleteLoadBalancer");
+        let r = self.control.delete_lb(&id);
+        Ok(Response::new(pb::DeleteLoadBalancerResponse { status: status_of(&r) }))
     }
 
     async fn create_load_balancer_target(
         &self,
-        _: Request<pb::CreateLoadBalancerTargetRequest>,
+        req: Request<pb::CreateLoadBalancerTargetRequest>,
     ) -> Result<Response<pb::CreateLoadBalancerTargetResponse>, Status> {
-        Err(not_implemented("create_load_balancer_target"))
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = lb_id_arg(&r.loadbalancer_id)?;
+        let target = parse_ip(r.target_ip.as_ref()).ok_or(BadRequest("Invalid target_ip"))?;
+        tracing::info!(id = %id, %target, "CreateLoadBalancerTarget");
+        let r = self.control.create_lb_target(&id, target);
+        Ok(Response::new(pb::CreateLoadBalancerTargetResponse { status: status_of(&r) }))
     }
 
     async fn list_load_balancer_targets(
         &self,
-        _: Request<pb::ListLoadBalancerTargetsRequest>,
+        req: Request<pb::ListLoadBalancerTargetsRequest>,
     ) -> Result<Response<pb::ListLoadBalancerTargetsResponse>, Status> {
-        Err(not_implemented("list_load_balancer_targets"))
+        self.need_init()?;
+        let id = lb_id_arg(&req.get_ref().loadbalancer_id)?;
+        let r = self.control.list_lb_targets(&id);
+        let status = status_of(&r);
+        let target_ips = r.unwrap_or_default().into_iter().map(|t| ip_address(t.into())).collect();
+        Ok(Response::new(pb::ListLoadBalancerTargetsResponse { status, target_ips }))
     }
 
     async fn delete_load_balancer_target(
         &self,
-        _: Request<pb::DeleteLoadBalancerTargetRequest>,
+        req: Request<pb::DeleteLoadBalancerTargetRequest>,
     ) -> Result<Response<pb::DeleteLoadBalancerTargetResponse>, Status> {
-        Err(not_implemented("delete_load_balancer_target"))
+        self.need_init()?;
+        let r = req.get_ref();
+        let id = lb_id_arg(&r.loadbalancer_id)?;
+        let target = parse_ip(r.target_ip.as_ref()).ok_or(BadRequest("Invalid target_ip"))?;
+        tracing::info!(id = %id, %target, "DeleteLoadBalancerTarget");
+        let r = self.control.delete_lb_target(&id, target);
+        Ok(Response::new(pb::DeleteLoadBalancerTargetResponse { status: status_of(&r) }))
     }
 
     async fn create_nat(

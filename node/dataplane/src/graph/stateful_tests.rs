@@ -153,19 +153,20 @@ fn tuple(ip: &[u8]) -> (Ipv4Addr, Ipv4Addr, u16, u16) {
 fn nat_translates_both_ways_and_refuses_when_exhausted() {
     let snap = stateful_lab();
     let mut p = pipeline(false);
-    // Two flows to the same endpoint get the two ports of the range, in order.
+    // Two flows to the same endpoint get the two ports of the range, each starting at
+    // dpservice's first port for its source (1246 hashes to 101, 1547 to 100).
     let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, true)));
     assert_eq!(v, Verdict::Tx(PF0));
-    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 100, 80));
+    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 101, 80));
     assert_eq!(&out[14 + 8..14 + 24], &snap.iface(VM1).unwrap().underlay_ipv6.octets(), "outer src");
     let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1547, 80, true)));
     assert_eq!(v, Verdict::Tx(PF0));
-    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 101, 80));
+    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 100, 80));
     // A later packet of the first flow keeps its port.
     let (_, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, false)));
-    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 100, 80));
+    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 101, 80));
     // Replies come back to the VM's address and port.
-    let (v, out) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 80, 101, false)));
+    let (v, out) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 80, 100, false)));
     assert_eq!(v, Verdict::Tx(VM1));
     assert_eq!(tuple(&inner(VM1, &out)), (PUBLIC, VM1_IP, 80, 1547));
     // No port left towards that endpoint; another endpoint still gets one.
@@ -175,7 +176,7 @@ fn nat_translates_both_ways_and_refuses_when_exhausted() {
     let other = Ipv4Addr::new(45, 86, 6, 6);
     let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, other, 2000, 80, true)));
     assert_eq!(v, Verdict::Tx(PF0));
-    assert_eq!(tuple(&inner(PF0, &out)).2, 100);
+    assert_eq!(tuple(&inner(PF0, &out)).2, 101, "source port 2000's first port");
     // Traffic to the NAT IP for a port no flow owns is dropped.
     let stranger = Ipv4Addr::new(45, 86, 6, 7);
     let (v, _) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &tcp4(stranger, NAT_IP, 80, 100, false)));

@@ -40,9 +40,23 @@
 //! it came in on); a port owned by a neighbour NAT entry is relayed unchanged to the
 //! neighbour's underlay address out of the same PF (and remembered as a flow); any
 //! other port is dropped.
+//!
+//! NAT64: a VM of an interface with NAT sending IPv6 to `64:ff9b::/96` by the default
+//! IPv6 route gets a NAT port as for IPv4 NAT (the mapping's original source is the
+//! VM's IPv6 address) and its packets leave as IPv4 from the NAT IP ([`super::nat64`]),
+//! encapsulated towards the IPv6 route's next hop out of pf0; the flow's reply key is
+//! the IPv4 tuple, and replies are translated back to IPv6 for the VM.
+//!
+//! Every packet from a VM also gets dpservice's flow hash (the jhash of dpservice's
+//! conntrack key of the packet as it arrived, [`DpsFlowKey`]), which picks its PF under
+//! `--wcmp` as dpservice's does.
+//!
+//! Tunnel traffic to a load balancer's underlay address: the first packet of a flow gets
+//! its target from the load-balancer stage ([`super::lb`]), which the flow then keeps.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::lb::{Choice as LbChoice, Decision as LbDecision};
 use crate::buf::PacketBuf;
 use crate::config::{DnatTarget, PortId, RouteTarget, Snapshot, UnderlayTarget, Vni, VniTables};
 use crate::graph::{Ctx, DropReason, Next};
@@ -50,6 +64,8 @@ use crate::tables::conntrack::{
     Conntrack, Flow, FlowKey, InsertError, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use crate::tables::firewall::{self, forward_verdict, L4};
+use crate::tables::jhash::{DpsFlowKey, VnfType};
+use crate::tables::lb::RoundRobin;
 use crate::tables::nat::{
     rewrite_icmp_error_ipv4, rewrite_ipv4, AllocError, NatKey, NatMappings, NatProto, Original,
     Side,
@@ -91,6 +107,20 @@ pub enum Rewrite {
         /// New destination port or ICMP identifier.
         port: Option<u16>,
     },
+    /// NAT64, the VM's packets: IPv6 becomes IPv4 from `ip`, with source port or ICMP
+    /// echo identifier `port`.
+    Nat64 {
+        /// The NAT IP.
+        ip: Ipv4Addr,
+        /// The NAT port.
+        port: u16,
+    },
+    /// NAT64, the replies: IPv4 becomes IPv6 to the VM address of the flow's
+    /// [`Out::Vf6`], with destination port or ICMP echo identifier `port`.
+    Nat46 {
+        /// The VM's port or identifier.
+        port: u16,
+    },
 }
 
 /// Where a tunnel packet of a flow goes (a VM's packets are always routed).
@@ -103,6 +133,13 @@ pub enum Out {
     Vf(PortId),
     /// Re-encapsulated unchanged towards this underlay address, out of the input PF.
     Relay(Ipv6Addr),
+    /// Translated to IPv6 for `vm` ([`Rewrite::Nat46`]) and delivered to this VF.
+    Vf6 {
+        /// The VF.
+        port: PortId,
+        /// The VM's IPv6 address.
+        vm: Ipv6Addr,
+    },
 }
 
 /// What a flow is, for releasing its resources and for flushes.
@@ -143,6 +180,8 @@ pub struct Flows {
     pub nat: NatMappings,
     /// Drop flows the firewall denies (`--enforce-firewall`).
     pub enforce_firewall: bool,
+    /// This worker's round-robin positions of the load balancers.
+    pub lb: RoundRobin,
 }
 
 /// Releases what a removed flow held (its NAT port). For `Conntrack`'s `on_remove`.
@@ -342,8 +381,8 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
             Some(i) => i.vni,
             None => return Next::drop(DropReason::NoInterface),
         },
-        Origin::Tunnel { target: UnderlayTarget::Nat { vni, .. }, .. } => vni,
-        Origin::Tunnel { target, .. } => match ctx.snap.iface(target.port()) {
+        Origin::Tunnel { target: UnderlayTarget::Nat { vni, .. } | UnderlayTarget::Lb { vni }, .. } => vni,
+        Origin::Tunnel { target, .. } => match target.port().and_then(|p| ctx.snap.iface(p)) {
             Some(i) => i.vni,
             None => return Next::drop(DropReason::UnknownUnderlay),
         },
@@ -355,11 +394,17 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
         Ok(p) => p,
         Err(r) => return Next::drop(r),
     };
+    // Only a VM's packets can leave by the underlay with a PF to pick.
+    let flow_hash = if origin == Origin::Vf { dps_flow_hash(ctx, &pkt) } else { 0 };
     if pkt.quoted {
         return match flows.table.lookup_quoted(&pkt.key, ctx.now_ns) {
-            Some(hit) => finish(flows.enforce_firewall, origin, hit.action, true, buf),
+            Some(hit) => finish(ctx, flows.enforce_firewall, origin, hit.action, true, flow_hash, buf),
+            // An error about a load balancer's flow goes to one of its targets.
+            None if matches!(origin, Origin::Tunnel { target: UnderlayTarget::Lb { .. }, .. }) => {
+                super::lb::icmp_error(ctx.snap, &mut flows.lb, vni, &pkt.key)
+            }
             // An error about no known flow passes as it would without tracking.
-            None => finish(false, origin, FlowAction::default(), true, buf),
+            None => finish(ctx, false, origin, FlowAction::default(), true, flow_hash, buf),
         };
     }
     let action = match flows.table.track(&pkt.key, pkt.tcp_flags, ctx.now_ns) {
@@ -369,24 +414,85 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
             Err(next) => return next,
         },
     };
-    finish(flows.enforce_firewall, origin, action, false, buf)
+    finish(ctx, flows.enforce_firewall, origin, action, false, flow_hash, buf)
 }
 
-fn finish<B: PacketBuf>(enforce: bool, origin: Origin, a: FlowAction, quoted: bool, buf: &mut B) -> Next {
+/// dpservice's flow hash of a VM's packet (see [`DpsFlowKey`]): its key as it arrived,
+/// with the VNF type dpservice marks it with (NAT for an interface with NAT, and for
+/// NAT64 destinations; an ICMP error is keyed, reversed, by the packet it quotes).
+/// dpservice also marks sources that are load-balancer prefixes of the interface; the
+/// node does not, so such flows may leave on the other PF than dpservice would pick.
+fn dps_flow_hash(ctx: &Ctx<'_>, pkt: &Parsed) -> u32 {
+    let k = &pkt.key;
+    let vnf = match k.dst() {
+        IpAddr::V4(_) if ctx.iface.is_some_and(|i| i.nat.is_some()) => VnfType::Nat,
+        IpAddr::V6(d) if super::nat64::is_nat64(d) => VnfType::Nat,
+        _ => VnfType::Undefined,
+    };
+    let (dst, src, port_dst, port_src) = if pkt.quoted {
+        (k.src(), k.dst(), k.src_port(), k.dst_port())
+    } else {
+        (k.dst(), k.src(), k.dst_port(), k.src_port())
+    };
+    DpsFlowKey { dst, src, port_dst, port_src, vni: k.vni(), proto: k.proto(), vnf }.hash()
+}
+
+/// The IPv6 route of a NAT64 packet's destination (the packet as the VM sent it).
+fn nat64_route<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Option<Ipv6Addr> {
+    let ip = buf.data().get(ethernet::HEADER_LEN..)?;
+    let dst = ipv6::Packet::new_checked(ip)?.dst();
+    match ctx.vni_tables?.routes6.lookup(dst)? {
+        RouteTarget::Remote { underlay, .. } => Some(*underlay),
+        RouteTarget::Local { .. } => None,
+    }
+}
+
+fn finish<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    enforce: bool,
+    origin: Origin,
+    a: FlowAction,
+    quoted: bool,
+    flow_hash: u32,
+    buf: &mut B,
+) -> Next {
     if a.denied && enforce {
         return Next::drop(DropReason::FirewallDenied);
+    }
+    match (a.rewrite, a.out) {
+        // dpservice translates no ICMP error of a NAT64 flow.
+        (Rewrite::Nat64 { .. } | Rewrite::Nat46 { .. }, _) if quoted => {
+            return Next::drop(DropReason::UntrackedIcmp)
+        }
+        // Routed by the IPv6 destination (looked up per packet, as routes are), then
+        // translated; NAT64 traffic always leaves on pf0, as in dpservice.
+        (Rewrite::Nat64 { ip, port }, _) => {
+            let Some(underlay) = nat64_route(ctx, buf) else { return Next::drop(DropReason::NoRoute) };
+            return match super::nat64::v6_to_v4(buf, ip, port) {
+                Ok(()) => Next::Encap(underlay, None),
+                Err(r) => Next::drop(r),
+            };
+        }
+        (Rewrite::Nat46 { port }, Out::Vf6 { port: vf, vm }) => {
+            return match super::nat64::v4_to_v6(buf, vm, port) {
+                Ok(()) => Next::VfTx(vf),
+                Err(r) => Next::drop(r),
+            };
+        }
+        (Rewrite::Nat46 { .. }, _) => return Next::drop(DropReason::Malformed),
+        _ => {}
     }
     if !apply_rewrite(a.rewrite, quoted, buf) {
         return Next::drop(DropReason::Malformed);
     }
     match origin {
         Origin::Vf => match buf.data().get(ethernet::HEADER_LEN).map(|b| b >> 4) {
-            Some(4) => Next::Route4,
+            Some(4) => Next::Route4(flow_hash),
             Some(6) => Next::Route6,
             _ => Next::drop(DropReason::Malformed),
         },
         Origin::Tunnel { target, .. } => match (a.out, target) {
-            (Out::Vf(p), _) => Next::VfTx(p),
+            (Out::Vf(p) | Out::Vf6 { port: p, .. }, _) => Next::VfTx(p),
             (Out::Relay(u), _) => Next::Relay(u),
             (
                 Out::Route,
@@ -402,6 +508,8 @@ fn finish<B: PacketBuf>(enforce: bool, origin: Origin, a: FlowAction, quoted: bo
 fn apply_rewrite<B: PacketBuf>(rw: Rewrite, quoted: bool, buf: &mut B) -> bool {
     let (side, ip, port) = match rw {
         Rewrite::None => return true,
+        // Translated by `finish`.
+        Rewrite::Nat64 { .. } | Rewrite::Nat46 { .. } => return false,
         Rewrite::Src { ip, port } => (Side::Source, ip, port),
         Rewrite::Dst { ip, port } => (Side::Destination, ip, port),
     };
@@ -513,6 +621,13 @@ fn new_flow<B: PacketBuf>(
                     src = IpAddr::V4(vip);
                 }
             }
+            if let (RouteTarget::Remote { .. }, true, IpAddr::V6(vm6), IpAddr::V6(d6), Some(nat)) =
+                (target, default, pkt.src, dst, iface.nat)
+            {
+                if super::nat64::is_nat64(d6) {
+                    return nat64_flow(ctx, flows, pkt, vm6, d6, nat.nat_ip);
+                }
+            }
             let to = match target {
                 RouteTarget::Local { port } => Some(port),
                 RouteTarget::Remote { .. } => None,
@@ -581,8 +696,90 @@ fn new_flow<B: PacketBuf>(
                 insert(ctx, flows, pkt, pkt.key, [a, a]).map_err(drop)?;
                 Ok(a)
             }
+            UnderlayTarget::Lb { vni } => {
+                let choice = match super::lb::new_flow(snap, &mut flows.lb, vni, &pkt.key, outer_src, buf) {
+                    LbDecision::Target(c) => c,
+                    LbDecision::Answered(next) => return Err(next),
+                    LbDecision::Drop(r) => return Err(drop(r)),
+                };
+                // The target is cached in the flow: later packets keep it.
+                let (a, reply, b) = match choice {
+                    // Only this direction passes here (the target answers from its node).
+                    LbChoice::Remote(u) => {
+                        let a = FlowAction { out: Out::Relay(u), ..FlowAction::default() };
+                        (a, pkt.key, a)
+                    }
+                    // The VM answers from the load-balanced IP (which it owns through its
+                    // load-balancer prefix): its replies are routed.
+                    LbChoice::Local(p) => {
+                        let fw = firewall::FlowKey { src: pkt.src, dst: pkt.dst, l4: pkt.l4 };
+                        let denied = verdict_denied(None, Some(p), snap, &fw);
+                        let a = FlowAction { out: Out::Vf(p), denied, port: p, ..FlowAction::default() };
+                        let b = FlowAction { out: Out::Route, denied, port: p, ..FlowAction::default() };
+                        (a, pkt.key.reversed(), b)
+                    }
+                };
+                insert(ctx, flows, pkt, reply, [a, b]).map_err(drop)?;
+                Ok(a)
+            }
         },
     }
+}
+
+/// Creates the flow of a VM's first NAT64 packet to `d6` (see the module docs): a NAT
+/// port of the interface's NAT on `nat_ip`, the IPv4 reply key, and the translations of
+/// both directions.
+fn nat64_flow(
+    ctx: &Ctx<'_>,
+    flows: &mut Flows,
+    pkt: &Parsed,
+    vm6: Ipv6Addr,
+    d6: Ipv6Addr,
+    nat_ip: Ipv4Addr,
+) -> Result<FlowAction, Next> {
+    let (me, k) = (ctx.in_port, &pkt.key);
+    let vni = k.vni();
+    let icmp = k.proto() == PROTO_ICMPV6;
+    // An ICMPv6 key holds the type as its source port.
+    let icmp_type = if icmp { u8::try_from(k.src_port()).unwrap_or(0) } else { 0 };
+    let Some((proto4, type4)) = super::nat64::v4_protocol(k.proto(), icmp_type) else {
+        return Err(Next::drop(DropReason::UnsupportedProtocol));
+    };
+    let Some(proto) = NatProto::from_ip_proto(proto4) else {
+        return Err(Next::drop(DropReason::UnsupportedProtocol));
+    };
+    let remote = super::nat64::embedded(d6);
+    let (orig_port, remote_port) = if icmp { (k.dst_port(), 0) } else { (k.src_port(), k.dst_port()) };
+    let orig = Original { vni, src_ip: IpAddr::V6(vm6), src_port: orig_port };
+    let port = match flows.nat.allocate(usize::from(me), orig, proto, remote, remote_port) {
+        Ok(p) => p,
+        Err(AllocError::TableFull) => return Err(Next::drop(DropReason::FlowTableFull)),
+        Err(AllocError::NoNat | AllocError::Exhausted) => return Err(Next::drop(DropReason::NatExhausted)),
+    };
+    let fw = firewall::FlowKey { src: pkt.src, dst: pkt.dst, l4: pkt.l4 };
+    let denied = verdict_denied(Some(me), None, ctx.snap, &fw);
+    let a = FlowAction {
+        rewrite: Rewrite::Nat64 { ip: nat_ip, port },
+        out: Out::Route,
+        denied,
+        kind: FlowKind::Nat,
+        port: me,
+    };
+    let b = FlowAction {
+        rewrite: Rewrite::Nat46 { port: orig_port },
+        out: Out::Vf6 { port: me, vm: vm6 },
+        denied,
+        kind: FlowKind::Nat,
+        port: me,
+    };
+    // The key of the translated packet; the flow's reply key is its reverse.
+    let translated = if icmp {
+        FlowKey::v4(vni, nat_ip, remote, PROTO_ICMP, u16::from(type4), port)
+    } else {
+        FlowKey::v4(vni, nat_ip, remote, proto4, port, remote_port)
+    };
+    insert(ctx, flows, pkt, translated.reversed(), [a, b]).map_err(Next::drop)?;
+    Ok(a)
 }
 
 /// TTL of the node's own echo replies.
@@ -590,7 +787,7 @@ const ECHO_TTL: u8 = 64;
 
 /// Turns an ICMP echo request to a NAT IP into the node's echo reply, sent back to
 /// the tunnel's source.
-fn answer_echo<B: PacketBuf>(buf: &mut B, outer_src: Ipv6Addr) -> Next {
+pub(crate) fn answer_echo<B: PacketBuf>(buf: &mut B, outer_src: Ipv6Addr) -> Next {
     let Some(ip) = buf.data_mut().get_mut(ethernet::HEADER_LEN..) else {
         return Next::drop(DropReason::Malformed);
     };

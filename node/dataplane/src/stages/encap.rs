@@ -6,54 +6,34 @@
 //! node's `--ipv6` address when the packet came from a port without an interface), and
 //! destination = the route's underlay next hop. The VNI is not on the wire.
 //!
-//! The output PF is pf0, unless there are two PFs and `--wcmp` is below 100: then
-//! dpservice spreads IPv4 flows over a table of ten slots, `round(wcmp / 10)` of them
-//! pf0's, indexed by the flow hash modulo 10. The node does the same with its own flow
-//! hash (dpservice also fails over on link state, which the snapshot does not carry).
-//! IPv6 overlay traffic always leaves on pf0, as in dpservice.
+//! The output PF is pf0, unless there are two PFs, `--wcmp` is below 100 and the
+//! packet carries a flow hash (IPv4 overlay traffic routed from a VM): then, as in
+//! dpservice, a table of ten slots, `round(wcmp / 10)` of them pf0's, is indexed by the
+//! flow hash modulo 10. The hash is dpservice's own (DPDK's jhash of its conntrack key,
+//! [`crate::tables::jhash::DpsFlowKey`], computed by the conntrack stage before any
+//! translation), so a flow leaves on the same PF as it would from dpservice. dpservice
+//! also fails over on link state, which the snapshot does not carry. IPv6 overlay
+//! traffic, NAT64 and relays never carry a hash here: pf0 (relays: the input PF).
 
 use std::net::Ipv6Addr;
 
 use crate::buf::PacketBuf;
 use crate::config::PortId;
 use crate::graph::{Ctx, DropReason, Next};
-use crate::wire::{ethernet, ipv4, ipv6};
+use crate::wire::{ethernet, ipv6};
 
 /// Outer hop limit.
 pub const HOP_LIMIT: u8 = 64;
 /// Outer version, traffic class and flow label.
 pub const VTC_FLOW: u32 = 0x6000_0000;
 
-/// A hash of an IPv4 flow's addresses, protocol and ports (FNV-1a), for picking a PF.
-pub fn flow_hash_v4(ip: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-        }
-    };
-    if let Ok(p) = ipv4::Packet::new_checked(ip) {
-        eat(&p.src().octets());
-        eat(&p.dst().octets());
-        eat(&[p.protocol()]);
-        let l4 = p.payload();
-        if p.frag_offset() == 0
-            && matches!(p.protocol(), ipv4::PROTO_TCP | ipv4::PROTO_UDP)
-            && l4.len() >= 4
-        {
-            eat(&l4[..4]);
-        }
-    }
-    h
-}
-
-fn pick_pf(ctx: &Ctx<'_>, inner: &[u8], is_v4: bool) -> Option<PortId> {
+fn pick_pf(ctx: &Ctx<'_>, flow_hash: Option<u32>) -> Option<PortId> {
     let node = &ctx.snap.node;
     let pf0 = *node.pf_ports.first()?;
-    match node.pf_ports.get(1) {
-        Some(&pf1) if is_v4 && node.wcmp_percent < 100 => {
+    match (node.pf_ports.get(1), flow_hash) {
+        (Some(&pf1), Some(h)) if node.wcmp_percent < 100 => {
             let pf0_slots = (u32::from(node.wcmp_percent) + 5) / 10;
-            Some(if flow_hash_v4(inner) % 10 < pf0_slots { pf0 } else { pf1 })
+            Some(if h % 10 < pf0_slots { pf0 } else { pf1 })
         }
         _ => Some(pf0),
     }
@@ -61,20 +41,26 @@ fn pick_pf(ctx: &Ctx<'_>, inner: &[u8], is_v4: bool) -> Option<PortId> {
 
 /// Encapsulates the IP packet after the Ethernet header towards `underlay`, out of
 /// `via` if given (a relay goes back out of the PF it came in on), else out of the PF
-/// `--wcmp` picks.
-pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, underlay: Ipv6Addr, via: Option<PortId>, buf: &mut B) -> Next {
+/// `--wcmp` picks with `flow_hash`.
+pub fn process<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    underlay: Ipv6Addr,
+    via: Option<PortId>,
+    flow_hash: Option<u32>,
+    buf: &mut B,
+) -> Next {
     let Some(inner) = buf.data().get(ethernet::HEADER_LEN..) else {
         return Next::drop(DropReason::Malformed);
     };
-    let (next_header, is_v4) = match inner.first().map(|b| b >> 4) {
-        Some(4) => (ipv6::NH_IPV4, true),
-        Some(6) => (ipv6::NH_IPV6, false),
+    let next_header = match inner.first().map(|b| b >> 4) {
+        Some(4) => ipv6::NH_IPV4,
+        Some(6) => ipv6::NH_IPV6,
         _ => return Next::drop(DropReason::Malformed),
     };
     let Ok(payload_len) = u16::try_from(inner.len()) else {
         return Next::drop(DropReason::TooBig);
     };
-    let Some(pf) = via.or_else(|| pick_pf(ctx, inner, is_v4)) else {
+    let Some(pf) = via.or_else(|| pick_pf(ctx, flow_hash)) else {
         return Next::drop(DropReason::PortDown);
     };
     let src = ctx.iface.map_or(ctx.snap.node.underlay_ipv6, |i| i.underlay_ipv6);

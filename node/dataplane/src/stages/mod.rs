@@ -8,6 +8,8 @@ pub mod classify;
 pub mod conntrack;
 pub mod decap;
 pub mod encap;
+pub mod lb;
+pub mod nat64;
 pub mod pf_tx;
 pub mod route4;
 pub mod route6;
@@ -16,10 +18,11 @@ pub mod vf_tx;
 use crate::config::RouteTarget;
 use crate::graph::Next;
 
-/// Where a route sends a packet: a local VF, or the underlay.
-fn route_next(target: RouteTarget) -> Next {
+/// Where a route sends a packet: a local VF, or the underlay (`hash` picks the PF, see
+/// [`Next::Encap`]).
+fn route_next(target: RouteTarget, hash: Option<u32>) -> Next {
     match target {
         RouteTarget::Local { port } => Next::VfTx(port),
-        RouteTarget::Remote { underlay, .. } => Next::Encap(underlay),
+        RouteTarget::Remote { underlay, .. } => Next::Encap(underlay, hash),
     }
 }

@@ -14,7 +14,7 @@ use crate::wire::{ethernet, ipv4};
 use super::route_next;
 
 /// Routes one IPv4 packet from a VF (validated by classification).
-pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, buf: &mut B) -> Next {
+pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flow_hash: u32, buf: &mut B) -> Next {
     if ctx.iface.is_none() {
         return Next::drop(DropReason::NoInterface);
     }
@@ -36,5 +36,5 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, buf: &mut B) -> Next {
     let len = ethernet::HEADER_LEN + p.total_len();
     // Ethernet padding is not part of the packet; it must not end up inside a tunnel.
     buf.truncate(len);
-    route_next(target)
+    route_next(target, Some(flow_hash))
 }

@@ -31,5 +31,5 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, buf: &mut B) -> Next {
     p.set_hop_limit(hop_limit - 1);
     let len = ethernet::HEADER_LEN + p.total_len();
     buf.truncate(len);
-    route_next(target)
+    route_next(target, None)
 }

@@ -3,5 +3,8 @@
 /// Per-worker flow table: unlike the other tables, owned and changed by its worker.
 pub mod conntrack;
 pub mod firewall;
+/// DPDK's jhash and the keys dpservice hashes with it.
+pub mod jhash;
+pub mod lb;
 pub mod lpm;
 pub mod nat;

@@ -7,11 +7,14 @@
 //! flows, it is the reverse lookup for return traffic, and it is what release removes.
 //!
 //! Allocation for an interface (a *slot*) probes the ports of the slot's share of its
-//! range, starting at the slot's rotating cursor, and takes the first port whose tuple
-//! towards the flow's remote endpoint is free: one probe in the common case (the cursor
-//! runs ahead of the ports still in use). A new flow is refused as exhausted exactly
-//! when every port of the share already carries a live flow to the same remote endpoint
-//! and protocol; finding that out costs one probe per port of the share.
+//! range as dpservice does: the first port tried is `min + h % size`, with `h` the
+//! dpservice hash of the flow's original source ([`portmap_hash`]: VM address, VNI,
+//! source port or ICMP identifier), then the following ports, wrapping around; it takes
+//! the first port whose tuple towards the flow's remote endpoint is free. So a source
+//! port gets the same NAT port towards every destination while that port is free, and
+//! a new flow is refused as exhausted exactly when every port of the share already
+//! carries a live flow to the same remote endpoint and protocol (finding that out costs
+//! one probe per port of the share).
 //!
 //! Memory: the table has a power-of-two number of buckets, at least 4/3 of the
 //! capacity, of `size_of::<Entry>()` (40) bytes each: 80 bytes per mapping at a
@@ -21,6 +24,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::{LocalNat, NatConfigError, PortRange};
 use crate::config::Vni;
+use crate::tables::jhash::portmap_hash;
 
 /// Protocols the NAT translates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,8 +123,6 @@ struct SlotState {
     nat: LocalNat,
     /// This worker's share of `nat.range`; `None` when it is empty.
     share: Option<PortRange>,
-    /// Offset in `share` where the next allocation starts probing.
-    cursor: u16,
     /// Live mappings of the slot.
     live: u32,
 }
@@ -304,8 +306,8 @@ impl NatMappings {
 
     /// Configures slot `slot` with `nat` (or none). When the configuration differs from
     /// the slot's current one, every mapping of the slot is removed first (the flows
-    /// that used them must be flushed from conntrack too) and the cursor restarts at
-    /// the beginning of the worker's share. Returns how many mappings were removed.
+    /// that used them must be flushed from conntrack too). Returns how many mappings
+    /// were removed.
     /// Scans the whole table when something changes: call it off the per-packet path,
     /// when a new snapshot arrives. Slots beyond `cfg.slots` are ignored.
     pub fn set_slot(&mut self, slot: usize, nat: Option<&LocalNat>) -> usize {
@@ -317,7 +319,6 @@ impl NatMappings {
         self.slots[slot] = nat.map(|n| SlotState {
             nat: *n,
             share: n.range.split(self.worker, self.workers),
-            cursor: 0,
             live: 0,
         });
         removed
@@ -375,9 +376,10 @@ impl NatMappings {
 
     /// Hands the new flow from `orig` to (`proto`, `remote_ip`, `remote_port`) a port of
     /// `slot`'s NAT (from this worker's share of the range) such that no other live flow
-    /// has the same [`NatKey`]. The mapping stays until [`NatMappings::release`] (or the
-    /// slot is reconfigured). For ICMP echo pass the identifier as `orig.src_port` and
-    /// 0 as `remote_port`; the returned port is the identifier to write.
+    /// has the same [`NatKey`], probing from dpservice's first port (see the module
+    /// docs). The mapping stays until [`NatMappings::release`] (or the slot is
+    /// reconfigured). For ICMP echo pass the identifier as `orig.src_port` and 0 as
+    /// `remote_port`; the returned port is the identifier to write.
     pub fn allocate(
         &mut self,
         slot: usize,
@@ -399,7 +401,9 @@ impl NatMappings {
             remote_port,
             proto: proto.ip_proto(),
         };
-        let mut off = s.cursor.min(size - 1);
+        let h = portmap_hash(orig.src_ip, orig.vni, orig.src_port);
+        #[allow(clippy::cast_possible_truncation)] // below size, a u16
+        let mut off = (h % u32::from(size)) as u16;
         for _ in 0..size {
             let port = share.min() + off;
             off = if off + 1 == size { 0 } else { off + 1 };
@@ -419,7 +423,6 @@ impl NatMappings {
                     slot: slot_id,
                     orig,
                 };
-                s.cursor = off;
                 s.live += 1;
                 self.len += 1;
                 return Ok(port);

@@ -25,12 +25,13 @@
 //! - Neighbor NAT entries are looked up by (VNI, NAT IP, port).
 //!
 //! Choices of our own:
-//! - Ports are handed out from a rotating cursor per interface (the first flow after a
-//!   NAT is configured gets `min_port`, the next probe starts after the last port
-//!   handed out), not from a hash of the source as dpservice does. dpservice also tries
-//!   to give a source (IP, port) the same NAT port towards every destination; we do not
-//!   (conntrack holds the forward mapping; the mapping table is keyed by the reply tuple
-//!   only).
+//! - The first port tried for a new flow is dpservice's, `min + jhash(source) % size`
+//!   (the same jhash and key layout, [`crate::tables::jhash::portmap_hash`]), then the
+//!   next ones in order. dpservice also remembers which port a source (IP, port) got and
+//!   reuses it towards other destinations even after probing moved it elsewhere; we do
+//!   not keep that second table (conntrack holds the forward mapping; the mapping table
+//!   is keyed by the reply tuple only), so a source whose first port is taken towards
+//!   one destination may get different ports towards different destinations.
 //! - Port 0 is never handed out (it is not a valid TCP/UDP source port); a range that
 //!   starts at 0 offers one port fewer.
 //! - With several workers, each worker owns a disjoint share of every range

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::*;
+use crate::tables::jhash::portmap_hash;
 
 const NAT_IP: Ipv4Addr = Ipv4Addr::new(172, 21, 1, 1);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(8, 8, 8, 8);
@@ -42,26 +43,30 @@ fn range_bounds_are_max_exclusive() {
     assert_eq!(r.to_string(), "[100, 102)");
 }
 
-/// The suite's case: range 100..102 gives 100 then 101 to two flows to one server,
-/// refuses a third, and recovers after a release.
+/// The suite's case: range 100..102 gives dpservice's ports to two flows to one server
+/// (source port 1246 hashes to 101, 1547 to 100), refuses a third, and recovers after a
+/// release.
 #[test]
 fn two_port_range_like_the_suite() {
     let mut t = table(16, 4);
     t.set_slot(1, Some(&local(NAT_IP, 100, 102)));
     let a = t.allocate(1, orig(1246), NatProto::Tcp, REMOTE, 80).unwrap();
     let b = t.allocate(1, orig(1547), NatProto::Tcp, REMOTE, 80).unwrap();
-    assert_eq!((a, b), (100, 101));
+    assert_eq!((a, b), (101, 100));
     assert_eq!(t.allocate(1, orig(2000), NatProto::Tcp, REMOTE, 80), Err(AllocError::Exhausted));
-    // Other remote endpoints and protocols still get ports (port overloading).
-    assert_eq!(t.allocate(1, orig(2000), NatProto::Tcp, REMOTE, 443), Ok(100));
-    assert_eq!(t.allocate(1, orig(2000), NatProto::Udp, REMOTE, 80), Ok(101));
-    assert_eq!(t.allocate(1, orig(0x40), NatProto::Icmp, REMOTE, 0), Ok(100));
-    assert_eq!(t.lookup(&key(101, NatProto::Tcp, REMOTE, 80)), Some(orig(1547)));
-    assert_eq!(t.lookup(&key(100, NatProto::Icmp, REMOTE, 0)), Some(orig(0x40)));
+    // Other remote endpoints and protocols still get ports (port overloading), each
+    // starting at its source's first port.
+    let first = |p| 100 + u16::try_from(portmap_hash(orig(p).src_ip, 100, p) % 2).unwrap();
+    assert_eq!(t.allocate(1, orig(2000), NatProto::Tcp, REMOTE, 443), Ok(first(2000)));
+    assert_eq!(t.allocate(1, orig(2000), NatProto::Udp, REMOTE, 80), Ok(first(2000)));
+    assert_eq!(t.allocate(1, orig(0x40), NatProto::Icmp, REMOTE, 0), Ok(first(0x40)));
+    assert_eq!(t.lookup(&key(100, NatProto::Tcp, REMOTE, 80)), Some(orig(1547)));
+    assert_eq!(t.lookup(&key(first(0x40), NatProto::Icmp, REMOTE, 0)), Some(orig(0x40)));
     assert_eq!(t.lookup(&key(102, NatProto::Tcp, REMOTE, 80)), None);
-    assert_eq!(t.release(&key(100, NatProto::Tcp, REMOTE, 80)), Some(orig(1246)));
-    assert_eq!(t.release(&key(100, NatProto::Tcp, REMOTE, 80)), None);
-    assert_eq!(t.allocate(1, orig(2000), NatProto::Tcp, REMOTE, 80), Ok(100));
+    assert_eq!(t.release(&key(101, NatProto::Tcp, REMOTE, 80)), Some(orig(1246)));
+    assert_eq!(t.release(&key(101, NatProto::Tcp, REMOTE, 80)), None);
+    // The only free port towards REMOTE:80 is found whatever the first one tried.
+    assert_eq!(t.allocate(1, orig(2000), NatProto::Tcp, REMOTE, 80), Ok(101));
     assert_eq!(t.slot_live(1), 5);
     assert_eq!(t.len(), 5);
 }
@@ -100,15 +105,16 @@ fn reconfiguring_a_slot_drops_its_mappings_only() {
     // Same configuration again: nothing happens.
     assert_eq!(t.set_slot(0, Some(&local(NAT_IP, 100, 110))), 0);
     assert_eq!(t.slot_live(0), 10);
-    // Changed range: the slot's mappings go, the cursor restarts at the new minimum.
+    // Changed range: the slot's mappings go; ports come from the new range.
     assert_eq!(t.set_slot(0, Some(&local(NAT_IP, 120, 130))), 10);
     assert_eq!(t.len(), 10);
     assert!(t.iter().all(|(_, _, slot)| slot == 1));
-    assert_eq!(t.allocate(0, orig(1), NatProto::Tcp, REMOTE, 80), Ok(120));
+    let p = t.allocate(0, orig(1), NatProto::Tcp, REMOTE, 80).unwrap();
+    assert_eq!(u32::from(p), 120 + portmap_hash(orig(1).src_ip, 100, 1) % 10);
     assert_eq!(t.set_slot(1, None), 10);
     assert_eq!(t.allocate(1, orig(1), NatProto::Tcp, REMOTE, 80), Err(AllocError::NoNat));
     assert_eq!(t.len(), 1);
-    assert_eq!(t.lookup(&key(120, NatProto::Tcp, REMOTE, 80)), Some(orig(1)));
+    assert_eq!(t.lookup(&key(p, NatProto::Tcp, REMOTE, 80)), Some(orig(1)));
 }
 
 #[test]
@@ -259,9 +265,20 @@ proptest! {
                         let full = usable.iter().all(|&p| live.contains_key(&NatKey {
                             nat_ip: nat.nat_ip, nat_port: p, proto, remote_ip: rip, remote_port: rport,
                         }));
+                        // dpservice's probe order: from min + hash % size, wrapping.
+                        let expected = nat.range.split(worker, workers).and_then(|s| {
+                            let h = portmap_hash(o.src_ip, o.vni, o.src_port);
+                            let n = u32::from(s.size());
+                            (0..n).map(|i| s.min() + u16::try_from((h % n + i) % n).unwrap()).find(|&p| {
+                                p != 0 && !live.contains_key(&NatKey {
+                                    nat_ip: nat.nat_ip, nat_port: p, proto, remote_ip: rip, remote_port: rport,
+                                })
+                            })
+                        });
                         match t.allocate(slot, o, proto, rip, rport) {
                             Ok(p) => {
                                 prop_assert!(!full, "allocated although full");
+                                prop_assert_eq!(Some(p), expected, "not dpservice's port");
                                 prop_assert!(usable.contains(&p), "port {} outside the worker's share", p);
                                 let k = NatKey { nat_ip: nat.nat_ip, nat_port: p, proto, remote_ip: rip, remote_port: rport };
                                 prop_assert!(live.insert(k, (o, slot)).is_none(), "mapping {:?} shared", k);
