@@ -99,6 +99,21 @@ pub enum NodeCmd {
     /// VNI state.
     #[command(subcommand)]
     Vni(VniCmd),
+    /// Virtual IPs of interfaces (1:1 NAT).
+    #[command(subcommand)]
+    Vip(VipCmd),
+    /// Network NAT of interfaces (a public address shared by port range).
+    #[command(subcommand)]
+    Nat(NatCmd),
+    /// NAT port ranges that other nodes own (neighbor NATs).
+    #[command(subcommand)]
+    Neighnat(NeighNatCmd),
+    /// Load balancers.
+    #[command(subcommand)]
+    Lb(LbCmd),
+    /// Targets of a load balancer.
+    #[command(subcommand)]
+    Lbtarget(LbTargetCmd),
 }
 
 /// `node iface ...`
@@ -352,6 +367,207 @@ pub enum VniType {
     Both,
 }
 
+/// `node vip ...`
+#[derive(Debug, Subcommand)]
+pub enum VipCmd {
+    /// Give an interface a virtual IP (CreateVip); prints its underlay route.
+    Create {
+        /// Interface id.
+        #[arg(long)]
+        iface: String,
+        /// The virtual IP.
+        #[arg(long)]
+        ip: IpAddr,
+    },
+    /// Show an interface's virtual IP (GetVip).
+    Get {
+        /// Interface id.
+        #[arg(long)]
+        iface: String,
+    },
+    /// Remove an interface's virtual IP (DeleteVip).
+    Delete {
+        /// Interface id.
+        #[arg(long)]
+        iface: String,
+    },
+}
+
+/// `node nat ...`
+#[derive(Debug, Subcommand)]
+pub enum NatCmd {
+    /// Give an interface a NAT address and port range (CreateNat); prints its underlay
+    /// route.
+    Create {
+        /// Interface id.
+        #[arg(long)]
+        iface: String,
+        /// The NAT (public) address.
+        #[arg(long)]
+        ip: IpAddr,
+        /// First port of the range.
+        #[arg(long)]
+        min_port: u16,
+        /// End of the range, exclusive (the range is `min-port..max-port`).
+        #[arg(long)]
+        max_port: u16,
+    },
+    /// Show an interface's NAT (GetNat).
+    Get {
+        /// Interface id.
+        #[arg(long)]
+        iface: String,
+    },
+    /// Remove an interface's NAT (DeleteNat).
+    Delete {
+        /// Interface id.
+        #[arg(long)]
+        iface: String,
+    },
+    /// The local interfaces that use a NAT address (ListLocalNats).
+    ListLocal {
+        /// The NAT address.
+        #[arg(long)]
+        ip: IpAddr,
+    },
+}
+
+/// A neighbor NAT: a port range of a NAT address in a VNI.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct NeighNatKey {
+    /// The NAT address.
+    #[arg(long)]
+    pub ip: IpAddr,
+    /// Virtual network identifier.
+    #[arg(long)]
+    pub vni: u32,
+    /// First port of the range.
+    #[arg(long)]
+    pub min_port: u16,
+    /// End of the range, exclusive.
+    #[arg(long)]
+    pub max_port: u16,
+}
+
+/// `node neighnat ...`
+#[derive(Debug, Subcommand)]
+pub enum NeighNatCmd {
+    /// Tell the node that another node owns a NAT port range (CreateNeighborNat).
+    Create {
+        /// The NAT port range.
+        #[command(flatten)]
+        key: NeighNatKey,
+        /// Underlay (IPv6) address of the node that owns the range.
+        #[arg(long)]
+        underlay: Ipv6Addr,
+    },
+    /// Forget a neighbor NAT (DeleteNeighborNat).
+    Delete(NeighNatKey),
+    /// The neighbor NATs of a NAT address (ListNeighborNats).
+    List {
+        /// The NAT address.
+        #[arg(long)]
+        ip: IpAddr,
+    },
+}
+
+/// `node lb ...`
+#[derive(Debug, Subcommand)]
+pub enum LbCmd {
+    /// Create a load balancer (CreateLoadBalancer); prints its underlay route.
+    Create {
+        /// Load balancer id.
+        #[arg(long)]
+        id: String,
+        /// Virtual network identifier.
+        #[arg(long)]
+        vni: u32,
+        /// The load-balanced (virtual) address.
+        #[arg(long)]
+        ip: IpAddr,
+        /// Load-balanced ports, `PROTO/PORT` with PROTO tcp or udp, comma-separated
+        /// (`tcp/80,udp/53`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        ports: Vec<LbPortArg>,
+    },
+    /// Show a load balancer (GetLoadBalancer).
+    Get {
+        /// Load balancer id.
+        id: String,
+    },
+    /// Delete a load balancer (DeleteLoadBalancer).
+    Delete {
+        /// Load balancer id.
+        id: String,
+    },
+}
+
+/// `node lbtarget ...`
+#[derive(Debug, Subcommand)]
+pub enum LbTargetCmd {
+    /// Add a target to a load balancer (CreateLoadBalancerTarget).
+    Create {
+        /// Load balancer id.
+        #[arg(long)]
+        lb: String,
+        /// Underlay (IPv6) address of the target.
+        #[arg(long)]
+        ip: Ipv6Addr,
+    },
+    /// Remove a target from a load balancer (DeleteLoadBalancerTarget).
+    Delete {
+        /// Load balancer id.
+        #[arg(long)]
+        lb: String,
+        /// Underlay (IPv6) address of the target.
+        #[arg(long)]
+        ip: Ipv6Addr,
+    },
+    /// The targets of a load balancer (ListLoadBalancerTargets).
+    List {
+        /// Load balancer id.
+        #[arg(long)]
+        lb: String,
+    },
+}
+
+/// Transport protocol of a load-balanced port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbProto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A load-balanced port as written on the command line: `tcp/80`, `udp/53`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LbPortArg {
+    /// The protocol.
+    pub proto: LbProto,
+    /// The port.
+    pub port: u16,
+}
+
+impl FromStr for LbPortArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid port {s:?} (expected tcp/PORT or udp/PORT, e.g. tcp/80)");
+        let (proto, port) = s.split_once('/').ok_or_else(bad)?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => LbProto::Tcp,
+            "udp" => LbProto::Udp,
+            _ => return Err(bad()),
+        };
+        if port.is_empty() || !port.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let port = port.parse().map_err(|_| bad())?;
+        Ok(LbPortArg { proto, port })
+    }
+}
+
 /// A prefix as written on the command line. Host bits are kept: the node decides
 /// whether it accepts them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -463,6 +679,16 @@ mod tests {
         assert_eq!("1000-2000".parse(), Ok(PortRange::Ports { first: 1000, last: 2000 }));
         for bad in ["", "80-", "-80", "2000-1000", "65536", "a-b", "1-2-3"] {
             assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lb_ports() {
+        assert_eq!("tcp/80".parse(), Ok(LbPortArg { proto: LbProto::Tcp, port: 80 }));
+        assert_eq!("UDP/53".parse(), Ok(LbPortArg { proto: LbProto::Udp, port: 53 }));
+        assert_eq!("tcp/0".parse(), Ok(LbPortArg { proto: LbProto::Tcp, port: 0 }));
+        for bad in ["80", "tcp/", "tcp/+80", "sctp/80", "tcp/65536", "tcp/80/1", "/80", "icmp/8"] {
+            assert!(bad.parse::<LbPortArg>().is_err(), "{bad}");
         }
     }
 

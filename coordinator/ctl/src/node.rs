@@ -15,8 +15,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::CtlError;
 use crate::output::{
-    Change, CreatedInterfaceView, FirewallRuleKey, FirewallRuleView, InitView, InterfaceKey, InterfaceView,
-    Output, PortsView, PrefixKey, PrefixView, RouteKey, RouteView, VersionView, VniKey, VniView,
+    Change, CreatedInterfaceView, FirewallRuleKey, FirewallRuleView, InitView, InterfaceKey, InterfaceRef,
+    InterfaceView, LbKey, LbPortView, LbTargetView, LbView, LocalNatView, NatView, NeighborNatKey,
+    NeighborNatView, Output, PortsView, PrefixKey, PrefixView, RouteKey, RouteView, VersionView, VipView,
+    VniKey, VniView,
 };
 use crate::request::NodeCall;
 
@@ -205,7 +207,194 @@ pub async fn execute(client: &mut DpdKironcoreClient<Channel>, call: NodeCall) -
                 object: VniKey { vni: r.vni, vni_type: vni_type_name(r.r#type) },
             })
         }
+        NodeCall::CreateVip(r) => {
+            let resp = call!(client.create_vip(r.clone()));
+            Output::one(&Change {
+                result: "created",
+                object: VipView {
+                    interface_id: text(&r.interface_id),
+                    vip: ip_text(r.vip_ip.as_ref()),
+                    underlay_route: text(&resp.underlay_route),
+                },
+            })
+        }
+        NodeCall::GetVip(r) => {
+            let resp = call!(client.get_vip(r.clone()));
+            Output::one(&VipView {
+                interface_id: text(&r.interface_id),
+                vip: ip_text(resp.vip_ip.as_ref()),
+                underlay_route: text(&resp.underlay_route),
+            })
+        }
+        NodeCall::DeleteVip(r) => {
+            call!(client.delete_vip(r.clone()));
+            Output::one(&Change {
+                result: "deleted",
+                object: InterfaceRef { interface_id: text(&r.interface_id) },
+            })
+        }
+        NodeCall::CreateNat(r) => {
+            let resp = call!(client.create_nat(r.clone()));
+            Output::one(&Change {
+                result: "created",
+                object: NatView {
+                    interface_id: text(&r.interface_id),
+                    nat_ip: ip_text(r.nat_ip.as_ref()),
+                    min_port: r.min_port,
+                    max_port: r.max_port,
+                    underlay_route: text(&resp.underlay_route),
+                },
+            })
+        }
+        NodeCall::GetNat(r) => {
+            let resp = call!(client.get_nat(r.clone()));
+            Output::one(&NatView {
+                interface_id: text(&r.interface_id),
+                nat_ip: ip_text(resp.nat_ip.as_ref()),
+                min_port: resp.min_port,
+                max_port: resp.max_port,
+                underlay_route: text(&resp.underlay_route),
+            })
+        }
+        NodeCall::DeleteNat(r) => {
+            call!(client.delete_nat(r.clone()));
+            Output::one(&Change {
+                result: "deleted",
+                object: InterfaceRef { interface_id: text(&r.interface_id) },
+            })
+        }
+        NodeCall::ListLocalNats(r) => {
+            let resp = call!(client.list_local_nats(r.clone()));
+            Output::many(&local_nat_views(r.nat_ip.as_ref(), &resp.nat_entries))
+        }
+        NodeCall::CreateNeighborNat(r) => {
+            call!(client.create_neighbor_nat(r.clone()));
+            Output::one(&Change {
+                result: "created",
+                object: NeighborNatView {
+                    nat_ip: ip_text(r.nat_ip.as_ref()),
+                    vni: r.vni,
+                    min_port: r.min_port,
+                    max_port: r.max_port,
+                    underlay_route: text(&r.underlay_route),
+                },
+            })
+        }
+        NodeCall::DeleteNeighborNat(r) => {
+            call!(client.delete_neighbor_nat(r.clone()));
+            Output::one(&Change {
+                result: "deleted",
+                object: NeighborNatKey {
+                    nat_ip: ip_text(r.nat_ip.as_ref()),
+                    vni: r.vni,
+                    min_port: r.min_port,
+                    max_port: r.max_port,
+                },
+            })
+        }
+        NodeCall::ListNeighborNats(r) => {
+            let resp = call!(client.list_neighbor_nats(r.clone()));
+            Output::many(&neighbor_nat_views(r.nat_ip.as_ref(), &resp.nat_entries))
+        }
+        NodeCall::CreateLb(r) => {
+            let resp = call!(client.create_load_balancer(r.clone()));
+            Output::one(&Change {
+                result: "created",
+                object: LbView {
+                    id: text(&r.loadbalancer_id),
+                    vni: r.vni,
+                    ip: ip_text(r.loadbalanced_ip.as_ref()),
+                    ports: lb_port_views(&r.loadbalanced_ports),
+                    underlay_route: text(&resp.underlay_route),
+                },
+            })
+        }
+        NodeCall::GetLb(r) => {
+            let resp = call!(client.get_load_balancer(r.clone()));
+            Output::one(&LbView {
+                id: text(&r.loadbalancer_id),
+                vni: resp.vni,
+                ip: ip_text(resp.loadbalanced_ip.as_ref()),
+                ports: lb_port_views(&resp.loadbalanced_ports),
+                underlay_route: text(&resp.underlay_route),
+            })
+        }
+        NodeCall::DeleteLb(r) => {
+            call!(client.delete_load_balancer(r.clone()));
+            Output::one(&Change { result: "deleted", object: LbKey { id: text(&r.loadbalancer_id) } })
+        }
+        NodeCall::CreateLbTarget(r) => {
+            call!(client.create_load_balancer_target(r.clone()));
+            Output::one(&Change {
+                result: "created",
+                object: LbTargetView {
+                    lb_id: text(&r.loadbalancer_id),
+                    target_ip: ip_text(r.target_ip.as_ref()),
+                },
+            })
+        }
+        NodeCall::DeleteLbTarget(r) => {
+            call!(client.delete_load_balancer_target(r.clone()));
+            Output::one(&Change {
+                result: "deleted",
+                object: LbTargetView {
+                    lb_id: text(&r.loadbalancer_id),
+                    target_ip: ip_text(r.target_ip.as_ref()),
+                },
+            })
+        }
+        NodeCall::ListLbTargets(r) => {
+            let resp = call!(client.list_load_balancer_targets(r.clone()));
+            Output::many(&lb_target_views(&r.loadbalancer_id, &resp.target_ips))
+        }
     })
+}
+
+/// The local interfaces behind a NAT address (ListLocalNats): the node reports each
+/// interface's own address in the entry's `nat_ip`.
+pub fn local_nat_views(nat_ip: Option<&pb::IpAddress>, list: &[pb::NatEntry]) -> Vec<LocalNatView> {
+    list.iter()
+        .map(|e| LocalNatView {
+            nat_ip: ip_text(nat_ip),
+            interface_ip: ip_text(e.nat_ip.as_ref()),
+            vni: e.vni,
+            min_port: e.min_port,
+            max_port: e.max_port,
+        })
+        .collect()
+}
+
+/// The neighbor NATs of a NAT address (ListNeighborNats).
+pub fn neighbor_nat_views(nat_ip: Option<&pb::IpAddress>, list: &[pb::NatEntry]) -> Vec<NeighborNatView> {
+    list.iter()
+        .map(|e| NeighborNatView {
+            nat_ip: ip_text(nat_ip),
+            vni: e.vni,
+            min_port: e.min_port,
+            max_port: e.max_port,
+            underlay_route: text(&e.underlay_route),
+        })
+        .collect()
+}
+
+/// Load-balanced ports with their protocol by name.
+pub fn lb_port_views(ports: &[pb::LbPort]) -> Vec<LbPortView> {
+    ports
+        .iter()
+        .map(|p| LbPortView {
+            protocol: match pb::Protocol::try_from(p.protocol) {
+                Ok(pb::Protocol::Tcp) => "tcp".into(),
+                Ok(pb::Protocol::Udp) => "udp".into(),
+                _ => format!("unknown({})", p.protocol),
+            },
+            port: p.port,
+        })
+        .collect()
+}
+
+/// The targets of a load balancer.
+pub fn lb_target_views(lb: &[u8], targets: &[pb::IpAddress]) -> Vec<LbTargetView> {
+    targets.iter().map(|t| LbTargetView { lb_id: text(lb), target_ip: ip_text(Some(t)) }).collect()
 }
 
 /// An interface as the node reports it (`pci_name` is the device it is attached to).
@@ -500,5 +689,47 @@ created  vm1  9    net_tap2  10.0.0.1      ::            fc00:1::1:0:0:2  dtap2
         assert_eq!(vni_type_name(1), "ipv6");
         assert_eq!(vni_type_name(2), "both");
         assert_eq!(vni_type_name(9), "unknown(9)");
+    }
+
+    #[test]
+    fn nat_entries_and_lb_decoding() {
+        let q = ip(0, "10.0.0.9");
+        let local = pb::NatEntry {
+            nat_ip: ip(0, "172.32.10.5"),
+            min_port: 100,
+            max_port: 200,
+            underlay_route: vec![],
+            vni: 7,
+        };
+        let v = local_nat_views(q.as_ref(), &[local]);
+        assert_eq!(
+            (v[0].nat_ip.as_str(), v[0].interface_ip.as_str(), v[0].vni, v[0].min_port, v[0].max_port),
+            ("10.0.0.9", "172.32.10.5", 7, 100, 200)
+        );
+        let neigh = pb::NatEntry {
+            nat_ip: None,
+            min_port: 200,
+            max_port: 300,
+            underlay_route: b"fc00:2::4\0".to_vec(),
+            vni: 7,
+        };
+        let v = neighbor_nat_views(q.as_ref(), &[neigh]);
+        assert_eq!(
+            (v[0].nat_ip.as_str(), v[0].vni, v[0].min_port, v[0].max_port, v[0].underlay_route.as_str()),
+            ("10.0.0.9", 7, 200, 300, "fc00:2::4")
+        );
+
+        let ports = lb_port_views(&[
+            pb::LbPort { port: 80, protocol: 6 },
+            pb::LbPort { port: 53, protocol: 17 },
+            pb::LbPort { port: 9, protocol: 132 },
+        ]);
+        let ports: Vec<_> = ports.iter().map(|p| (p.protocol.as_str(), p.port)).collect();
+        assert_eq!(ports, [("tcp", 80), ("udp", 53), ("unknown(132)", 9)]);
+
+        let t = lb_target_views(b"lb1", &[pb::IpAddress { ipver: 1, address: b"fc00:3::1".to_vec() }]);
+        assert_eq!((t[0].lb_id.as_str(), t[0].target_ip.as_str()), ("lb1", "fc00:3::1"));
+        let out = Output::many(&t);
+        assert_eq!(out.render(OutputFormat::Table), "LB_ID  TARGET_IP\nlb1    fc00:3::1\n");
     }
 }

@@ -429,6 +429,228 @@ impl Record for VniKey {
     }
 }
 
+/// Names the interface of a VIP or NAT.
+#[derive(Debug, Serialize)]
+pub struct InterfaceRef {
+    /// Interface id.
+    pub interface_id: String,
+}
+
+impl Record for InterfaceRef {
+    fn headers() -> Vec<&'static str> {
+        vec!["interface_id"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![self.interface_id.clone()]
+    }
+}
+
+/// The virtual IP of an interface.
+#[derive(Debug, Serialize)]
+pub struct VipView {
+    /// Interface id.
+    pub interface_id: String,
+    /// The virtual IP.
+    pub vip: String,
+    /// Underlay address that attracts the VIP's traffic.
+    pub underlay_route: String,
+}
+
+impl Record for VipView {
+    fn headers() -> Vec<&'static str> {
+        vec!["interface_id", "vip", "underlay_route"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![self.interface_id.clone(), self.vip.clone(), self.underlay_route.clone()]
+    }
+}
+
+/// The NAT of an interface: its address and port range `[min_port, max_port)`.
+#[derive(Debug, Serialize)]
+pub struct NatView {
+    /// Interface id.
+    pub interface_id: String,
+    /// The NAT address.
+    pub nat_ip: String,
+    /// First port.
+    pub min_port: u32,
+    /// End of the range (exclusive).
+    pub max_port: u32,
+    /// Underlay address that attracts the range's traffic.
+    pub underlay_route: String,
+}
+
+impl Record for NatView {
+    fn headers() -> Vec<&'static str> {
+        vec!["interface_id", "nat_ip", "min_port", "max_port", "underlay_route"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.interface_id.clone(),
+            self.nat_ip.clone(),
+            self.min_port.to_string(),
+            self.max_port.to_string(),
+            self.underlay_route.clone(),
+        ]
+    }
+}
+
+/// A local interface using a NAT address (ListLocalNats).
+#[derive(Debug, Serialize)]
+pub struct LocalNatView {
+    /// The NAT address asked about.
+    pub nat_ip: String,
+    /// The interface's own address, as the node reports it.
+    pub interface_ip: String,
+    /// The interface's VNI.
+    pub vni: u32,
+    /// First port.
+    pub min_port: u32,
+    /// End of the range (exclusive).
+    pub max_port: u32,
+}
+
+impl Record for LocalNatView {
+    fn headers() -> Vec<&'static str> {
+        vec!["nat_ip", "interface_ip", "vni", "min_port", "max_port"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.nat_ip.clone(),
+            self.interface_ip.clone(),
+            self.vni.to_string(),
+            self.min_port.to_string(),
+            self.max_port.to_string(),
+        ]
+    }
+}
+
+/// A NAT port range owned by another node.
+#[derive(Debug, Serialize)]
+pub struct NeighborNatView {
+    /// The NAT address.
+    pub nat_ip: String,
+    /// The VNI.
+    pub vni: u32,
+    /// First port.
+    pub min_port: u32,
+    /// End of the range (exclusive).
+    pub max_port: u32,
+    /// Underlay address of the node that owns the range.
+    pub underlay_route: String,
+}
+
+impl Record for NeighborNatView {
+    fn headers() -> Vec<&'static str> {
+        vec!["nat_ip", "vni", "min_port", "max_port", "underlay_route"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.nat_ip.clone(),
+            self.vni.to_string(),
+            self.min_port.to_string(),
+            self.max_port.to_string(),
+            self.underlay_route.clone(),
+        ]
+    }
+}
+
+/// Names a neighbor NAT.
+#[derive(Debug, Serialize)]
+pub struct NeighborNatKey {
+    /// The NAT address.
+    pub nat_ip: String,
+    /// The VNI.
+    pub vni: u32,
+    /// First port.
+    pub min_port: u32,
+    /// End of the range (exclusive).
+    pub max_port: u32,
+}
+
+impl Record for NeighborNatKey {
+    fn headers() -> Vec<&'static str> {
+        vec!["nat_ip", "vni", "min_port", "max_port"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![self.nat_ip.clone(), self.vni.to_string(), self.min_port.to_string(), self.max_port.to_string()]
+    }
+}
+
+/// A load-balanced port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LbPortView {
+    /// `tcp`, `udp`, or `unknown(N)`.
+    pub protocol: String,
+    /// The port.
+    pub port: u32,
+}
+
+/// A load balancer.
+#[derive(Debug, Serialize)]
+pub struct LbView {
+    /// Load balancer id.
+    pub id: String,
+    /// The VNI.
+    pub vni: u32,
+    /// The load-balanced address.
+    pub ip: String,
+    /// The load-balanced ports.
+    pub ports: Vec<LbPortView>,
+    /// Underlay address that attracts the load balancer's traffic.
+    pub underlay_route: String,
+}
+
+impl Record for LbView {
+    fn headers() -> Vec<&'static str> {
+        vec!["id", "vni", "ip", "ports", "underlay_route"]
+    }
+    fn cells(&self) -> Vec<String> {
+        let ports: Vec<String> = self.ports.iter().map(|p| format!("{}/{}", p.protocol, p.port)).collect();
+        vec![
+            self.id.clone(),
+            self.vni.to_string(),
+            self.ip.clone(),
+            ports.join(","),
+            self.underlay_route.clone(),
+        ]
+    }
+}
+
+/// Names a load balancer.
+#[derive(Debug, Serialize)]
+pub struct LbKey {
+    /// Load balancer id.
+    pub id: String,
+}
+
+impl Record for LbKey {
+    fn headers() -> Vec<&'static str> {
+        vec!["id"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![self.id.clone()]
+    }
+}
+
+/// A target of a load balancer.
+#[derive(Debug, Serialize)]
+pub struct LbTargetView {
+    /// Load balancer id.
+    pub lb_id: String,
+    /// Underlay address of the target.
+    pub target_ip: String,
+}
+
+impl Record for LbTargetView {
+    fn headers() -> Vec<&'static str> {
+        vec!["lb_id", "target_ip"]
+    }
+    fn cells(&self) -> Vec<String> {
+        vec![self.lb_id.clone(), self.target_ip.clone()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +737,40 @@ created  vm1  100  net_tap2  10.0.0.1      ::            fc00:1::1       tap3
             "{\n  \"result\": \"reset\",\n  \"vni\": 7,\n  \"type\": \"both\"\n}\n"
         );
         assert_eq!(out.render(OutputFormat::Table), "RESULT  VNI  TYPE\nreset   7    both\n");
+    }
+
+    #[test]
+    fn load_balancer_ports() {
+        let lb = LbView {
+            id: "lb1".into(),
+            vni: 100,
+            ip: "10.20.30.40".into(),
+            ports: vec![
+                LbPortView { protocol: "tcp".into(), port: 80 },
+                LbPortView { protocol: "udp".into(), port: 53 },
+            ],
+            underlay_route: "fc00:1::5".into(),
+        };
+        let out = Output::one(&Change { result: "created", object: lb });
+        assert_eq!(
+            out.render(OutputFormat::Table),
+            "\
+RESULT   ID   VNI  IP           PORTS          UNDERLAY_ROUTE
+created  lb1  100  10.20.30.40  tcp/80,udp/53  fc00:1::5
+"
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.render(OutputFormat::Json)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "result": "created",
+                "id": "lb1",
+                "vni": 100,
+                "ip": "10.20.30.40",
+                "ports": [{"protocol": "tcp", "port": 80}, {"protocol": "udp", "port": 53}],
+                "underlay_route": "fc00:1::5",
+            })
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@ use dpfleet_proto::dpdkironcore::v1 as pb;
 use pb::protocol_filter::Filter;
 
 use crate::cli::{
-    Action, Direction, FwCmd, FwCreate, FwProto, IfaceCmd, IfaceCreate, NodeCmd, PortRange, PrefixArg,
-    PrefixCmd, RouteCmd, VniCmd, VniType,
+    Action, Direction, FwCmd, FwCreate, FwProto, IfaceCmd, IfaceCreate, LbCmd, LbPortArg, LbProto,
+    LbTargetCmd, NatCmd, NeighNatCmd, NeighNatKey, NodeCmd, PortRange, PrefixArg, PrefixCmd, RouteCmd,
+    VipCmd, VniCmd, VniType,
 };
 use crate::error::CtlError;
 
@@ -69,6 +70,38 @@ pub enum NodeCall {
     CheckVniInUse(pb::CheckVniInUseRequest),
     /// `ResetVni`
     ResetVni(pb::ResetVniRequest),
+    /// `CreateVip`
+    CreateVip(pb::CreateVipRequest),
+    /// `GetVip`
+    GetVip(pb::GetVipRequest),
+    /// `DeleteVip`
+    DeleteVip(pb::DeleteVipRequest),
+    /// `CreateNat`
+    CreateNat(pb::CreateNatRequest),
+    /// `GetNat`
+    GetNat(pb::GetNatRequest),
+    /// `DeleteNat`
+    DeleteNat(pb::DeleteNatRequest),
+    /// `ListLocalNats`
+    ListLocalNats(pb::ListLocalNatsRequest),
+    /// `CreateNeighborNat`
+    CreateNeighborNat(pb::CreateNeighborNatRequest),
+    /// `DeleteNeighborNat`
+    DeleteNeighborNat(pb::DeleteNeighborNatRequest),
+    /// `ListNeighborNats`
+    ListNeighborNats(pb::ListNeighborNatsRequest),
+    /// `CreateLoadBalancer`
+    CreateLb(pb::CreateLoadBalancerRequest),
+    /// `GetLoadBalancer`
+    GetLb(pb::GetLoadBalancerRequest),
+    /// `DeleteLoadBalancer`
+    DeleteLb(pb::DeleteLoadBalancerRequest),
+    /// `CreateLoadBalancerTarget`
+    CreateLbTarget(pb::CreateLoadBalancerTargetRequest),
+    /// `DeleteLoadBalancerTarget`
+    DeleteLbTarget(pb::DeleteLoadBalancerTargetRequest),
+    /// `ListLoadBalancerTargets`
+    ListLbTargets(pb::ListLoadBalancerTargetsRequest),
 }
 
 impl TryFrom<&NodeCmd> for NodeCall {
@@ -95,6 +128,11 @@ impl TryFrom<&NodeCmd> for NodeCall {
             NodeCmd::Vni(VniCmd::Reset(a)) => {
                 NodeCall::ResetVni(pb::ResetVniRequest { vni: a.vni, r#type: vni_type(a.vni_type) as i32 })
             }
+            NodeCmd::Vip(c) => vip_call(c),
+            NodeCmd::Nat(c) => nat_call(c)?,
+            NodeCmd::Neighnat(c) => neighnat_call(c)?,
+            NodeCmd::Lb(c) => lb_call(c),
+            NodeCmd::Lbtarget(c) => lbtarget_call(c),
         })
     }
 }
@@ -275,6 +313,122 @@ fn firewall_rule(a: &FwCreate) -> Result<pb::FirewallRule, CtlError> {
         // An empty ProtocolFilter (no oneof set) means "any protocol", as dpservice reads it.
         protocol_filter: Some(pb::ProtocolFilter { filter }),
     })
+}
+
+fn vip_call(c: &VipCmd) -> NodeCall {
+    match c {
+        VipCmd::Create { iface, ip } => NodeCall::CreateVip(pb::CreateVipRequest {
+            interface_id: iface.clone().into(),
+            vip_ip: Some(ip_address(*ip)),
+        }),
+        VipCmd::Get { iface } => NodeCall::GetVip(pb::GetVipRequest { interface_id: iface.clone().into() }),
+        VipCmd::Delete { iface } => {
+            NodeCall::DeleteVip(pb::DeleteVipRequest { interface_id: iface.clone().into() })
+        }
+    }
+}
+
+/// A NAT port range `[min, max)` as the two `uint32` fields; empty ranges are refused
+/// here already (the node would refuse them too).
+fn nat_ports(min: u16, max: u16) -> Result<(u32, u32), CtlError> {
+    if min >= max {
+        return Err(CtlError::Usage(format!(
+            "invalid port range: --min-port {min} must be below --max-port {max} (max is exclusive)"
+        )));
+    }
+    Ok((u32::from(min), u32::from(max)))
+}
+
+fn nat_call(c: &NatCmd) -> Result<NodeCall, CtlError> {
+    Ok(match c {
+        NatCmd::Create { iface, ip, min_port, max_port } => {
+            let (min_port, max_port) = nat_ports(*min_port, *max_port)?;
+            NodeCall::CreateNat(pb::CreateNatRequest {
+                interface_id: iface.clone().into(),
+                nat_ip: Some(ip_address(*ip)),
+                min_port,
+                max_port,
+            })
+        }
+        NatCmd::Get { iface } => NodeCall::GetNat(pb::GetNatRequest { interface_id: iface.clone().into() }),
+        NatCmd::Delete { iface } => {
+            NodeCall::DeleteNat(pb::DeleteNatRequest { interface_id: iface.clone().into() })
+        }
+        NatCmd::ListLocal { ip } => {
+            NodeCall::ListLocalNats(pb::ListLocalNatsRequest { nat_ip: Some(ip_address(*ip)) })
+        }
+    })
+}
+
+fn neighnat_call(c: &NeighNatCmd) -> Result<NodeCall, CtlError> {
+    Ok(match c {
+        NeighNatCmd::Create { key, underlay } => {
+            let NeighNatKey { ip, vni, min_port, max_port } = *key;
+            let (min_port, max_port) = nat_ports(min_port, max_port)?;
+            NodeCall::CreateNeighborNat(pb::CreateNeighborNatRequest {
+                nat_ip: Some(ip_address(ip)),
+                vni,
+                min_port,
+                max_port,
+                underlay_route: underlay.to_string().into_bytes(),
+            })
+        }
+        NeighNatCmd::Delete(key) => {
+            let NeighNatKey { ip, vni, min_port, max_port } = *key;
+            let (min_port, max_port) = nat_ports(min_port, max_port)?;
+            NodeCall::DeleteNeighborNat(pb::DeleteNeighborNatRequest {
+                nat_ip: Some(ip_address(ip)),
+                vni,
+                min_port,
+                max_port,
+            })
+        }
+        NeighNatCmd::List { ip } => {
+            NodeCall::ListNeighborNats(pb::ListNeighborNatsRequest { nat_ip: Some(ip_address(*ip)) })
+        }
+    })
+}
+
+/// An `LbPort` message.
+pub fn lb_port(p: LbPortArg) -> pb::LbPort {
+    let protocol = match p.proto {
+        LbProto::Tcp => pb::Protocol::Tcp,
+        LbProto::Udp => pb::Protocol::Udp,
+    };
+    pb::LbPort { port: u32::from(p.port), protocol: protocol as i32 }
+}
+
+fn lb_call(c: &LbCmd) -> NodeCall {
+    match c {
+        LbCmd::Create { id, vni, ip, ports } => NodeCall::CreateLb(pb::CreateLoadBalancerRequest {
+            loadbalancer_id: id.clone().into(),
+            loadbalanced_ip: Some(ip_address(*ip)),
+            vni: *vni,
+            loadbalanced_ports: ports.iter().copied().map(lb_port).collect(),
+        }),
+        LbCmd::Get { id } => {
+            NodeCall::GetLb(pb::GetLoadBalancerRequest { loadbalancer_id: id.clone().into() })
+        }
+        LbCmd::Delete { id } => {
+            NodeCall::DeleteLb(pb::DeleteLoadBalancerRequest { loadbalancer_id: id.clone().into() })
+        }
+    }
+}
+
+fn lbtarget_call(c: &LbTargetCmd) -> NodeCall {
+    match c {
+        LbTargetCmd::Create { lb, ip } => NodeCall::CreateLbTarget(pb::CreateLoadBalancerTargetRequest {
+            loadbalancer_id: lb.clone().into(),
+            target_ip: Some(ip_address(IpAddr::V6(*ip))),
+        }),
+        LbTargetCmd::Delete { lb, ip } => NodeCall::DeleteLbTarget(pb::DeleteLoadBalancerTargetRequest {
+            loadbalancer_id: lb.clone().into(),
+            target_ip: Some(ip_address(IpAddr::V6(*ip))),
+        }),
+        LbTargetCmd::List { lb } => {
+            NodeCall::ListLbTargets(pb::ListLoadBalancerTargetsRequest { loadbalancer_id: lb.clone().into() })
+        }
+    }
 }
 
 fn vni_type(t: VniType) -> pb::VniType {
@@ -653,5 +807,210 @@ mod tests {
             ok(&["vni", "reset", "--vni", "5"]),
             NodeCall::ResetVni(pb::ResetVniRequest { vni: 5, r#type: 2 })
         );
+    }
+
+    #[test]
+    fn vip() {
+        assert_eq!(
+            ok(&["vip", "create", "--iface", "vm1", "--ip", "172.20.0.1"]),
+            NodeCall::CreateVip(pb::CreateVipRequest {
+                interface_id: b"vm1".to_vec(),
+                vip_ip: v4("172.20.0.1")
+            })
+        );
+        assert_eq!(
+            ok(&["vip", "create", "--iface", "vm1", "--ip", "2001:DB8::7"]),
+            NodeCall::CreateVip(pb::CreateVipRequest {
+                interface_id: b"vm1".to_vec(),
+                vip_ip: v6("2001:db8::7")
+            })
+        );
+        assert_eq!(
+            ok(&["vip", "get", "--iface", "vm1"]),
+            NodeCall::GetVip(pb::GetVipRequest { interface_id: b"vm1".to_vec() })
+        );
+        assert_eq!(
+            ok(&["vip", "delete", "--iface", "vm1"]),
+            NodeCall::DeleteVip(pb::DeleteVipRequest { interface_id: b"vm1".to_vec() })
+        );
+        rejected_by_clap(&["vip", "create", "--iface", "vm1", "--ip", "172.20.0.256"]);
+        rejected_by_clap(&["vip", "create", "--iface", "vm1"]);
+    }
+
+    #[test]
+    fn nat() {
+        assert_eq!(
+            ok(&[
+                "nat",
+                "create",
+                "--iface",
+                "vm1",
+                "--ip",
+                "10.0.0.9",
+                "--min-port",
+                "100",
+                "--max-port",
+                "200"
+            ]),
+            NodeCall::CreateNat(pb::CreateNatRequest {
+                interface_id: b"vm1".to_vec(),
+                nat_ip: v4("10.0.0.9"),
+                min_port: 100,
+                max_port: 200,
+            })
+        );
+        assert_eq!(
+            ok(&["nat", "get", "--iface", "vm1"]),
+            NodeCall::GetNat(pb::GetNatRequest { interface_id: b"vm1".to_vec() })
+        );
+        assert_eq!(
+            ok(&["nat", "delete", "--iface", "vm1"]),
+            NodeCall::DeleteNat(pb::DeleteNatRequest { interface_id: b"vm1".to_vec() })
+        );
+        assert_eq!(
+            ok(&["nat", "list-local", "--ip", "10.0.0.9"]),
+            NodeCall::ListLocalNats(pb::ListLocalNatsRequest { nat_ip: v4("10.0.0.9") })
+        );
+        // max is exclusive: an empty range is refused before sending.
+        let base = ["nat", "create", "--iface", "vm1", "--ip", "10.0.0.9", "--min-port"];
+        assert!(usage_error(&[&base[..], &["100", "--max-port", "100"]].concat()).contains("exclusive"));
+        assert!(usage_error(&[&base[..], &["200", "--max-port", "100"]].concat()).contains("below"));
+        rejected_by_clap(&[&base[..], &["100", "--max-port", "65536"]].concat());
+        rejected_by_clap(&[&base[..], &["100"]].concat());
+    }
+
+    #[test]
+    fn neighbor_nat() {
+        assert_eq!(
+            ok(&[
+                "neighnat",
+                "create",
+                "--ip",
+                "10.0.0.9",
+                "--vni",
+                "100",
+                "--min-port",
+                "200",
+                "--max-port",
+                "300",
+                "--underlay",
+                "fc00:2::1:0:0:4"
+            ]),
+            NodeCall::CreateNeighborNat(pb::CreateNeighborNatRequest {
+                nat_ip: v4("10.0.0.9"),
+                vni: 100,
+                min_port: 200,
+                max_port: 300,
+                underlay_route: b"fc00:2::1:0:0:4".to_vec(),
+            })
+        );
+        assert_eq!(
+            ok(&[
+                "neighnat",
+                "delete",
+                "--ip",
+                "10.0.0.9",
+                "--vni",
+                "100",
+                "--min-port",
+                "200",
+                "--max-port",
+                "300"
+            ]),
+            NodeCall::DeleteNeighborNat(pb::DeleteNeighborNatRequest {
+                nat_ip: v4("10.0.0.9"),
+                vni: 100,
+                min_port: 200,
+                max_port: 300,
+            })
+        );
+        assert_eq!(
+            ok(&["neighnat", "list", "--ip", "10.0.0.9"]),
+            NodeCall::ListNeighborNats(pb::ListNeighborNatsRequest { nat_ip: v4("10.0.0.9") })
+        );
+        let key = ["--ip", "10.0.0.9", "--vni", "100", "--min-port", "300", "--max-port", "200"];
+        assert!(usage_error(&[&["neighnat", "delete"][..], &key].concat()).contains("below"));
+        // The underlay is IPv6 and required for create.
+        let key = ["--ip", "10.0.0.9", "--vni", "100", "--min-port", "200", "--max-port", "300"];
+        rejected_by_clap(&[&["neighnat", "create"][..], &key, &["--underlay", "1.2.3.4"]].concat());
+        rejected_by_clap(&[&["neighnat", "create"][..], &key].concat());
+    }
+
+    #[test]
+    fn load_balancers() {
+        assert_eq!(
+            ok(&[
+                "lb",
+                "create",
+                "--id",
+                "lb1",
+                "--vni",
+                "100",
+                "--ip",
+                "10.20.30.40",
+                "--ports",
+                "tcp/80,udp/53"
+            ]),
+            NodeCall::CreateLb(pb::CreateLoadBalancerRequest {
+                loadbalancer_id: b"lb1".to_vec(),
+                loadbalanced_ip: v4("10.20.30.40"),
+                vni: 100,
+                loadbalanced_ports: vec![
+                    pb::LbPort { port: 80, protocol: 6 },
+                    pb::LbPort { port: 53, protocol: 17 }
+                ],
+            })
+        );
+        // Repeating --ports adds to the list.
+        match ok(&[
+            "lb", "create", "--id", "l", "--vni", "1", "--ip", "fd00::1", "--ports", "tcp/1", "--ports",
+            "udp/2",
+        ]) {
+            NodeCall::CreateLb(r) => {
+                assert_eq!(r.loadbalanced_ip, v6("fd00::1"));
+                assert_eq!(
+                    r.loadbalanced_ports,
+                    [pb::LbPort { port: 1, protocol: 6 }, pb::LbPort { port: 2, protocol: 17 }]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ok(&["lb", "get", "lb1"]),
+            NodeCall::GetLb(pb::GetLoadBalancerRequest { loadbalancer_id: b"lb1".to_vec() })
+        );
+        assert_eq!(
+            ok(&["lb", "delete", "lb1"]),
+            NodeCall::DeleteLb(pb::DeleteLoadBalancerRequest { loadbalancer_id: b"lb1".to_vec() })
+        );
+        let base = ["lb", "create", "--id", "lb1", "--vni", "100", "--ip", "10.20.30.40"];
+        rejected_by_clap(&base);
+        rejected_by_clap(&[&base[..], &["--ports", "icmp/8"]].concat());
+        rejected_by_clap(&[&base[..], &["--ports", "tcp/80,"]].concat());
+        rejected_by_clap(&["lb", "get"]);
+    }
+
+    #[test]
+    fn load_balancer_targets() {
+        assert_eq!(
+            ok(&["lbtarget", "create", "--lb", "lb1", "--ip", "fc00:3::1"]),
+            NodeCall::CreateLbTarget(pb::CreateLoadBalancerTargetRequest {
+                loadbalancer_id: b"lb1".to_vec(),
+                target_ip: v6("fc00:3::1"),
+            })
+        );
+        assert_eq!(
+            ok(&["lbtarget", "delete", "--lb", "lb1", "--ip", "fc00:3::1"]),
+            NodeCall::DeleteLbTarget(pb::DeleteLoadBalancerTargetRequest {
+                loadbalancer_id: b"lb1".to_vec(),
+                target_ip: v6("fc00:3::1"),
+            })
+        );
+        assert_eq!(
+            ok(&["lbtarget", "list", "--lb", "lb1"]),
+            NodeCall::ListLbTargets(pb::ListLoadBalancerTargetsRequest { loadbalancer_id: b"lb1".to_vec() })
+        );
+        // Targets are underlay (IPv6) addresses.
+        rejected_by_clap(&["lbtarget", "create", "--lb", "lb1", "--ip", "10.0.0.1"]);
     }
 }
