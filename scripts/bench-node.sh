@@ -4,12 +4,18 @@
 # into the node, which routes them and transmits into net_null ports. In the same run,
 # dpdk-testpmd --forward-mode=macswap on the same kind of vdevs gives the I/O ceiling.
 #
-#   scripts/bench-node.sh [SECONDS]      (default 10 s per measurement; needs root)
+#   scripts/bench-node.sh [SECONDS] [PATH...]   (default 10 s per measurement; needs root)
 #
-# Prints one line per path and a markdown table for docs/benchmarks.md.
+# Paths: vf-to-vf, vf-to-pf (the node core), and the stateful ones: snat (VF to PF through
+# a NAT gateway, 65,536 live flows), fw (VF to VF with --enforce-firewall and an accepting
+# ingress rule). Every frame after the first round belongs to an established flow.
+# Prints a markdown table for docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=${1:-10}
+shift || true
+paths=("$@")
+((${#paths[@]})) || paths=(vf-to-vf vf-to-pf snat fw)
 bash scripts/setup.sh >/dev/null
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dpfleet/target}
 cargo build --release -q -p dpfleet-node -p dpfleetctl
@@ -33,21 +39,23 @@ ceiling() { # pcap
 	local log=$work/testpmd.log
 	timeout $((secs + 8)) dpdk-testpmd -l 0,1 --no-pci "${huge[@]}" --file-prefix=dpfleet-bench-tpmd \
 		--vdev=net_pcap0,rx_pcap="$1",infinite_rx=1 --vdev=net_null0,no-rx=1 \
-		-- --forward-mode=macswap --nb-cores=1 --stats-period=1 >"$log" 2>&1 || true
+		-- --forward-mode=macswap --nb-cores=1 --stats-period=1 --total-num-mbufs=200000 \
+		>"$log" 2>&1 || true
 	# The null port's Tx-pps samples, skipping the first two (start-up).
 	awk '/Tx-pps/ && $2 > 0 {print $2}' "$log" | tail -n +3 | head -n "$((secs - 2))" |
 		awk '{s += $1; n++} END {if (n) printf "%.0f\n", s / n; else print 0}'
 }
 
-node_rate() { # pcap out-port-name route-args...
-	local pcap=$1 out=$2
+node_rate() { # pcap out-port-name path
+	local pcap=$1 out=$2 path=$3 extra=()
 	mport=19100
+	[[ $path == fw ]] && extra+=(--enforce-firewall)
 	"$node" -l 0,1 --no-pci "${huge[@]}" --file-prefix=dpfleet-bench-node \
 		--vdev=net_pcap0,rx_pcap="$pcap",infinite_rx=1 \
 		--vdev=net_null0,no-rx=1 --vdev=net_null1,no-rx=1 \
 		-- --pf0=net_null0 --vf-pattern=net_ --nic-type=tap --ipv6=fc00:1::1 --no-stats \
 		--grpc-port=19137 --metrics-port=$mport --listen-addr=127.0.0.1 --busy-poll \
-		>"$work/node.log" 2>&1 &
+		--mbufs=131071 "${extra[@]}" >"$work/node.log" 2>&1 &
 	local pid=$!
 	local api=http://127.0.0.1:19137
 	for _ in $(seq 100); do "$ctl" --node $api node check-init >/dev/null 2>&1 && break
@@ -56,6 +64,15 @@ node_rate() { # pcap out-port-name route-args...
 	"$ctl" --node $api node iface create --id vm1 --vni 100 --ipv4 10.100.1.1 --device net_pcap0 >/dev/null
 	"$ctl" --node $api node iface create --id vm2 --vni 100 --ipv4 10.100.1.2 --device net_null1 >/dev/null
 	"$ctl" --node $api node route create --vni 100 --prefix 10.200.0.0/16 --next-hop fc00:2::1 >/dev/null
+	case $path in
+	snat)
+		"$ctl" --node $api node route create --vni 100 --prefix 0.0.0.0/0 --next-hop fc00::ffff >/dev/null
+		"$ctl" --node $api node nat create --iface vm1 --ip 172.21.1.1 --min-port 1024 --max-port 65535 >/dev/null
+		;;
+	fw)
+		"$ctl" --node $api node fw create --iface vm2 --rule-id bench-udp --proto udp >/dev/null
+		;;
+	esac
 	sleep 2
 	local a b
 	a=$(metric "$out"); sleep "$secs"; b=$(metric "$out")
@@ -65,9 +82,14 @@ node_rate() { # pcap out-port-name route-args...
 
 echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //'), hugepages: ${huge[*]}"
 printf '| path | dpfleet-node (pps) | testpmd macswap (pps) | ratio |\n|---|---|---|---|\n'
-for path in vf-to-vf:net_null1 vf-to-pf:net_null0; do
-	name=${path%%:*} out=${path##*:}
-	c=$(ceiling "$work/$name.pcap")
-	n=$(node_rate "$work/$name.pcap" "$out")
+for name in "${paths[@]}"; do
+	case $name in
+	vf-to-vf | fw) pcap=$work/vf-to-vf.pcap out=net_null1 ;;
+	vf-to-pf) pcap=$work/vf-to-pf.pcap out=net_null0 ;;
+	snat) pcap=$work/snat.pcap out=net_null0 ;;
+	*) echo "unknown path $name" >&2; exit 2 ;;
+	esac
+	c=$(ceiling "$pcap")
+	n=$(node_rate "$pcap" "$out" "$name")
 	printf '| %s | %.2f M | %.2f M | %.2f |\n' "$name" "$(bc -l <<<"$n/1000000")" "$(bc -l <<<"$c/1000000")" "$(bc -l <<<"$n/$c")"
 done

@@ -838,6 +838,9 @@ impl Control {
             }
             iface.rules.push(rule);
             iface.rules_changed();
+            // Denied flows are re-evaluated against the new rules by their next packet;
+            // accepted ones stay accepted (stateful: established connections survive).
+            st.flush(Flush::Denied);
             Ok(())
         })
     }
@@ -861,6 +864,7 @@ impl Control {
             let idx = iface.rule_index(rule_id).ok_or(ApiError::NotFound)?;
             iface.rules.remove(idx);
             iface.rules_changed();
+            st.flush(Flush::Denied);
             Ok(())
         })
     }
@@ -1784,6 +1788,24 @@ pub(crate) mod tests {
 
     fn range(min: u16, max: u16) -> PortRange {
         PortRange::new(min, max).unwrap()
+    }
+
+    #[test]
+    fn firewall_rule_changes_flush_denied_flows() {
+        let c = control();
+        c.create_interface(vm1()).unwrap();
+        let flushes = |c: &Control| c.snapshot().flushes.iter().map(|f| f.1).collect::<Vec<_>>();
+        assert!(flushes(&c).is_empty());
+        c.create_firewall_rule("vm1", accept_tcp("fw0", "1.2.3.4/16")).unwrap();
+        assert_eq!(flushes(&c), vec![Flush::Denied]);
+        // A refused change flushes nothing.
+        assert_eq!(
+            c.create_firewall_rule("vm1", accept_tcp("fw0", "1.2.3.4/16")),
+            Err(ApiError::AlreadyExists)
+        );
+        assert_eq!(flushes(&c), vec![Flush::Denied]);
+        c.delete_firewall_rule("vm1", b"fw0").unwrap();
+        assert_eq!(flushes(&c), vec![Flush::Denied, Flush::Denied]);
     }
 
     #[test]

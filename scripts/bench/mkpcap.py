@@ -4,6 +4,8 @@ VM1 of the benchmark topology, 1024 UDP flows each.
 
   vf-to-vf.pcap: VM1 (10.100.1.1) -> VM2 (10.100.1.2), same VNI, same node
   vf-to-pf.pcap: VM1 (10.100.1.1) -> 10.200.x.y, a prefix routed through the underlay
+  snat.pcap:     VM1 -> 256 internet addresses x 256 source ports = 65,536 flows through
+                 the default route (and VM1's NAT gateway)
 """
 import sys
 
@@ -13,12 +15,12 @@ VM1_MAC = "66:66:66:66:66:00"  # the mac= of the VF port the frames arrive on
 GW_MAC = "66:66:66:66:66:00"
 
 
-def frames(dst_of):
+def frames(dst_of, count=1024, sport_of=lambda i: 1024 + i):
     out = []
-    for i in range(1024):
+    for i in range(count):
         p = (Ether(src="02:00:00:00:00:01", dst=GW_MAC) /
              IP(src="10.100.1.1", dst=dst_of(i), ttl=64) /
-             UDP(sport=1024 + i, dport=5000))
+             UDP(sport=sport_of(i), dport=5000))
         pad = 60 - len(p)
         if pad > 0:
             p = p / Raw(b"\x00" * pad)
@@ -29,6 +31,8 @@ def frames(dst_of):
 def main(outdir):
     wrpcap(f"{outdir}/vf-to-vf.pcap", frames(lambda i: "10.100.1.2"))
     wrpcap(f"{outdir}/vf-to-pf.pcap", frames(lambda i: f"10.200.{i // 256}.{i % 256}"))
+    wrpcap(f"{outdir}/snat.pcap",
+           frames(lambda i: f"45.86.6.{i % 256}", count=65536, sport_of=lambda i: 1024 + i // 256))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ replies!(
     GetVipResponse,
     DeleteVipResponse,
     CreateNatResponse,
+    CreateLoadBalancerResponse,
+    CreateLoadBalancerTargetResponse,
     GetNatResponse,
     DeleteNatResponse,
     CreateNeighborNatResponse,
@@ -249,6 +251,10 @@ impl Api {
         delete_neighbor_nat(DeleteNeighborNatRequest) -> DeleteNeighborNatResponse;
         /// CreateFirewallRule.
         create_firewall_rule(CreateFirewallRuleRequest) -> CreateFirewallRuleResponse;
+        /// CreateLoadBalancer.
+        create_load_balancer(CreateLoadBalancerRequest) -> CreateLoadBalancerResponse;
+        /// CreateLoadBalancerTarget.
+        create_load_balancer_target(CreateLoadBalancerTargetRequest) -> CreateLoadBalancerTargetResponse;
     }
 
     /// Initialize, which must succeed; returns the node's UUID.

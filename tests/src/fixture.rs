@@ -28,7 +28,17 @@ impl Fixture {
     /// # Panics
     /// When the node does not start (with its log in the message).
     pub fn bare(tag: &str) -> (Node, Api) {
-        let node = Node::start_default(tag).unwrap_or_else(|e| panic!("{e}"));
+        Fixture::bare_with(tag, &[])
+    }
+
+    /// Like [`Fixture::bare`], with `extra` application options after the defaults.
+    ///
+    /// # Panics
+    /// When the node does not start (with its log in the message).
+    pub fn bare_with(tag: &str, extra: &[&str]) -> (Node, Api) {
+        let mut config = crate::node::NodeConfig::default();
+        config.app_args.extend(extra.iter().map(|a| (*a).to_string()));
+        let node = Node::start(tag, config).unwrap_or_else(|e| panic!("{e}"));
         let ns = node.netns();
         for (i, pf) in node.config().pfs.iter().enumerate() {
             let mac = topo::router_mac(u8::try_from(i).unwrap_or(0));
@@ -49,7 +59,15 @@ impl Fixture {
     /// # Panics
     /// When any step fails.
     pub fn start(tag: &str) -> Fixture {
-        let (node, mut api) = Fixture::bare(tag);
+        Fixture::start_with(tag, &[])
+    }
+
+    /// Like [`Fixture::start`], with `extra` application options after the defaults.
+    ///
+    /// # Panics
+    /// When any step fails.
+    pub fn start_with(tag: &str, extra: &[&str]) -> Fixture {
+        let (node, mut api) = Fixture::bare_with(tag, extra);
         api.init();
         let vms: Vec<Vm> = vec![Vm::new(1, topo::VNI1), Vm::new(2, topo::VNI1), Vm::new(3, topo::VNI2)];
         let vms: Vec<(Vm, Ipv6Addr)> = vms

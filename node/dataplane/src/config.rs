@@ -180,6 +180,10 @@ pub enum Flush {
     Nat(PortId),
     /// Flows relayed to, or addressed to ports of, this neighbour NAT entry.
     Neighbor(NeighborNat),
+    /// Flows the firewall denied, after a rule change: their next packet creates the flow
+    /// anew and is judged by the new rules. (Accepted flows are kept: a stateful firewall
+    /// lets established connections finish.)
+    Denied,
 }
 
 /// Where a route sends traffic.

@@ -587,6 +587,7 @@ fn flush_hits(flush: &Flush, f: &Flow<FlowAction>) -> bool {
         }
         Flush::Vip(port) => a.port == port && a.kind == FlowKind::Vip,
         Flush::Nat(port) => a.port == port && a.kind == FlowKind::Nat,
+        Flush::Denied => f.actions.iter().any(|a| a.denied),
         Flush::Neighbor(n) => f.keys.iter().any(|k| {
             k.vni() == n.vni && k.dst() == std::net::IpAddr::V4(n.nat_ip) && n.range.contains(k.dst_port())
         }),

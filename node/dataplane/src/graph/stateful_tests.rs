@@ -300,6 +300,25 @@ fn vip_translates_egress_ingress_and_local_dnat() {
     assert_eq!(v, Verdict::Drop(DropReason::NoRoute));
 }
 
+#[test]
+fn a_rule_change_rejudges_denied_flows_and_keeps_accepted_ones() {
+    let mut snap = stateful_lab();
+    snap.firewall_by_port[usize::from(VM2)] = Some(Arc::new(allow_tcp_in(1234)));
+    let mut p = pipeline(true);
+    let denied = from_vm(0, &tcp4(VM1_IP, VM2_IP, 999, 80, true));
+    let accepted = from_vm(0, &tcp4(VM1_IP, VM2_IP, 999, 1234, true));
+    assert_eq!(run(&mut p, &snap, VM1, &denied).0, Verdict::Drop(DropReason::FirewallDenied));
+    assert_eq!(run(&mut p, &snap, VM1, &accepted).0, Verdict::Tx(VM2));
+    // The rule now allows port 80 instead of 1234; the control plane flushes denied flows.
+    let mut next = snap.clone();
+    next.generation += 1;
+    next.firewall_by_port[usize::from(VM2)] = Some(Arc::new(allow_tcp_in(80)));
+    next.flushes = vec![(1, Flush::Denied)].into();
+    assert_eq!(run(&mut p, &next, VM1, &denied).0, Verdict::Tx(VM2), "re-judged by the new rule");
+    assert_eq!(run(&mut p, &next, VM1, &accepted).0, Verdict::Tx(VM2), "established flow kept");
+    assert_eq!(p.flows().len(), 2);
+}
+
 fn allow_tcp_in(port: u16) -> RuleSet {
     RuleSet::new([Rule {
         direction: Direction::Ingress,

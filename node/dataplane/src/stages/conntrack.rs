@@ -53,6 +53,31 @@
 //!
 //! Tunnel traffic to a load balancer's underlay address: the first packet of a flow gets
 //! its target from the load-balancer stage ([`super::lb`]), which the flow then keeps.
+//!
+//! Flow keys carry a zone (dpservice keys its flows by a VNF type for the same reason):
+//! load-balancer traffic lives in [`ZONE_LB`], everything else in [`ZONE_DEFAULT`], so
+//! that an LB flow and a NAT flow with the same 5-tuple in one VNI stay two flows. A VM
+//! behind NAT talking to a load-balanced IP whose target is on this node is such a
+//! case: its NAT flow's reply (VIP:port → NAT IP:port) and the LB flow's reply (the
+//! target VM answering from the VIP to the NAT IP and port) are the same tuple; the
+//! first comes back from the router to the NAT underlay, the second leaves the target's
+//! VF. A packet's zone is known before its lookup, from where it comes, alike in both
+//! directions:
+//! - tunnel traffic for a load balancer's or a load-balancer prefix's underlay address
+//!   is in the LB zone;
+//! - a VM's packet is in the LB zone when its source is none of the VM's own addresses
+//!   nor in one of its alias prefixes (a VM answers load-balanced traffic from the
+//!   load-balanced IP, which it owns through a load-balancer prefix);
+//! - the rest is in the default zone.
+//!
+//! A flow's reply key gets the zone its replies will arrive with: the default zone for
+//! source-translated flows (replies come to a NAT or VIP underlay address), the
+//! receiving VM's zone for its answer from the (translated) destination address.
+//! Unlike dpservice, which gives NAT traffic a zone of its own, NAT and VIP flows share
+//! the default zone with plain traffic, so that replies of a VM's W-E flows and of
+//! inbound VIP connections to a VM that also has NAT find their flow. A VM's packets
+//! from a load-balanced IP are never source-translated (dpservice translates only the
+//! VM's own address).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -72,6 +97,43 @@ use crate::tables::nat::{
 };
 use crate::wire::checksum::{checksum, update16};
 use crate::wire::{ethernet, ipv4, ipv6};
+
+/// The zone of flows of load-balancer traffic (see the module docs).
+pub const ZONE_LB: u8 = 1;
+/// The zone of every other flow.
+pub const ZONE_DEFAULT: u8 = 0;
+
+/// The zone of a packet the VM on `port` sends from `src` (see the module docs): the
+/// default zone for its own addresses and alias prefixes, else the LB zone.
+fn vm_zone(snap: &Snapshot, port: PortId, src: IpAddr) -> u8 {
+    let Some(i) = snap.iface(port) else { return ZONE_DEFAULT };
+    let own = match src {
+        IpAddr::V4(a) => a == i.ipv4,
+        IpAddr::V6(a) => Some(a) == i.ipv6,
+    };
+    if own {
+        return ZONE_DEFAULT;
+    }
+    let local = RouteTarget::Local { port };
+    let alias = snap.vnis.get(&i.vni).is_some_and(|t| match src {
+        IpAddr::V4(a) => t.routes4.lookup(a) == Some(&local),
+        IpAddr::V6(a) => t.routes6.lookup(a) == Some(&local),
+    });
+    if alias {
+        ZONE_DEFAULT
+    } else {
+        ZONE_LB
+    }
+}
+
+/// The zone of a packet entering the stage from `origin` with source `src`.
+fn packet_zone(ctx: &Ctx<'_>, origin: Origin, src: IpAddr) -> u8 {
+    match origin {
+        Origin::Vf => vm_zone(ctx.snap, ctx.in_port, src),
+        Origin::Tunnel { target: UnderlayTarget::Lb { .. } | UnderlayTarget::LbPrefix(_), .. } => ZONE_LB,
+        Origin::Tunnel { .. } => ZONE_DEFAULT,
+    }
+}
 
 /// Where a packet entering the stage came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -390,10 +452,11 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
     let Some(ip) = buf.data().get(ethernet::HEADER_LEN..) else {
         return Next::drop(DropReason::Malformed);
     };
-    let pkt = match parse(ip, vni) {
+    let mut pkt = match parse(ip, vni) {
         Ok(p) => p,
         Err(r) => return Next::drop(r),
     };
+    pkt.key = pkt.key.with_zone(packet_zone(ctx, origin, pkt.src));
     // Only a VM's packets can leave by the underlay with a PF to pick.
     let flow_hash = if origin == Origin::Vf { dps_flow_hash(ctx, &pkt) } else { 0 };
     if pkt.quoted {
@@ -419,12 +482,13 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
 
 /// dpservice's flow hash of a VM's packet (see [`DpsFlowKey`]): its key as it arrived,
 /// with the VNF type dpservice marks it with (NAT for an interface with NAT, and for
-/// NAT64 destinations; an ICMP error is keyed, reversed, by the packet it quotes).
-/// dpservice also marks sources that are load-balancer prefixes of the interface; the
-/// node does not, so such flows may leave on the other PF than dpservice would pick.
+/// NAT64 destinations, LB prefix for sources in the LB zone; an ICMP error is keyed,
+/// reversed, by the packet it quotes). dpservice marks a source as an LB prefix only
+/// when exactly that /32 is one; the node marks every source of the LB zone.
 fn dps_flow_hash(ctx: &Ctx<'_>, pkt: &Parsed) -> u32 {
     let k = &pkt.key;
     let vnf = match k.dst() {
+        IpAddr::V4(_) if k.zone() == ZONE_LB => VnfType::LbAliasPrefix,
         IpAddr::V4(_) if ctx.iface.is_some_and(|i| i.nat.is_some()) => VnfType::Nat,
         IpAddr::V6(d) if super::nat64::is_nat64(d) => VnfType::Nat,
         _ => VnfType::Undefined,
@@ -590,8 +654,9 @@ fn new_flow<B: PacketBuf>(
             };
             let mut src_port = None;
             let mut src = pkt.src;
-            if let (RouteTarget::Remote { .. }, true, IpAddr::V4(vm), FlowKind::Plain) =
-                (target, default, pkt.src, kind)
+            let lb_reply = pkt.key.zone() == ZONE_LB;
+            if let (RouteTarget::Remote { .. }, true, IpAddr::V4(vm), FlowKind::Plain, false) =
+                (target, default, pkt.src, kind, lb_reply)
             {
                 if let Some(nat) = iface.nat {
                     let icmp = pkt.key.proto() == PROTO_ICMP;
@@ -621,8 +686,8 @@ fn new_flow<B: PacketBuf>(
                     src = IpAddr::V4(vip);
                 }
             }
-            if let (RouteTarget::Remote { .. }, true, IpAddr::V6(vm6), IpAddr::V6(d6), Some(nat)) =
-                (target, default, pkt.src, dst, iface.nat)
+            if let (RouteTarget::Remote { .. }, true, IpAddr::V6(vm6), IpAddr::V6(d6), Some(nat), false) =
+                (target, default, pkt.src, dst, iface.nat, lb_reply)
             {
                 if super::nat64::is_nat64(d6) {
                     return nat64_flow(ctx, flows, pkt, vm6, d6, nat.nat_ip);
@@ -637,7 +702,14 @@ fn new_flow<B: PacketBuf>(
             let back_out = if to.is_some() { Out::Route } else { Out::Vf(me) };
             let a = FlowAction { rewrite: fwd, out: Out::Route, denied, kind, port: owner };
             let b = FlowAction { rewrite: back, out: back_out, denied, kind, port: owner };
-            let reply = rekey(&pkt.key, src, dst, src_port).reversed();
+            // Replies come from the receiving VM (from the translated destination), or
+            // through the underlay: to a NAT or VIP underlay address when translated.
+            let reply_zone = match (to, fwd) {
+                (Some(p), _) => vm_zone(snap, p, dst),
+                (None, Rewrite::Src { .. }) => ZONE_DEFAULT,
+                (None, _) => pkt.key.zone(),
+            };
+            let reply = rekey(&pkt.key, src, dst, src_port).reversed().with_zone(reply_zone);
             if let Err(r) = insert(ctx, flows, pkt, reply, [a, b]) {
                 return Err(drop(r));
             }
@@ -649,7 +721,8 @@ fn new_flow<B: PacketBuf>(
                 let denied = verdict_denied(None, Some(p), snap, &fw);
                 let a = FlowAction { out: Out::Vf(p), denied, port: p, ..FlowAction::default() };
                 let b = FlowAction { out: Out::Route, denied, port: p, ..FlowAction::default() };
-                insert(ctx, flows, pkt, pkt.key.reversed(), [a, b]).map_err(drop)?;
+                let reply = pkt.key.reversed().with_zone(vm_zone(snap, p, pkt.dst));
+                insert(ctx, flows, pkt, reply, [a, b]).map_err(drop)?;
                 Ok(a)
             }
             UnderlayTarget::Vip(p) => {
@@ -677,7 +750,7 @@ fn new_flow<B: PacketBuf>(
                     kind: FlowKind::Vip,
                     port: p,
                 };
-                let reply = rekey(&pkt.key, pkt.src, vm, None).reversed();
+                let reply = rekey(&pkt.key, pkt.src, vm, None).reversed().with_zone(vm_zone(snap, p, vm));
                 insert(ctx, flows, pkt, reply, [a, b]).map_err(drop)?;
                 Ok(a)
             }
@@ -716,7 +789,7 @@ fn new_flow<B: PacketBuf>(
                         let denied = verdict_denied(None, Some(p), snap, &fw);
                         let a = FlowAction { out: Out::Vf(p), denied, port: p, ..FlowAction::default() };
                         let b = FlowAction { out: Out::Route, denied, port: p, ..FlowAction::default() };
-                        (a, pkt.key.reversed(), b)
+                        (a, pkt.key.reversed().with_zone(vm_zone(snap, p, pkt.dst)), b)
                     }
                 };
                 insert(ctx, flows, pkt, reply, [a, b]).map_err(drop)?;
@@ -772,7 +845,8 @@ fn nat64_flow(
         kind: FlowKind::Nat,
         port: me,
     };
-    // The key of the translated packet; the flow's reply key is its reverse.
+    // The key of the translated packet; the flow's reply key is its reverse (replies
+    // come to the NAT underlay address: the default zone).
     let translated = if icmp {
         FlowKey::v4(vni, nat_ip, remote, PROTO_ICMP, u16::from(type4), port)
     } else {
