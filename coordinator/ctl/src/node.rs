@@ -136,14 +136,7 @@ pub async fn execute(client: &mut DpdKironcoreClient<Channel>, call: NodeCall) -
         }
         NodeCall::CreatePrefix(r) => {
             let resp = call!(client.create_prefix(r.clone()));
-            Output::one(&Change {
-                result: "created",
-                object: PrefixView {
-                    interface_id: text(&r.interface_id),
-                    prefix: prefix_text(r.prefix.as_ref()),
-                    underlay_route: text(&resp.underlay_route),
-                },
-            })
+            Output::one(&created_prefix(&r.interface_id, r.prefix.as_ref(), &resp.underlay_route))
         }
         NodeCall::DeletePrefix(r) => {
             call!(client.delete_prefix(r.clone()));
@@ -155,14 +148,7 @@ pub async fn execute(client: &mut DpdKironcoreClient<Channel>, call: NodeCall) -
         }
         NodeCall::CreateLbPrefix(r) => {
             let resp = call!(client.create_load_balancer_prefix(r.clone()));
-            Output::one(&Change {
-                result: "created",
-                object: PrefixView {
-                    interface_id: text(&r.interface_id),
-                    prefix: prefix_text(r.prefix.as_ref()),
-                    underlay_route: text(&resp.underlay_route),
-                },
-            })
+            Output::one(&created_prefix(&r.interface_id, r.prefix.as_ref(), &resp.underlay_route))
         }
         NodeCall::DeleteLbPrefix(r) => {
             call!(client.delete_load_balancer_prefix(r.clone()));
@@ -446,6 +432,11 @@ pub fn route_view(vni: u32, r: &pb::Route) -> RouteView {
         next_hop: ip_text(r.nexthop_address.as_ref()),
         next_hop_vni: r.nexthop_vni,
     }
+}
+
+fn created_prefix(iface: &[u8], p: Option<&pb::Prefix>, underlay: &[u8]) -> Change<PrefixView> {
+    let object = PrefixView { interface_id: text(iface), prefix: prefix_text(p), underlay_route: text(underlay) };
+    Change { result: "created", object }
 }
 
 fn deleted_prefix(iface: &[u8], p: Option<&pb::Prefix>) -> Change<PrefixKey> {
