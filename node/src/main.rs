@@ -161,6 +161,7 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
             pipeline,
             stop: stop.clone(),
             busy_poll: opts.busy_poll,
+            age_scan: worker::age_scan(opts.flow_capacity as usize, opts.flow_timeout),
         };
         match lcores.get(w) {
             Some(&lcore) => {

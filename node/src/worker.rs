@@ -26,14 +26,23 @@ use dpfleet_dpdk::{Burst, RxQueue, TxQueue};
 pub const RX_BURST: usize = 32;
 /// Capacity of a port's pending TX burst (a full one is flushed at once).
 pub const TX_BURST: usize = 64;
-/// Flow-table entries checked for expiry per aging slice.
-pub const AGE_SCAN: usize = 1024;
-/// Time between aging slices: 1,024 entries per millisecond sweeps a million-flow table
-/// about once a second for 1-2 % of a core. Expired flows are invisible to lookups at
-/// once; aging only gives their entries (and NAT ports) back, so it need not be faster.
-/// (Aging every polling round instead cost a 1M-entry cold-memory scan per 32-packet
-/// burst and divided throughput by ten.)
+/// Fewest flow-table entries checked for expiry per aging slice.
+pub const AGE_SCAN_MIN: usize = 1024;
+/// Time between aging slices. (Aging every polling round instead scanned cold memory
+/// for every 32-packet burst and divided throughput by ten.)
 pub const AGE_INTERVAL_NS: u64 = 1_000_000;
+
+/// Entries to check per aging slice so that the cursor goes round the whole table
+/// within a quarter of the flow timeout. Expired flows are invisible to lookups at once,
+/// but only aging gives their entries and NAT ports back: with a small NAT range, a new
+/// flow may wait for exactly that. About a nanosecond per entry: a million-flow table
+/// with the default 30 s timeout costs 1,024 entries per millisecond (0.1 % of a core);
+/// with `--flow-timeout=1`, 4,096.
+pub fn age_scan(capacity: usize, flow_timeout_s: u32) -> usize {
+    let slices_per_sweep = (u64::from(flow_timeout_s.max(1)) * 1_000_000_000 / 4 / AGE_INTERVAL_NS).max(1);
+    let per_slice = (capacity as u64).div_ceil(slices_per_sweep);
+    usize::try_from(per_slice).unwrap_or(usize::MAX).max(AGE_SCAN_MIN)
+}
 /// Empty polling rounds before the worker starts sleeping.
 pub const IDLE_SPINS: u32 = 1024;
 /// First sleep when idle.
@@ -55,6 +64,8 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// Never sleep when idle.
     pub busy_poll: bool,
+    /// Flow-table entries per aging slice ([`age_scan`]).
+    pub age_scan: usize,
 }
 
 impl Worker {
@@ -135,7 +146,7 @@ impl Worker {
             #[allow(clippy::cast_possible_truncation)] // u64 nanoseconds last 584 years
             let now_ns = round_ns.unwrap_or_else(|| epoch.elapsed().as_nanos() as u64);
             if now_ns >= next_age_ns {
-                self.pipeline.age(now_ns, AGE_SCAN);
+                self.pipeline.age(now_ns, self.age_scan);
                 next_age_ns = now_ns + AGE_INTERVAL_NS;
             }
             if received > 0 || self.busy_poll {
@@ -178,4 +189,20 @@ fn flush<const N: usize>(txq: &mut TxQueue, burst: &mut Burst<N>, pipeline: &Pip
     pc.tx_errors.add(unsent);
     pipeline.counters.drops[DropReason::TxFull as usize].add(unsent);
     burst.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aging_sweeps_the_table_within_a_quarter_of_the_timeout() {
+        assert_eq!(age_scan(1 << 20, 30), AGE_SCAN_MIN);
+        assert_eq!(age_scan(1 << 20, 1), 4195);
+        assert_eq!(age_scan(4096, 1), AGE_SCAN_MIN);
+        for (cap, timeout) in [(1 << 20, 1), (1 << 20, 30), (10 << 20, 2), (4096, 300)] {
+            let slices = u64::from(timeout) * 1_000_000_000 / 4 / AGE_INTERVAL_NS;
+            assert!(age_scan(cap, timeout) as u64 * slices >= cap as u64, "{cap} {timeout}");
+        }
+    }
 }
