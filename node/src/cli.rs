@@ -137,6 +137,12 @@ pub struct Options {
     /// dpfleet: address the gRPC and metrics servers bind to.
     #[arg(long, value_name = "ADDR", default_value = "::")]
     pub listen_addr: std::net::IpAddr,
+    /// Map a VM-accessible IPv4 endpoint to an outside IPv6 UDP service (IPv4,port,IPv6,port; can be used multiple times).
+    #[arg(long, value_name = "IPv4,port,IPv6,port")]
+    pub udp_virtsvc: Vec<String>,
+    /// Map a VM-accessible IPv4 endpoint to an outside IPv6 TCP service (IPv4,port,IPv6,port; can be used multiple times).
+    #[arg(long, value_name = "IPv4,port,IPv6,port")]
+    pub tcp_virtsvc: Vec<String>,
     /// dpfleet: number of mbufs in the packet pool.
     #[arg(long, value_name = "N", default_value_t = 16383)]
     pub mbufs: u32,
@@ -149,6 +155,40 @@ pub struct Options {
     /// EAL `-a` argument for pf1 (configuration file key `a-pf1`).
     #[arg(long = "a-pf1", value_name = "PCI", hide = true)]
     pub a_pf1: Option<String>,
+}
+
+/// Parses one `--udp-virtsvc` / `--tcp-virtsvc` value, `IPv4,port,IPv6,port`, for
+/// protocol `proto` (6 or 17). Ports are 1..65535.
+pub fn parse_virtsvc(
+    proto: u8,
+    value: &str,
+) -> Result<dpfleet_dataplane::stages::virtsvc::VirtualService, CliError> {
+    let bad = || CliError::Invalid(format!("invalid virtual service '{value}' (expected IPv4,port,IPv6,port)"));
+    let parts: Vec<&str> = value.split(',').collect();
+    let [v4, vport, v6, sport] = parts.as_slice() else { return Err(bad()) };
+    let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&p| p != 0);
+    Ok(dpfleet_dataplane::stages::virtsvc::VirtualService {
+        proto,
+        virtual_ip: v4.trim().parse().map_err(|_| bad())?,
+        virtual_port: port(vport).ok_or_else(bad)?,
+        service_ip: v6.trim().parse().map_err(|_| bad())?,
+        service_port: port(sport).ok_or_else(bad)?,
+    })
+}
+
+/// The virtual services the options configure (UDP first, then TCP), validated
+/// (at most 256, no duplicate endpoint within a protocol).
+pub fn virtual_services(
+    opts: &Options,
+) -> Result<dpfleet_dataplane::stages::virtsvc::VirtualServices, CliError> {
+    let mut list = Vec::new();
+    for v in &opts.udp_virtsvc {
+        list.push(parse_virtsvc(17, v)?);
+    }
+    for v in &opts.tcp_virtsvc {
+        list.push(parse_virtsvc(6, v)?);
+    }
+    dpfleet_dataplane::stages::virtsvc::VirtualServices::new(list).map_err(|e| CliError::Invalid(e.to_string()))
 }
 
 /// Why the options could not be read.
@@ -293,12 +333,35 @@ fn validate(o: &Options) -> Result<(), CliError> {
     if o.metrics_port != 0 && o.metrics_port == o.grpc_port {
         return Err(CliError::Invalid("--metrics-port and --grpc-port must differ".into()));
     }
+    virtual_services(o)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn virtual_services_parse_and_validate() {
+        let base = "--pf0 a --ipv6 ::1 --vf-pattern v";
+        let run = |extra: &str| match parse(&strings(&format!("{base} {extra}")), Some("")) {
+            Ok(Command::Run(o)) => Ok(virtual_services(&o).map(|v| v.list().to_vec())),
+            Ok(Command::Print(_)) => panic!("unexpected print"),
+            Err(e) => Err(e.to_string()),
+        };
+        let list = run("--udp-virtsvc 1.2.3.4,5353,2a00:da8:fff6::1,53 --tcp-virtsvc 5.6.7.8,4443,2a00:da8:fff6::2,443")
+            .unwrap()
+            .unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!((list[0].proto, list[0].virtual_port, list[0].service_port), (17, 5353, 53));
+        assert_eq!(list[1].service_ip, "2a00:da8:fff6::2".parse::<Ipv6Addr>().unwrap());
+        assert!(run("--udp-virtsvc 1.2.3.4,0,::1,53").is_err(), "port 0");
+        assert!(run("--udp-virtsvc 1.2.3.4,70000,::1,53").is_err(), "port range");
+        assert!(run("--udp-virtsvc 1.2.3.4,53,::1").is_err(), "three fields");
+        assert!(run("--udp-virtsvc 1.2.3.4,53,::1,53 --udp-virtsvc 1.2.3.4,53,::2,53").is_err(), "dup virtual");
+        assert!(run("--udp-virtsvc 1.2.3.4,53,::1,53 --udp-virtsvc 1.2.3.5,53,::1,53").is_err(), "dup service");
+        assert!(run("--udp-virtsvc 1.2.3.4,53,::1,53 --tcp-virtsvc 1.2.3.4,53,::1,53").is_ok(), "per protocol");
+    }
 
     fn strings(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()

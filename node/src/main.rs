@@ -125,6 +125,7 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
         pf_ports: port_infos.iter().filter(|p| matches!(p.role, PortRole::Pf(_))).map(|p| p.id).collect(),
         wcmp_percent: opts.wcmp,
     };
+    let virtual_services = Arc::new(cli::virtual_services(&opts).context("virtual services")?);
     let control = Arc::new(control::Control::new(node, port_infos.clone()));
     control.set_lb_selection(opts.lb_selection);
     let snapshot = control.snapshot_handle();
@@ -152,7 +153,10 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
             control::random_u64(),
         );
         cfg.enforce_firewall = opts.enforce_firewall;
-        let pipeline = Pipeline::with_config(neigh.clone(), &cfg).context("allocating the flow table")?;
+        let mut pipeline = Pipeline::with_config(neigh.clone(), &cfg).context("allocating the flow table")?;
+        if !virtual_services.is_empty() {
+            pipeline.set_virtual_services(virtual_services.clone());
+        }
         worker_counters.push(pipeline.counters.clone());
         let worker = worker::Worker {
             rx,

@@ -4,10 +4,12 @@
 //!   VF rx ─ classify ─┬─ arp ───────────────────────────────────┐ (reply on the rx port)
 //!                     ├─ nd (ICMPv6 133-137, IPv6 overlay) ─────┤
 //!                     ├─ dhcp / dhcpv6 ─────────────────────────┘
+//!                     ├─ virtsvc (IPv4 to a virtual service) ─ pf tx
 //!                     └─ conntrack ─ route4 / route6 (per-VNI LPM) ─┬─ vf tx
 //!                          │  (flow lookup or creation: firewall,   └─ encap ─ pf tx
 //!                          │   VIP, NAT; cached rewrite)
-//!   PF rx ─ classify ─ decap (outer dst = one of the node's underlay addresses)
+//!   PF rx ─ classify ─ virtsvc (reply of a virtual service) ─ vf tx
+//!                    └ decap (outer dst = one of the node's underlay addresses)
 //!                          └─ conntrack ─┬─ vf tx (interface, alias/LB prefix, VIP, NAT reply)
 //!                                        │   (lb: target of a new flow to an LB VIP)
 //!                                        └─ relay ─ encap ─ pf tx (same PF: neighbour NAT,
@@ -163,6 +165,8 @@ counted_enum! {
         Decap => "decap",
         /// Connection tracking, firewall, VIP, NAT and neighbour NAT.
         Conntrack => "conntrack",
+        /// Virtual services (IPv4 to an IPv6 service and back).
+        Virtsvc => "virtsvc",
         /// Delivery to a VF.
         VfTx => "vf_tx",
         /// Delivery to a PF.
@@ -223,6 +227,10 @@ pub enum Next {
     Decap,
     /// Connection tracking and the stateful services.
     Conntrack(Origin),
+    /// A VM's request to the virtual service with this index.
+    VirtsvcRequest(u16),
+    /// A reply of the virtual service with this index.
+    VirtsvcReply(u16),
     /// IPv4 overlay routing, with the packet's dpservice flow hash (see
     /// [`crate::tables::jhash::DpsFlowKey`]), which picks the PF under `--wcmp`.
     Route4(u32),
@@ -252,6 +260,7 @@ impl Next {
             Next::Dhcpv6 => Stage::Dhcpv6,
             Next::Decap => Stage::Decap,
             Next::Conntrack(_) => Stage::Conntrack,
+            Next::VirtsvcRequest(_) | Next::VirtsvcReply(_) => Stage::Virtsvc,
             Next::Route4(_) => Stage::Route4,
             Next::Route6 => Stage::Route6,
             Next::Encap(..) | Next::Relay(_) => Stage::Encap,
@@ -270,12 +279,13 @@ impl Next {
 
 /// The stages after classification, in graph order: every edge goes from a stage to a
 /// later one, so one pass over this list finishes every packet.
-const ORDER: [Stage; 11] = [
+const ORDER: [Stage; 12] = [
     Stage::Arp,
     Stage::Nd,
     Stage::Dhcp,
     Stage::Dhcpv6,
     Stage::Decap,
+    Stage::Virtsvc,
     Stage::Conntrack,
     Stage::Route4,
     Stage::Route6,
@@ -418,6 +428,10 @@ pub struct Pipeline {
     synced: Option<u64>,
     /// The sequence number of the last flush applied.
     flushed: u64,
+    /// Virtual-service connections.
+    virtsvc: stages::virtsvc::Connections,
+    /// The `--flow-timeout` the virtual-service connections age with.
+    flow_timeout_s: u32,
 }
 
 impl Default for Pipeline {
@@ -450,7 +464,20 @@ impl Pipeline {
             },
             synced: None,
             flushed: 0,
+            virtsvc: stages::virtsvc::Connections::default(),
+            flow_timeout_s: cfg.flows.flow_timeout_s,
         })
+    }
+
+    /// Sets the node's virtual services (`--udp-virtsvc`, `--tcp-virtsvc`) and
+    /// allocates this worker's connection tables for them (forgetting any connection).
+    pub fn set_virtual_services(&mut self, services: Arc<stages::virtsvc::VirtualServices>) {
+        self.virtsvc = stages::virtsvc::Connections::new(services, self.flow_timeout_s);
+    }
+
+    /// The virtual-service connections.
+    pub fn virtsvc(&self) -> &stages::virtsvc::Connections {
+        &self.virtsvc
     }
 
     /// The learned neighbours (shared).
@@ -486,6 +513,9 @@ impl Pipeline {
                 continue;
             }
             self.flushed = seq;
+            if let Flush::Interface { port, .. } = flush {
+                self.virtsvc.forget_port(port);
+            }
             let nat = &mut self.flows.nat;
             self.flows.table.retain(|f| !flush_hits(&flush, f), |f| ct_stage::release(nat, f));
         }
@@ -528,7 +558,7 @@ impl Pipeline {
         let mut queue = [[0u8; CHUNK]; Stage::ALL.len()];
         let mut queued = [0usize; Stage::ALL.len()];
         for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
-            *nx = stages::classify::process(ctx, &self.neigh, buf);
+            *nx = stages::classify::process(ctx, &self.neigh, self.virtsvc.services(), buf);
             enqueue(&mut queue, &mut queued, i, *nx);
         }
         self.counters.stage_add(Stage::Classify, pkts.len());
@@ -567,6 +597,8 @@ impl Pipeline {
             }
             (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf),
             (Next::Conntrack(origin), _) => stages::conntrack::process(ctx, &mut self.flows, origin, buf),
+            (Next::VirtsvcRequest(svc), _) => stages::virtsvc::request(ctx, &mut self.virtsvc, svc, buf),
+            (Next::VirtsvcReply(svc), _) => stages::virtsvc::reply(ctx, &mut self.virtsvc, svc, buf),
             (Next::Route4(hash), _) => stages::route4::process(ctx, hash, buf),
             (Next::Route6, _) => stages::route6::process(ctx, buf),
             (Next::Encap(underlay, hash), _) => stages::encap::process(ctx, underlay, None, hash, buf),

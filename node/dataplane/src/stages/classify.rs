@@ -14,6 +14,10 @@
 //! - Only TCP, UDP, ICMP and ICMPv6 pass (dpservice's connection tracker drops other
 //!   protocols, IPv6 extension headers included).
 //!
+//! - Virtual services: IPv4 TCP/UDP from a VF to a virtual service's (address, port),
+//!   and non-tunnel IPv6 TCP/UDP on a PF from a service's (address, port), go to the
+//!   virtual-service stage, before connection tracking (see `stages::virtsvc`).
+//!
 //! Where the node is stricter than dpservice, which trusts the NIC's packet-type
 //! parsing: IPv4 header checksums are verified (a router must not forward a corrupted
 //! header: the TTL update would make it look valid), lengths must be consistent, IPv4
@@ -27,7 +31,10 @@ use crate::graph::{Ctx, DropReason, NeighTable, Next};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::{ipv4, ipv6};
 
+use std::net::Ipv4Addr;
+
 use super::conntrack::Origin;
+use super::virtsvc::VirtualServices;
 
 /// UDP port of a DHCPv4 server.
 pub const DHCP_SERVER_PORT: u16 = 67;
@@ -93,7 +100,10 @@ pub fn inspect_ipv6(ip: &[u8]) -> Result<L4Info, DropReason> {
 }
 
 /// Picks the first stage of a packet received on `ctx.in_port`.
-pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &mut B) -> Next {
+///
+/// `svcs`: the node's virtual services (IPv4 TCP/UDP from a VF to one of them, and
+/// non-tunnel IPv6 TCP/UDP on a PF from one of them, go to the virtual-service stage).
+pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, svcs: &VirtualServices, buf: &mut B) -> Next {
     let Some(port) = ctx.port else {
         return Next::drop(DropReason::UnknownPort);
     };
@@ -101,12 +111,29 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &mut B) -> 
         return Next::drop(DropReason::Malformed);
     };
     match port.role {
-        PortRole::Vf => from_vf(ctx, neigh, &frame),
-        PortRole::Pf(_) => from_pf(&frame),
+        PortRole::Vf => from_vf(ctx, neigh, svcs, &frame),
+        PortRole::Pf(_) => from_pf(svcs, &frame),
     }
 }
 
-fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, frame: &Frame<&[u8]>) -> Next {
+/// The virtual service a checked IPv4 packet from a VM is for.
+fn virtual_target(svcs: &VirtualServices, ip: &[u8], i: &L4Info) -> Option<u16> {
+    let port = i.dst_port?;
+    let dst = ip.get(16..20)?;
+    svcs.by_virtual(i.protocol, Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3]), port)
+}
+
+/// The virtual service a non-tunnel IPv6 packet on a PF comes from.
+fn service_source(svcs: &VirtualServices, p: &ipv6::Packet<&[u8]>) -> Option<u16> {
+    let nh = p.next_header();
+    if nh != ipv6::NH_TCP && nh != ipv6::NH_UDP {
+        return None;
+    }
+    let sport = p.payload().get(0..2)?;
+    svcs.by_service(nh, p.src(), u16::from_be_bytes([sport[0], sport[1]]))
+}
+
+fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, svcs: &VirtualServices, frame: &Frame<&[u8]>) -> Next {
     if ctx.iface.is_none() {
         return Next::drop(DropReason::NoInterface);
     }
@@ -120,7 +147,10 @@ fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, frame: &Frame<&[u8]>) -> Next {
             Ok(i) if i.protocol == ipv4::PROTO_UDP && i.dst_port == Some(DHCP_SERVER_PORT) => {
                 Next::Dhcp
             }
-            Ok(_) => Next::Conntrack(Origin::Vf),
+            Ok(i) => match virtual_target(svcs, frame.payload(), &i) {
+                Some(svc) => Next::VirtsvcRequest(svc),
+                None => Next::Conntrack(Origin::Vf),
+            },
             Err(r) => Next::drop(r),
         },
         ethernet::ETHERTYPE_IPV6 => match inspect_ipv6(frame.payload()) {
@@ -141,11 +171,14 @@ fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, frame: &Frame<&[u8]>) -> Next {
     }
 }
 
-fn from_pf(frame: &Frame<&[u8]>) -> Next {
+fn from_pf(svcs: &VirtualServices, frame: &Frame<&[u8]>) -> Next {
     match frame.ethertype() {
         ethernet::ETHERTYPE_IPV6 => match ipv6::Packet::new_checked(frame.payload()) {
             Some(p) if matches!(p.next_header(), ipv6::NH_IPV4 | ipv6::NH_IPV6) => Next::Decap,
-            Some(_) => Next::drop(DropReason::NotTunnel),
+            Some(p) => match service_source(svcs, &p) {
+                Some(svc) => Next::VirtsvcReply(svc),
+                None => Next::drop(DropReason::NotTunnel),
+            },
             None => Next::drop(DropReason::Malformed),
         },
         ethernet::ETHERTYPE_IPV4 | ethernet::ETHERTYPE_ARP => Next::drop(DropReason::NotTunnel),

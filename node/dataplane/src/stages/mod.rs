@@ -14,6 +14,7 @@ pub mod pf_tx;
 pub mod route4;
 pub mod route6;
 pub mod vf_tx;
+pub mod virtsvc;
 
 use crate::config::RouteTarget;
 use crate::graph::Next;
