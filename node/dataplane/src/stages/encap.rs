@@ -27,7 +27,10 @@ pub const HOP_LIMIT: u8 = 64;
 /// Outer version, traffic class and flow label.
 pub const VTC_FLOW: u32 = 0x6000_0000;
 
-fn pick_pf(ctx: &Ctx<'_>, flow_hash: Option<u32>) -> Option<PortId> {
+/// The PF for a packet, as dpservice's multipath choice: pf0, or with `--wcmp` below 100
+/// and two PFs, pf0 for `round(wcmp/10)` of 10 hash slots and pf1 for the rest. Without
+/// a hash (IPv6 overlay traffic), always pf0.
+pub(crate) fn pick_pf(ctx: &Ctx<'_>, flow_hash: Option<u32>) -> Option<PortId> {
     let node = &ctx.snap.node;
     let pf0 = *node.pf_ports.first()?;
     match (node.pf_ports.get(1), flow_hash) {

@@ -32,6 +32,8 @@ use rustc_hash::FxHashMap;
 use crate::buf::PacketBuf;
 use crate::config::PortId;
 use crate::graph::{Ctx, DropReason, Next};
+use crate::stages::encap::pick_pf;
+use crate::tables::conntrack::tcp;
 use crate::tables::jhash::jhash_2words;
 use crate::wire::checksum;
 use crate::wire::{ethernet, ipv4, ipv6};
@@ -271,39 +273,22 @@ enum TcpState {
 
 impl TcpState {
     fn next(self, flags: u8) -> TcpState {
-        if flags & (TCP_RST | TCP_FIN) != 0 {
+        if flags & (tcp::RST | tcp::FIN) != 0 {
             return TcpState::Transient;
         }
-        let syn_ack = flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
+        let syn_ack = flags & (tcp::SYN | tcp::ACK) == tcp::SYN | tcp::ACK;
         match self {
-            TcpState::Transient if flags & TCP_SYN != 0 => TcpState::Syn,
+            TcpState::Transient if flags & tcp::SYN != 0 => TcpState::Syn,
             TcpState::Syn if syn_ack => TcpState::SynAck,
-            TcpState::SynAck if flags & TCP_ACK != 0 => TcpState::Established,
+            TcpState::SynAck if flags & tcp::ACK != 0 => TcpState::Established,
             s => s,
         }
     }
 }
 
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 /// Offset of the checksum in a TCP / UDP header.
 fn l4_checksum_offset(proto: u8) -> usize {
     if proto == ipv4::PROTO_TCP { 16 } else { 6 }
-}
-
-/// The PF for a connection hash, as dpservice's multipath choice (`--wcmp`).
-fn pick_pf(ctx: &Ctx<'_>, hash: u32) -> Option<PortId> {
-    let node = &ctx.snap.node;
-    let pf0 = *node.pf_ports.first()?;
-    match node.pf_ports.get(1) {
-        Some(&pf1) if node.wcmp_percent < 100 => {
-            let pf0_slots = (u32::from(node.wcmp_percent) + 5) / 10;
-            Some(if hash % 10 < pf0_slots { pf0 } else { pf1 })
-        }
-        _ => Some(pf0),
-    }
 }
 
 /// The hash of a connection key that picks its PF: `jhash_2words` of the key's two
@@ -339,7 +324,7 @@ pub fn request<B: PacketBuf>(ctx: &Ctx<'_>, conns: &mut Connections, svc: u16, b
         return Next::drop(DropReason::FlowTableFull);
     };
     conns.touch(usize::from(svc), idx, ctx.now_ns, tcp_flags);
-    let Some(pf) = pick_pf(ctx, conn_hash(ctx.in_port, vm_port, src)) else {
+    let Some(pf) = pick_pf(ctx, Some(conn_hash(ctx.in_port, vm_port, src))) else {
         return Next::drop(DropReason::PortDown);
     };
     // [eth][ipv4 ihl][seg] → [eth][ipv6 40][seg]
@@ -583,15 +568,15 @@ mod tests {
         let vm = Ipv4Addr::new(10, 0, 0, 1);
         let key = |p: u16| (VM1, p, vm);
         assert_eq!(c.lookup_or_create(1, key(12345), 0), Some(1));
-        for f in [TCP_SYN, TCP_SYN | TCP_ACK, TCP_ACK, TCP_FIN | TCP_ACK, TCP_ACK] {
+        for f in [tcp::SYN, tcp::SYN | tcp::ACK, tcp::ACK, tcp::FIN | tcp::ACK, tcp::ACK] {
             c.touch(1, 1, 0, Some(f));
         }
         assert_eq!(c.lookup_or_create(1, key(12346), 0), Some(2));
         // A bare ACK does not establish; the handshake does.
-        c.touch(1, 2, 0, Some(TCP_ACK));
+        c.touch(1, 2, 0, Some(tcp::ACK));
         assert_eq!(c.lookup_or_create(1, key(9), 2 * S), Some(1), "closed slot aged");
-        c.touch(1, 1, 0, Some(TCP_RST));
-        for f in [TCP_SYN, TCP_SYN | TCP_ACK, TCP_ACK] {
+        c.touch(1, 1, 0, Some(tcp::RST));
+        for f in [tcp::SYN, tcp::SYN | tcp::ACK, tcp::ACK] {
             c.touch(1, 2, 0, Some(f));
         }
         assert_eq!(c.lookup_or_create(1, key(12348), 2 * S), Some(1), "aged slot reused");
