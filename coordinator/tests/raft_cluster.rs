@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dpfleet_coordinator::state::{Command, FleetState, Interface, NatGatewaySpec, Op, Response};
+use dpfleet_coordinator::state::{Command, FleetState, InterfaceSpec, NatGatewaySpec, Op, Response};
 use dpfleet_coordinator::{default_config, Member, MemberId};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tempfile::TempDir;
@@ -103,14 +103,16 @@ fn register(i: u16) -> Op {
         id: format!("node{i}"),
         underlay: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i),
         api_endpoint: format!("[fd00::{i}]:1337"),
+        devices: vec![],
     }
 }
 
 fn interface(i: u8) -> Op {
-    Op::CreateInterface(Interface {
+    Op::CreateInterface(InterfaceSpec {
         id: format!("vm{i}"),
         vni: 100,
-        node: format!("node{}", 1 + i % 3),
+        node: Some(format!("node{}", 1 + i % 3)),
+        device: Some(format!("dev{i}")),
         ipv4: Some(Ipv4Addr::new(10, 0, 0, i)),
         ipv6: None,
     })

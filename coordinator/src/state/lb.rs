@@ -10,6 +10,7 @@
 //! [`MIN_SIZED_TARGETS`] targets) and only grows, to the size for twice the targets, when
 //! the targets outgrow it: changing the size re-maps almost every slot, so it must be rare.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 use dpfleet_proto::maglev::{
@@ -104,6 +105,14 @@ pub struct LoadBalancer {
     pub epoch: u64,
     /// The committed table, `None` while there is no target.
     pub table: Option<MaglevCommit>,
+    /// The underlay address of this load balancer's entry point on each node (every node
+    /// serves the VIP).
+    #[serde(default)]
+    pub node_underlays: BTreeMap<String, Ipv6Addr>,
+    /// Targets that are interfaces: interface → its load-balancer prefix's underlay
+    /// address (also in `targets`).
+    #[serde(default)]
+    pub interface_targets: BTreeMap<String, Ipv6Addr>,
 }
 
 fn seed_for(id: &str) -> u64 {
@@ -150,6 +159,8 @@ impl LoadBalancer {
             size_fixed: spec.table_size.is_some(),
             epoch: 0,
             table: None,
+            node_underlays: BTreeMap::new(),
+            interface_targets: BTreeMap::new(),
         };
         lb.set_targets(spec.targets)?;
         Ok(lb)

@@ -19,6 +19,7 @@
 //!   nothing; with a different command it is refused ([`ApplyError::RequestIdReused`]).
 
 mod dedup;
+pub mod iface;
 pub mod lb;
 pub mod nat;
 mod seq;
@@ -31,6 +32,10 @@ use dpfleet_proto::types::{Prefix, Vni};
 use serde::{Deserialize, Serialize};
 
 pub use dedup::{Dedup, DEDUP_CAPACITY};
+pub use iface::{
+    underlay_address, Direction, FirewallAction, FirewallRule, Interface, InterfaceSpec, PortRange,
+    ProtocolFilter, Vip, EXTERNAL_FLAG,
+};
 pub use lb::{LbPort, LbTarget, LoadBalancer, LoadBalancerSpec, MaglevCommit, Protocol};
 pub use nat::{NatBlock, NatGateway, NatGatewaySpec};
 
@@ -66,21 +71,13 @@ pub struct Node {
     pub api_endpoint: String,
     /// Its lifecycle state.
     pub state: NodeState,
-}
-
-/// A virtual machine's (or host's) interface.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Interface {
-    /// The interface's name, unique in the fleet.
-    pub id: String,
-    /// Its virtual network.
-    pub vni: u32,
-    /// The node hosting it.
-    pub node: String,
-    /// Its overlay IPv4 address.
-    pub ipv4: Option<Ipv4Addr>,
-    /// Its overlay IPv6 address.
-    pub ipv6: Option<Ipv6Addr>,
+    /// The ports (DPDK device names) it offers for interfaces, as it publishes them.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// The state's generation when the node was registered or last set back to joining:
+    /// the node is ready once it has applied at least this generation.
+    #[serde(default)]
+    pub joined_generation: u64,
 }
 
 /// An IP prefix without host bits, as routes carry it.
@@ -139,6 +136,9 @@ pub enum Op {
         underlay: Ipv6Addr,
         /// Its node API endpoint.
         api_endpoint: String,
+        /// The ports it offers for interfaces.
+        #[serde(default)]
+        devices: Vec<String>,
     },
     /// Moves a node to another lifecycle state.
     SetNodeState {
@@ -162,9 +162,10 @@ pub enum Op {
         /// Its identifier.
         vni: u32,
     },
-    /// Creates an interface on a node.
-    CreateInterface(Interface),
-    /// Deletes an interface, releasing its NAT block.
+    /// Creates an interface on a node, or on one the coordinator picks
+    /// ([`Response::Interface`]).
+    CreateInterface(InterfaceSpec),
+    /// Deletes an interface, releasing its NAT block and VIP.
     DeleteInterface {
         /// The interface.
         id: String,
@@ -213,6 +214,43 @@ pub enum Op {
         /// The target.
         target: LbTarget,
     },
+    /// Makes an interface a target of a load balancer in its VNI: the interface gets the
+    /// VIP as a load-balancer prefix with an underlay address on its node, and that
+    /// address becomes the target ([`Response::LoadBalancer`]).
+    AddLbInterfaceTarget {
+        /// The load balancer.
+        lb: String,
+        /// The interface.
+        interface: String,
+        /// Its relative share of the flows (at least 1).
+        weight: u32,
+    },
+    /// Gives an interface a VIP.
+    SetVip {
+        /// The interface.
+        interface: String,
+        /// The public address.
+        ip: Ipv4Addr,
+    },
+    /// Removes an interface's VIP.
+    DeleteVip {
+        /// The interface.
+        interface: String,
+    },
+    /// Adds a firewall rule to an interface.
+    AddFirewallRule {
+        /// The interface.
+        interface: String,
+        /// The rule.
+        rule: FirewallRule,
+    },
+    /// Removes a firewall rule from an interface.
+    DeleteFirewallRule {
+        /// The interface.
+        interface: String,
+        /// The rule's id.
+        rule_id: String,
+    },
     /// Removes a target from a load balancer ([`Response::LoadBalancer`]).
     RemoveLbTarget {
         /// The load balancer.
@@ -252,12 +290,21 @@ pub enum Response {
         /// The state's generation after the change.
         generation: u64,
     },
+    /// An interface was created where this says.
+    Interface {
+        /// The state's generation after the change.
+        generation: u64,
+        /// The interface as placed.
+        interface: Interface,
+    },
     /// An interface got this port block.
     NatBlock {
         /// The state's generation after the change.
         generation: u64,
         /// The block.
         block: NatBlock,
+        /// The underlay address of the interface's NAT on its node.
+        underlay: Ipv6Addr,
     },
     /// A load balancer's table is now at `epoch` with this commit.
     LoadBalancer {
@@ -290,6 +337,10 @@ pub enum ObjectKind {
     LoadBalancer,
     /// A load balancer target.
     LbTarget,
+    /// An interface's VIP.
+    Vip,
+    /// A firewall rule.
+    FirewallRule,
 }
 
 impl fmt::Display for ObjectKind {
@@ -303,6 +354,8 @@ impl fmt::Display for ObjectKind {
             ObjectKind::NatAttachment => "NAT attachment",
             ObjectKind::LoadBalancer => "load balancer",
             ObjectKind::LbTarget => "load balancer target",
+            ObjectKind::Vip => "VIP",
+            ObjectKind::FirewallRule => "firewall rule",
         })
     }
 }
@@ -386,6 +439,10 @@ pub enum ApplyError {
         /// Its number of blocks.
         blocks: u64,
     },
+    /// No node can take the object (placement found no accepting node with a free port),
+    /// or an address space is used up.
+    #[error("no capacity: {0}")]
+    NoCapacity(String),
     /// A request id was reused for a different command.
     #[error("request id {0} was already used for a different command")]
     RequestIdReused(String),
@@ -405,6 +462,8 @@ pub struct FleetState {
     routes: BTreeMap<(u32, Cidr), Route>,
     nat_gateways: BTreeMap<String, NatGateway>,
     load_balancers: BTreeMap<String, LoadBalancer>,
+    /// The counter of coordinator-chosen underlay addresses (see [`underlay_address`]).
+    next_underlay: u32,
     dedup: Dedup,
 }
 
@@ -444,24 +503,55 @@ impl FleetState {
 
     fn apply_op(&mut self, op: Op) -> Result<Response, ApplyError> {
         let response = match op {
-            Op::RegisterNode { id, underlay, api_endpoint } => {
+            Op::RegisterNode { id, underlay, api_endpoint, devices } => {
                 if id.is_empty() {
                     return Err(ApplyError::InvalidArgument("a node needs a name".into()));
                 }
+                if let Some(d) = devices.iter().find(|d| d.is_empty() || d.contains(',')) {
+                    return Err(ApplyError::InvalidArgument(format!("node {id}: bad device name {d:?}")));
+                }
                 match self.nodes.get_mut(&id) {
                     Some(node) => {
+                        if node.underlay != underlay && self.interfaces.values().any(|i| i.node == id) {
+                            return Err(ApplyError::InUse {
+                                kind: ObjectKind::Node,
+                                id,
+                                by: "interfaces whose underlay addresses are in its old prefix".into(),
+                            });
+                        }
                         node.underlay = underlay;
                         node.api_endpoint = api_endpoint;
+                        node.devices = devices;
                     }
                     None => {
-                        let node = Node { id: id.clone(), underlay, api_endpoint, state: NodeState::Joining };
-                        self.nodes.insert(id, node);
+                        self.check_underlay_room(self.load_balancers.len())?;
+                        let node = Node {
+                            id: id.clone(),
+                            underlay,
+                            api_endpoint,
+                            state: NodeState::Joining,
+                            devices,
+                            joined_generation: self.generation + 1,
+                        };
+                        self.nodes.insert(id.clone(), node);
+                        let ids: Vec<String> = self.load_balancers.keys().cloned().collect();
+                        for lb in ids {
+                            let addr = self.alloc_underlay(&id);
+                            if let Some(lb) = self.load_balancers.get_mut(&lb) {
+                                lb.node_underlays.insert(id.clone(), addr);
+                            }
+                        }
                     }
                 }
                 None
             }
             Op::SetNodeState { id, state } => {
-                self.nodes.get_mut(&id).ok_or_else(|| not_found(ObjectKind::Node, &id))?.state = state;
+                let next = self.generation + 1;
+                let node = self.nodes.get_mut(&id).ok_or_else(|| not_found(ObjectKind::Node, &id))?;
+                if state == NodeState::Joining && node.state != NodeState::Joining {
+                    node.joined_generation = next;
+                }
+                node.state = state;
                 None
             }
             Op::RemoveNode { id } => {
@@ -476,6 +566,9 @@ impl FleetState {
                     });
                 }
                 self.nodes.remove(&id);
+                for lb in self.load_balancers.values_mut() {
+                    lb.node_underlays.remove(&id);
+                }
                 None
             }
             Op::CreateVni { vni } => {
@@ -495,11 +588,23 @@ impl FleetState {
                 self.vnis.remove(&vni);
                 None
             }
-            Op::CreateInterface(iface) => {
-                self.create_interface(iface)?;
-                None
+            Op::CreateInterface(spec) => {
+                let interface = self.create_interface(spec)?;
+                self.generation += 1;
+                return Ok(Response::Interface { generation: self.generation, interface });
             }
             Op::DeleteInterface { id } => {
+                if !self.interfaces.contains_key(&id) {
+                    return Err(not_found(ObjectKind::Interface, &id));
+                }
+                if let Some(lb) = self.load_balancers.values().find(|l| l.interface_targets.contains_key(&id))
+                {
+                    return Err(ApplyError::InUse {
+                        kind: ObjectKind::Interface,
+                        id,
+                        by: format!("load balancer {} (as a target)", lb.id),
+                    });
+                }
                 let iface =
                     self.interfaces.remove(&id).ok_or_else(|| not_found(ObjectKind::Interface, &id))?;
                 for addr in iface_addrs(&iface) {
@@ -536,6 +641,16 @@ impl FleetState {
                     return Err(not_found(ObjectKind::Vni, spec.vni));
                 }
                 let gw = NatGateway::new(spec)?;
+                if let Some(i) = self
+                    .interfaces
+                    .values()
+                    .find(|i| i.vip.is_some_and(|v| gw.spec().public_ips.contains(&v.ip)))
+                {
+                    return Err(ApplyError::InvalidArgument(format!(
+                        "a public IP of the gateway is the VIP of interface {}",
+                        i.id
+                    )));
+                }
                 for other in self.nat_gateways.values() {
                     if let Some(ip) = gw.overlap_with(other) {
                         return Err(ApplyError::OverlappingRange { ip, other: other.spec().id.clone() });
@@ -578,13 +693,19 @@ impl FleetState {
                         format!("{interface} on {}", other.spec().id),
                     ));
                 }
+                self.check_underlay_room(1)?;
+                let node = iface.node.clone();
                 let gw = self
                     .nat_gateways
                     .get_mut(&gateway)
                     .ok_or_else(|| not_found(ObjectKind::NatGateway, &gateway))?;
                 let block = gw.allocate(&interface)?;
+                let underlay = self.alloc_underlay(&node);
+                if let Some(iface) = self.interfaces.get_mut(&interface) {
+                    iface.nat_underlay = Some(underlay);
+                }
                 self.generation += 1;
-                return Ok(Response::NatBlock { generation: self.generation, block });
+                return Ok(Response::NatBlock { generation: self.generation, block, underlay });
             }
             Op::DetachNat { gateway, interface } => {
                 let gw = self
@@ -594,6 +715,9 @@ impl FleetState {
                 gw.release(&interface).ok_or_else(|| {
                     not_found(ObjectKind::NatAttachment, format!("{interface} on {gateway}"))
                 })?;
+                if let Some(iface) = self.interfaces.get_mut(&interface) {
+                    iface.nat_underlay = None;
+                }
                 None
             }
             Op::CreateLoadBalancer(spec) => {
@@ -603,7 +727,16 @@ impl FleetState {
                 if !self.vnis.contains(&spec.vni) {
                     return Err(not_found(ObjectKind::Vni, spec.vni));
                 }
-                let lb = LoadBalancer::new(spec)?;
+                if let IpAddr::V4(vip) = spec.vip {
+                    self.check_not_nat_ip(vip)?;
+                }
+                let mut lb = LoadBalancer::new(spec)?;
+                self.check_underlay_room(self.nodes.len())?;
+                let nodes: Vec<String> = self.nodes.keys().cloned().collect();
+                for node in nodes {
+                    let addr = self.alloc_underlay(&node);
+                    lb.node_underlays.insert(node, addr);
+                }
                 let id = lb.id.clone();
                 self.load_balancers.insert(id.clone(), lb);
                 Some(id)
@@ -619,12 +752,98 @@ impl FleetState {
                     .add_target(target)?;
                 Some(lb)
             }
-            Op::RemoveLbTarget { lb, addr } => {
-                self.load_balancers
+            Op::AddLbInterfaceTarget { lb, interface, weight } => {
+                let iface = self
+                    .interfaces
+                    .get(&interface)
+                    .ok_or_else(|| not_found(ObjectKind::Interface, &interface))?;
+                let balancer =
+                    self.load_balancers.get(&lb).ok_or_else(|| not_found(ObjectKind::LoadBalancer, &lb))?;
+                if iface.vni != balancer.vni {
+                    return Err(ApplyError::VniMismatch {
+                        interface,
+                        interface_vni: iface.vni,
+                        vni: balancer.vni,
+                    });
+                }
+                if balancer.interface_targets.contains_key(&interface) {
+                    return Err(exists(ObjectKind::LbTarget, format!("{interface} of {lb}")));
+                }
+                self.check_underlay_room(1)?;
+                let node = iface.node.clone();
+                let addr = underlay_address(self.nodes[&node].underlay, self.next_underlay);
+                let balancer = self
+                    .load_balancers
                     .get_mut(&lb)
-                    .ok_or_else(|| not_found(ObjectKind::LoadBalancer, &lb))?
-                    .remove_target(addr)?;
+                    .ok_or_else(|| not_found(ObjectKind::LoadBalancer, &lb))?;
+                // add_target validates the weight and the table before anything changes.
+                balancer.add_target(LbTarget { addr, weight })?;
+                balancer.interface_targets.insert(interface, addr);
+                self.next_underlay += 1;
                 Some(lb)
+            }
+            Op::RemoveLbTarget { lb, addr } => {
+                let balancer = self
+                    .load_balancers
+                    .get_mut(&lb)
+                    .ok_or_else(|| not_found(ObjectKind::LoadBalancer, &lb))?;
+                balancer.remove_target(addr)?;
+                balancer.interface_targets.retain(|_, a| *a != addr);
+                Some(lb)
+            }
+            Op::SetVip { interface, ip } => {
+                let iface = self
+                    .interfaces
+                    .get(&interface)
+                    .ok_or_else(|| not_found(ObjectKind::Interface, &interface))?;
+                if iface.vip.is_some() {
+                    return Err(exists(ObjectKind::Vip, format!("of {interface}")));
+                }
+                self.check_not_nat_ip(ip)?;
+                if let Some(other) = self.interfaces.values().find(|i| i.vip.is_some_and(|v| v.ip == ip)) {
+                    return Err(ApplyError::AddressInUse {
+                        vni: other.vni,
+                        addr: IpAddr::V4(ip),
+                        by: other.id.clone(),
+                    });
+                }
+                self.check_underlay_room(1)?;
+                let node = iface.node.clone();
+                let underlay = self.alloc_underlay(&node);
+                if let Some(iface) = self.interfaces.get_mut(&interface) {
+                    iface.vip = Some(Vip { ip, underlay });
+                }
+                None
+            }
+            Op::DeleteVip { interface } => {
+                let iface = self
+                    .interfaces
+                    .get_mut(&interface)
+                    .ok_or_else(|| not_found(ObjectKind::Interface, &interface))?;
+                iface.vip.take().ok_or_else(|| not_found(ObjectKind::Vip, format!("of {interface}")))?;
+                None
+            }
+            Op::AddFirewallRule { interface, rule } => {
+                rule.validate()?;
+                let iface = self
+                    .interfaces
+                    .get_mut(&interface)
+                    .ok_or_else(|| not_found(ObjectKind::Interface, &interface))?;
+                if iface.firewall_rules.contains_key(&rule.id) {
+                    return Err(exists(ObjectKind::FirewallRule, format!("{} of {interface}", rule.id)));
+                }
+                iface.firewall_rules.insert(rule.id.clone(), rule);
+                None
+            }
+            Op::DeleteFirewallRule { interface, rule_id } => {
+                let iface = self
+                    .interfaces
+                    .get_mut(&interface)
+                    .ok_or_else(|| not_found(ObjectKind::Interface, &interface))?;
+                iface.firewall_rules.remove(&rule_id).ok_or_else(|| {
+                    not_found(ObjectKind::FirewallRule, format!("{rule_id} of {interface}"))
+                })?;
+                None
             }
         };
         self.generation += 1;
@@ -635,29 +854,144 @@ impl FleetState {
         })
     }
 
-    fn create_interface(&mut self, iface: Interface) -> Result<(), ApplyError> {
-        if iface.id.is_empty() {
+    fn create_interface(&mut self, spec: InterfaceSpec) -> Result<Interface, ApplyError> {
+        if spec.id.is_empty() {
             return Err(ApplyError::InvalidArgument("an interface needs a name".into()));
         }
-        if self.interfaces.contains_key(&iface.id) {
-            return Err(exists(ObjectKind::Interface, &iface.id));
+        if self.interfaces.contains_key(&spec.id) {
+            return Err(exists(ObjectKind::Interface, &spec.id));
         }
-        if !self.vnis.contains(&iface.vni) {
-            return Err(not_found(ObjectKind::Vni, iface.vni));
+        if !self.vnis.contains(&spec.vni) {
+            return Err(not_found(ObjectKind::Vni, spec.vni));
         }
-        let node = self.nodes.get(&iface.node).ok_or_else(|| not_found(ObjectKind::Node, &iface.node))?;
-        if !node.state.accepts_interfaces() {
-            return Err(ApplyError::NodeNotAccepting { node: node.id.clone(), state: node.state });
+        if spec.ipv4.is_none() && spec.ipv6.is_none() {
+            return Err(ApplyError::InvalidArgument(format!(
+                "interface {} needs an IPv4 or IPv6 address",
+                spec.id
+            )));
         }
-        for addr in iface_addrs(&iface) {
-            if let Some(by) = self.addresses.get(&(iface.vni, addr)) {
-                return Err(ApplyError::AddressInUse { vni: iface.vni, addr, by: by.clone() });
+        let addrs = spec.ipv4.map(IpAddr::V4).into_iter().chain(spec.ipv6.map(IpAddr::V6));
+        for addr in addrs.clone() {
+            if let Some(by) = self.addresses.get(&(spec.vni, addr)) {
+                return Err(ApplyError::AddressInUse { vni: spec.vni, addr, by: by.clone() });
             }
         }
-        for addr in iface_addrs(&iface) {
-            self.addresses.insert((iface.vni, addr), iface.id.clone());
+        let (node, device) = match &spec.node {
+            Some(id) => {
+                let node = self.nodes.get(id).ok_or_else(|| not_found(ObjectKind::Node, id))?;
+                if !node.state.accepts_interfaces() {
+                    return Err(ApplyError::NodeNotAccepting { node: node.id.clone(), state: node.state });
+                }
+                (id.clone(), self.pick_device(node, spec.device.as_deref())?)
+            }
+            None => self.place(spec.device.as_deref())?,
+        };
+        self.check_underlay_room(1)?;
+        let underlay = self.alloc_underlay(&node);
+        for addr in addrs {
+            self.addresses.insert((spec.vni, addr), spec.id.clone());
         }
-        self.interfaces.insert(iface.id.clone(), iface);
+        let iface = Interface {
+            id: spec.id,
+            vni: spec.vni,
+            node,
+            device,
+            ipv4: spec.ipv4,
+            ipv6: spec.ipv6,
+            underlay,
+            vip: None,
+            nat_underlay: None,
+            firewall_rules: BTreeMap::new(),
+        };
+        self.interfaces.insert(iface.id.clone(), iface.clone());
+        Ok(iface)
+    }
+
+    /// The device an interface gets on `node`: `wanted` if it is free (and offered, when
+    /// the node publishes its devices), else the node's first free device.
+    fn pick_device(&self, node: &Node, wanted: Option<&str>) -> Result<String, ApplyError> {
+        let used: BTreeSet<&str> =
+            self.interfaces.values().filter(|i| i.node == node.id).map(|i| i.device.as_str()).collect();
+        match wanted {
+            Some(d) => {
+                if d.is_empty() {
+                    return Err(ApplyError::InvalidArgument("empty device name".into()));
+                }
+                if !node.devices.is_empty() && !node.devices.iter().any(|x| x == d) {
+                    return Err(ApplyError::InvalidArgument(format!(
+                        "node {} has no device {d} (it offers {})",
+                        node.id,
+                        node.devices.join(", ")
+                    )));
+                }
+                if used.contains(d) {
+                    return Err(ApplyError::InUse {
+                        kind: ObjectKind::Node,
+                        id: format!("{} device {d}", node.id),
+                        by: "another interface".into(),
+                    });
+                }
+                Ok(d.to_string())
+            }
+            None => node.devices.iter().find(|d| !used.contains(d.as_str())).cloned().ok_or_else(|| {
+                ApplyError::NoCapacity(if node.devices.is_empty() {
+                    format!("node {} publishes no devices; name one", node.id)
+                } else {
+                    format!("every device of node {} is in use", node.id)
+                })
+            }),
+        }
+    }
+
+    /// Placement: the active node (joining ones only if none is active) with the fewest
+    /// interfaces that has a free device (`wanted`, if given); ties go to the first name.
+    fn place(&self, wanted: Option<&str>) -> Result<(String, String), ApplyError> {
+        let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+        for i in self.interfaces.values() {
+            *load.entry(i.node.as_str()).or_default() += 1;
+        }
+        for state in [NodeState::Active, NodeState::Joining] {
+            let best = self
+                .nodes
+                .values()
+                .filter(|n| n.state == state)
+                .filter_map(|n| {
+                    self.pick_device(n, wanted)
+                        .ok()
+                        .map(|d| (load.get(n.id.as_str()).copied().unwrap_or(0), n, d))
+                })
+                .min_by_key(|(l, _, _)| *l);
+            if let Some((_, n, d)) = best {
+                return Ok((n.id.clone(), d));
+            }
+        }
+        Err(ApplyError::NoCapacity("no active or joining node has a free device".into()))
+    }
+
+    /// Fails unless `n` more underlay addresses can be chosen.
+    fn check_underlay_room(&self, n: usize) -> Result<(), ApplyError> {
+        let left = u32::MAX - self.next_underlay;
+        if u64::from(left) < n as u64 {
+            return Err(ApplyError::NoCapacity("the fleet's underlay address counter is exhausted".into()));
+        }
+        Ok(())
+    }
+
+    /// The next underlay address on `node` (which exists; room was checked).
+    fn alloc_underlay(&mut self, node: &str) -> Ipv6Addr {
+        let addr = underlay_address(self.nodes[node].underlay, self.next_underlay);
+        self.next_underlay += 1;
+        addr
+    }
+
+    /// Refuses `ip` if it is a public IP of a NAT gateway.
+    fn check_not_nat_ip(&self, ip: Ipv4Addr) -> Result<(), ApplyError> {
+        if let Some(gw) = self.nat_gateways.values().find(|g| g.spec().public_ips.contains(&ip)) {
+            return Err(ApplyError::InvalidArgument(format!(
+                "{ip} is a public IP of NAT gateway {}",
+                gw.spec().id
+            )));
+        }
         Ok(())
     }
 

@@ -9,14 +9,16 @@ fn node(id: &str, i: u16) -> Op {
         id: id.into(),
         underlay: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i),
         api_endpoint: format!("[fd00::{i}]:1337"),
+        devices: vec![],
     }
 }
 
 fn iface(id: &str, node: &str, last: u8) -> Op {
-    Op::CreateInterface(Interface {
+    Op::CreateInterface(InterfaceSpec {
         id: id.into(),
         vni: 100,
-        node: node.into(),
+        node: Some(node.into()),
+        device: Some(format!("dev-{id}")),
         ipv4: Some(Ipv4Addr::new(10, 0, 0, last)),
         ipv6: None,
     })
@@ -65,7 +67,14 @@ fn interfaces_need_a_vni_an_accepting_node_and_free_addresses() {
         iface("b", "n2", 1),
         ApplyError::AddressInUse { vni: 100, addr: "10.0.0.1".parse().unwrap(), by: "a".into() },
     );
-    let mut other_vni = Interface { id: "b".into(), vni: 200, node: "n2".into(), ipv4: None, ipv6: None };
+    let mut other_vni = InterfaceSpec {
+        id: "b".into(),
+        vni: 200,
+        node: Some("n2".into()),
+        device: Some("dev-b".into()),
+        ipv4: None,
+        ipv6: None,
+    };
     refused(&mut s, Op::CreateInterface(other_vni.clone()), not_found(ObjectKind::Vni, 200));
     ok(&mut s, Op::CreateVni { vni: 200 });
     other_vni.ipv4 = Some(Ipv4Addr::new(10, 0, 0, 1));
@@ -181,12 +190,13 @@ fn nat_gateways_must_not_overlap() {
     ok(&mut s, Op::CreateVni { vni: 200 });
     ok(
         &mut s,
-        Op::CreateInterface(Interface {
+        Op::CreateInterface(InterfaceSpec {
             id: "x".into(),
             vni: 200,
-            node: "n1".into(),
+            node: Some("n1".into()),
+            device: Some("dev-x".into()),
             ipv4: None,
-            ipv6: None,
+            ipv6: Some("fd01::1".parse().unwrap()),
         }),
     );
     refused(
@@ -289,6 +299,18 @@ fn arb_op() -> impl Strategy<Value = Op> {
             lb,
             target: LbTarget { addr: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i), weight: u32::from(i) },
         }),
+        (name("l"), name("i"), 1u32..3).prop_map(|(lb, interface, weight)| Op::AddLbInterfaceTarget {
+            lb,
+            interface,
+            weight
+        }),
+        (name("i"), 1u8..4)
+            .prop_map(|(interface, i)| Op::SetVip { interface, ip: Ipv4Addr::new(203, 0, 113, i) }),
+        name("i").prop_map(|interface| Op::DeleteVip { interface }),
+        (name("i"), name("r")).prop_map(|(interface, id)| Op::AddFirewallRule {
+            interface,
+            rule: rule(&id, FirewallAction::Accept, None)
+        }),
         name("l").prop_map(|id| Op::CreateLoadBalancer(LoadBalancerSpec {
             id,
             vni: 100,
@@ -342,4 +364,248 @@ proptest! {
         // Snapshots of equal states are byte-identical.
         prop_assert_eq!(serde_json::to_vec(&a).unwrap(), serde_json::to_vec(&b).unwrap());
     }
+}
+
+fn node_with_devices(id: &str, i: u16, devices: &[&str]) -> Op {
+    Op::RegisterNode {
+        id: id.into(),
+        underlay: Ipv6Addr::new(0xfd00, 0, 0, i, 0, 0, 0, 1),
+        api_endpoint: format!("[fd00:0:0:{i}::1]:1337"),
+        devices: devices.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+fn placed(id: &str, last: u8, device: Option<&str>) -> Op {
+    Op::CreateInterface(InterfaceSpec {
+        id: id.into(),
+        vni: 100,
+        node: None,
+        device: device.map(Into::into),
+        ipv4: Some(Ipv4Addr::new(10, 1, 0, last)),
+        ipv6: None,
+    })
+}
+
+fn created(r: Response) -> Interface {
+    match r {
+        Response::Interface { interface, .. } => interface,
+        other => panic!("expected an interface, got {other:?}"),
+    }
+}
+
+#[test]
+fn placement_prefers_active_nodes_with_the_fewest_interfaces_and_a_free_device() {
+    let mut s = FleetState::new();
+    ok(&mut s, Op::CreateVni { vni: 100 });
+    refused(
+        &mut s,
+        placed("a", 1, None),
+        ApplyError::NoCapacity("no active or joining node has a free device".into()),
+    );
+    ok(&mut s, node_with_devices("n1", 1, &["vf0", "vf1"]));
+    ok(&mut s, node_with_devices("n2", 2, &["vf0"]));
+    // Both joining: the first by name.
+    let a = created(ok(&mut s, placed("a", 1, None)));
+    assert_eq!((a.node.as_str(), a.device.as_str()), ("n1", "vf0"));
+    // n2 becomes active: it wins although n1 has a free device too.
+    ok(&mut s, Op::SetNodeState { id: "n2".into(), state: NodeState::Active });
+    let b = created(ok(&mut s, placed("b", 2, None)));
+    assert_eq!((b.node.as_str(), b.device.as_str()), ("n2", "vf0"));
+    // n2 is full; the only active node: placement falls back to joining n1.
+    let c = created(ok(&mut s, placed("c", 3, None)));
+    assert_eq!((c.node.as_str(), c.device.as_str()), ("n1", "vf1"));
+    refused(
+        &mut s,
+        placed("d", 4, None),
+        ApplyError::NoCapacity("no active or joining node has a free device".into()),
+    );
+    // A named device that a node does not offer, or uses already, is refused.
+    let on_n1 = |id: &str, dev: &str| {
+        Op::CreateInterface(InterfaceSpec {
+            id: id.into(),
+            vni: 100,
+            node: Some("n1".into()),
+            device: Some(dev.into()),
+            ipv4: Some(Ipv4Addr::new(10, 1, 0, 9)),
+            ipv6: None,
+        })
+    };
+    assert!(matches!(s.clone().apply(Command::new(on_n1("d", "vf7"))), Err(ApplyError::InvalidArgument(_))));
+    assert!(matches!(s.clone().apply(Command::new(on_n1("d", "vf1"))), Err(ApplyError::InUse { .. })));
+    ok(&mut s, Op::DeleteInterface { id: "c".into() });
+    ok(&mut s, on_n1("d", "vf1"));
+}
+
+#[test]
+fn underlay_addresses_are_in_the_node_prefix_flagged_and_never_repeat() {
+    let mut s = FleetState::new();
+    ok(&mut s, Op::CreateVni { vni: 100 });
+    ok(&mut s, node_with_devices("n1", 1, &["vf0", "vf1"]));
+    ok(&mut s, node_with_devices("n2", 2, &["vf0"]));
+    ok(&mut s, gateway("gw", 1024));
+    let a = created(ok(&mut s, placed("a", 1, None)));
+    let b = created(ok(&mut s, placed("b", 2, None)));
+    let Response::NatBlock { underlay: nat_a, .. } =
+        ok(&mut s, Op::AttachNat { gateway: "gw".into(), interface: "a".into() })
+    else {
+        panic!("no block")
+    };
+    ok(&mut s, Op::SetVip { interface: "b".into(), ip: Ipv4Addr::new(198, 51, 100, 7) });
+    let vip_b = s.interfaces()["b"].vip.unwrap().underlay;
+    let mut seen = BTreeSet::new();
+    for (addr, node) in [(a.underlay, "n1"), (b.underlay, "n2"), (nat_a, "n1"), (vip_b, "n2")] {
+        let o = addr.octets();
+        assert_eq!(o[..8], s.nodes()[node].underlay.octets()[..8], "{addr} not in {node}'s /64");
+        assert_eq!(o[10], EXTERNAL_FLAG);
+        assert!(seen.insert(addr), "{addr} handed out twice");
+    }
+    assert_eq!(s.interfaces()["a"].nat_underlay, Some(nat_a));
+    ok(&mut s, Op::DetachNat { gateway: "gw".into(), interface: "a".into() });
+    assert_eq!(s.interfaces()["a"].nat_underlay, None);
+    let Response::NatBlock { underlay: again, .. } =
+        ok(&mut s, Op::AttachNat { gateway: "gw".into(), interface: "a".into() })
+    else {
+        panic!("no block")
+    };
+    assert!(seen.insert(again), "a released underlay address is not reused");
+}
+
+#[test]
+fn vips_are_unique_and_never_a_nat_ip() {
+    let mut s = FleetState::new();
+    ok(&mut s, Op::CreateVni { vni: 100 });
+    ok(&mut s, node_with_devices("n1", 1, &["vf0", "vf1"]));
+    ok(&mut s, gateway("gw", 1024));
+    ok(&mut s, placed("a", 1, None));
+    ok(&mut s, placed("b", 2, None));
+    let vip = Ipv4Addr::new(198, 51, 100, 7);
+    ok(&mut s, Op::SetVip { interface: "a".into(), ip: vip });
+    refused(&mut s, Op::SetVip { interface: "a".into(), ip: vip }, exists(ObjectKind::Vip, "of a"));
+    refused(
+        &mut s,
+        Op::SetVip { interface: "b".into(), ip: vip },
+        ApplyError::AddressInUse { vni: 100, addr: IpAddr::V4(vip), by: "a".into() },
+    );
+    let nat_ip = Ipv4Addr::new(203, 0, 113, 1);
+    refused(
+        &mut s,
+        Op::SetVip { interface: "b".into(), ip: nat_ip },
+        ApplyError::InvalidArgument("203.0.113.1 is a public IP of NAT gateway gw".into()),
+    );
+    ok(&mut s, Op::DeleteVip { interface: "a".into() });
+    refused(&mut s, Op::DeleteVip { interface: "a".into() }, not_found(ObjectKind::Vip, "of a"));
+}
+
+fn rule(id: &str, action: FirewallAction, protocol: Option<ProtocolFilter>) -> FirewallRule {
+    FirewallRule {
+        id: id.into(),
+        direction: Direction::Ingress,
+        action,
+        priority: 1000,
+        source: Cidr::new("0.0.0.0".parse().unwrap(), 0).unwrap(),
+        destination: Cidr::new("10.1.0.0".parse().unwrap(), 16).unwrap(),
+        protocol,
+    }
+}
+
+#[test]
+fn firewall_rules_are_checked_and_unique_per_interface() {
+    let mut s = FleetState::new();
+    ok(&mut s, Op::CreateVni { vni: 100 });
+    ok(&mut s, node_with_devices("n1", 1, &["vf0"]));
+    ok(&mut s, placed("a", 1, None));
+    let tcp80 =
+        Some(ProtocolFilter::Tcp { src_ports: None, dst_ports: Some(PortRange { lower: 80, upper: 80 }) });
+    ok(
+        &mut s,
+        Op::AddFirewallRule { interface: "a".into(), rule: rule("web", FirewallAction::Accept, tcp80) },
+    );
+    refused(
+        &mut s,
+        Op::AddFirewallRule { interface: "a".into(), rule: rule("web", FirewallAction::Accept, None) },
+        exists(ObjectKind::FirewallRule, "web of a"),
+    );
+    for bad in [
+        rule("d", FirewallAction::Drop, None),
+        rule(
+            "r",
+            FirewallAction::Accept,
+            Some(ProtocolFilter::Udp { src_ports: Some(PortRange { lower: 9, upper: 8 }), dst_ports: None }),
+        ),
+        rule("", FirewallAction::Accept, None),
+    ] {
+        let before = s.clone();
+        let r = s.apply(Command::new(Op::AddFirewallRule { interface: "a".into(), rule: bad }));
+        assert!(matches!(r, Err(ApplyError::InvalidArgument(_))), "{r:?}");
+        assert_eq!(s, before);
+    }
+    ok(&mut s, Op::DeleteFirewallRule { interface: "a".into(), rule_id: "web".into() });
+    refused(
+        &mut s,
+        Op::DeleteFirewallRule { interface: "a".into(), rule_id: "web".into() },
+        not_found(ObjectKind::FirewallRule, "web of a"),
+    );
+}
+
+#[test]
+fn load_balancers_get_an_entry_on_every_node_and_interfaces_as_targets() {
+    let mut s = FleetState::new();
+    ok(&mut s, Op::CreateVni { vni: 100 });
+    ok(&mut s, node_with_devices("n1", 1, &["vf0"]));
+    ok(&mut s, node_with_devices("n2", 2, &["vf0"]));
+    ok(&mut s, placed("a", 1, None));
+    ok(
+        &mut s,
+        Op::CreateLoadBalancer(LoadBalancerSpec {
+            id: "lb".into(),
+            vni: 100,
+            vip: "203.0.113.20".parse().unwrap(),
+            ports: vec![LbPort { protocol: Protocol::Tcp, port: 80 }],
+            targets: vec![],
+            table_size: None,
+        }),
+    );
+    assert_eq!(s.load_balancers()["lb"].node_underlays.len(), 2);
+    // A node joining later gets an entry too.
+    ok(&mut s, node_with_devices("n3", 3, &["vf0"]));
+    let entries = &s.load_balancers()["lb"].node_underlays;
+    assert_eq!(entries.keys().collect::<Vec<_>>(), ["n1", "n2", "n3"]);
+    assert_eq!(entries["n3"].octets()[..8], s.nodes()["n3"].underlay.octets()[..8]);
+    let r = ok(&mut s, Op::AddLbInterfaceTarget { lb: "lb".into(), interface: "a".into(), weight: 1 });
+    let Response::LoadBalancer { epoch: 2, table: Some(_), .. } = r else { panic!("{r:?}") };
+    let target = s.load_balancers()["lb"].interface_targets["a"];
+    assert_eq!(target.octets()[..8], s.nodes()[&s.interfaces()["a"].node].underlay.octets()[..8]);
+    assert_eq!(s.load_balancers()["lb"].targets, [LbTarget { addr: target, weight: 1 }]);
+    refused(
+        &mut s,
+        Op::AddLbInterfaceTarget { lb: "lb".into(), interface: "a".into(), weight: 1 },
+        exists(ObjectKind::LbTarget, "a of lb"),
+    );
+    refused(
+        &mut s,
+        Op::DeleteInterface { id: "a".into() },
+        ApplyError::InUse {
+            kind: ObjectKind::Interface,
+            id: "a".into(),
+            by: "load balancer lb (as a target)".into(),
+        },
+    );
+    ok(&mut s, Op::RemoveLbTarget { lb: "lb".into(), addr: target });
+    assert!(s.load_balancers()["lb"].interface_targets.is_empty());
+    ok(&mut s, Op::DeleteInterface { id: "a".into() });
+    ok(&mut s, Op::RemoveNode { id: "n3".into() });
+    assert_eq!(s.load_balancers()["lb"].node_underlays.len(), 2);
+}
+
+#[test]
+fn joined_generation_marks_each_return_to_joining() {
+    let mut s = FleetState::new();
+    ok(&mut s, node_with_devices("n1", 1, &[]));
+    assert_eq!(s.nodes()["n1"].joined_generation, 1);
+    ok(&mut s, Op::SetNodeState { id: "n1".into(), state: NodeState::Active });
+    ok(&mut s, node_with_devices("n1", 1, &["vf0"])); // an update keeps it
+    assert_eq!(s.nodes()["n1"].joined_generation, 1);
+    ok(&mut s, Op::SetNodeState { id: "n1".into(), state: NodeState::Down });
+    ok(&mut s, Op::SetNodeState { id: "n1".into(), state: NodeState::Joining });
+    assert_eq!(s.nodes()["n1"].joined_generation, s.generation());
 }

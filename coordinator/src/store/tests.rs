@@ -32,6 +32,7 @@ fn entry(term: u64, index: u64, node: u16) -> Entry<TypeConfig> {
         id: format!("n{node}"),
         underlay: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, node),
         api_endpoint: format!("n{node}:1337"),
+        devices: vec![],
     };
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
