@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
+use dpfleet_dataplane::stages::conntrack::FlowAction;
 use dpfleet_dataplane::tables::conntrack::{tcp, Config, Conntrack, FlowKey, PROTO_TCP};
 
-/// A 16-byte cached action, the size the memory budget assumes.
+/// A 16-byte stand-in action for the speed benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
 struct Act([u32; 4]);
 
@@ -39,9 +40,10 @@ fn shuffled(n: u32) -> Vec<u32> {
     (0..n).map(|i| i.wrapping_mul(2_654_435_761) & (n - 1)).collect()
 }
 
+/// Memory per flow with the node's real cached action (`FlowAction`, both directions).
 fn memory() {
     for cap in [1_000_000usize, 10_000_000] {
-        let f = Conntrack::<Act>::footprint(cap);
+        let f = Conntrack::<FlowAction>::footprint(cap);
         println!(
             "conntrack memory at {cap} flows: entries {} MiB + index {} MiB = {:.1} bytes per flow",
             f.entry_bytes >> 20,

@@ -459,6 +459,7 @@ impl Pipeline {
             flows: Flows {
                 table: Conntrack::new(&cfg.flows)?,
                 nat: NatMappings::new(cfg.nat)?,
+                addrs: crate::tables::addrpool::AddrPool::new(crate::tables::addrpool::AddrPool::DEFAULT_CAPACITY),
                 enforce_firewall: cfg.enforce_firewall,
                 lb: crate::tables::lb::RoundRobin::default(),
             },
@@ -490,6 +491,11 @@ impl Pipeline {
         &self.flows.table
     }
 
+    /// The addresses the flows' actions refer to.
+    pub fn flow_addrs(&self) -> &crate::tables::addrpool::AddrPool {
+        &self.flows.addrs
+    }
+
     /// The NAT port mappings.
     pub fn nat_mappings(&self) -> &NatMappings {
         &self.flows.nat
@@ -500,7 +506,8 @@ impl Pipeline {
     /// round with a small `max_scan`, so that aging never stalls forwarding.
     pub fn age(&mut self, now_ns: u64, max_scan: usize) -> usize {
         let nat = &mut self.flows.nat;
-        self.flows.table.age_with(now_ns, max_scan, |f| ct_stage::release(nat, f))
+        let addrs = &mut self.flows.addrs;
+        self.flows.table.age_with(now_ns, max_scan, |f| ct_stage::release(nat, addrs, f))
     }
 
     /// Brings the flow state in line with a new snapshot: applies the flushes not
@@ -517,7 +524,8 @@ impl Pipeline {
                 self.virtsvc.forget_port(port);
             }
             let nat = &mut self.flows.nat;
-            self.flows.table.retain(|f| !flush_hits(&flush, f), |f| ct_stage::release(nat, f));
+            let addrs = &mut self.flows.addrs;
+            self.flows.table.retain(|f| !flush_hits(&flush, f), |f| ct_stage::release(nat, addrs, f));
         }
         for port in 0..MAX_PORTS {
             #[allow(clippy::cast_possible_truncation)] // MAX_PORTS fits u16

@@ -237,6 +237,7 @@ fn echo_to_the_nat_ip_is_answered_and_neighbour_ports_relayed() {
         assert_eq!(&out[14 + 40..], &pkt[..], "inner packet unchanged");
     }
     assert_eq!(p.flows().len(), 1, "the relay is one flow");
+    assert_eq!(p.flow_addrs().refs(neigh_ul()), 1, "one reference for both directions");
     let (v, _) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 8989, 530, true)));
     assert_eq!(v, Verdict::Drop(DropReason::NatPortUnowned));
 
@@ -249,6 +250,7 @@ fn echo_to_the_nat_ip_is_answered_and_neighbour_ports_relayed() {
     let (v, _) = run(&mut p, &next, PF0, &from_router(nat_ul(), &pkt));
     assert_eq!(v, Verdict::Drop(DropReason::NatPortUnowned));
     assert!(p.flows().is_empty());
+    assert!(p.flow_addrs().is_empty(), "the flushed flow gave its relay address back");
 }
 
 #[test]
@@ -383,4 +385,15 @@ fn untrackable_icmp_is_dropped_and_flows_age_out() {
     let later = 1_000_000_000 + u64::from(crate::tables::conntrack::Config::DEFAULT_FLOW_TIMEOUT_S + 2) * 1_000_000_000;
     assert_eq!(p.age(later, PipelineConfig::SMALL_CAPACITY), 1);
     assert_eq!((p.flows().len(), p.nat_mappings().len()), (0, 0));
+}
+
+#[test]
+fn a_tracked_flow_costs_at_most_160_bytes_of_table() {
+    // The flow table's entry and index memory per flow, with the node's real action type
+    // (issue target: 160 bytes per flow; NAT flows add their port mapping on top).
+    for capacity in [1 << 20, 10 << 20] {
+        let f = crate::tables::conntrack::Conntrack::<FlowAction>::footprint(capacity);
+        let per_flow = (f.entry_bytes + f.index_bytes) / capacity;
+        assert!(per_flow <= 160, "{per_flow} bytes per flow at capacity {capacity}");
+    }
 }

@@ -88,6 +88,7 @@ use crate::graph::{Ctx, DropReason, Next};
 use crate::tables::conntrack::{
     Conntrack, Flow, FlowKey, InsertError, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
+use crate::tables::addrpool::{AddrId, AddrPool};
 use crate::tables::firewall::{self, forward_verdict, L4};
 use crate::tables::jhash::{DpsFlowKey, VnfType};
 use crate::tables::lb::RoundRobin;
@@ -193,14 +194,16 @@ pub enum Out {
     Route,
     /// Delivered to this VF.
     Vf(PortId),
-    /// Re-encapsulated unchanged towards this underlay address, out of the input PF.
-    Relay(Ipv6Addr),
-    /// Translated to IPv6 for `vm` ([`Rewrite::Nat46`]) and delivered to this VF.
+    /// Re-encapsulated unchanged towards this underlay address (interned in the
+    /// worker's [`AddrPool`]), out of the input PF.
+    Relay(AddrId),
+    /// Translated to IPv6 for `vm` ([`Rewrite::Nat46`], the VM's address interned in the
+    /// worker's [`AddrPool`]) and delivered to this VF.
     Vf6 {
         /// The VF.
         port: PortId,
         /// The VM's IPv6 address.
-        vm: Ipv6Addr,
+        vm: AddrId,
     },
 }
 
@@ -233,27 +236,49 @@ pub struct FlowAction {
     pub port: PortId,
 }
 
-/// One worker's flow state: the flow table and the NAT port mappings.
+impl FlowAction {
+    /// The interned address this action refers to, if any.
+    fn addr(&self) -> Option<AddrId> {
+        match self.out {
+            Out::Relay(id) | Out::Vf6 { vm: id, .. } => Some(id),
+            Out::Route | Out::Vf(_) => None,
+        }
+    }
+}
+
+/// One worker's flow state: the flow table, the NAT port mappings and the addresses
+/// flows refer to.
 #[derive(Clone, Debug)]
 pub struct Flows {
     /// The flow table.
     pub table: Conntrack<FlowAction>,
     /// NAT ports handed out, one slot per VF port id.
     pub nat: NatMappings,
+    /// The full addresses of [`Out::Relay`] and [`Out::Vf6`]: a flow holds one
+    /// reference to each distinct address its two actions name.
+    pub addrs: AddrPool,
     /// Drop flows the firewall denies (`--enforce-firewall`).
     pub enforce_firewall: bool,
     /// This worker's round-robin positions of the load balancers.
     pub lb: RoundRobin,
 }
 
-/// Releases what a removed flow held (its NAT port). For `Conntrack`'s `on_remove`.
-pub fn release(nat: &mut NatMappings, flow: &Flow<FlowAction>) {
-    release_parts(nat, flow.actions[0].kind, &flow.keys[1]);
+/// Releases what a removed flow held (its NAT port and address references). For
+/// `Conntrack`'s `on_remove`.
+pub fn release(nat: &mut NatMappings, addrs: &mut AddrPool, flow: &Flow<FlowAction>) {
+    release_parts(nat, addrs, &flow.actions, &flow.keys[1]);
 }
 
-/// Releases the NAT port of a flow of `kind` whose reply key is `k`.
-fn release_parts(nat: &mut NatMappings, kind: FlowKind, k: &FlowKey) {
-    if kind != FlowKind::Nat {
+/// Releases what a flow with these actions and reply key `k` holds.
+fn release_parts(nat: &mut NatMappings, addrs: &mut AddrPool, actions: &[FlowAction; 2], k: &FlowKey) {
+    let (a, b) = (actions[0].addr(), actions[1].addr());
+    if let Some(id) = a {
+        addrs.release(id);
+    }
+    if let Some(id) = b.filter(|&b| Some(b) != a) {
+        addrs.release(id);
+    }
+    if actions[0].kind != FlowKind::Nat {
         return;
     }
     let (IpAddr::V4(remote_ip), IpAddr::V4(nat_ip)) = (k.src(), k.dst()) else { return };
@@ -461,13 +486,13 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
     let flow_hash = if origin == Origin::Vf { dps_flow_hash(ctx, &pkt) } else { 0 };
     if pkt.quoted {
         return match flows.table.lookup_quoted(&pkt.key, ctx.now_ns) {
-            Some(hit) => finish(ctx, flows.enforce_firewall, origin, hit.action, true, flow_hash, buf),
+            Some(hit) => finish(ctx, flows, origin, hit.action, true, flow_hash, buf),
             // An error about a load balancer's flow goes to one of its targets.
             None if matches!(origin, Origin::Tunnel { target: UnderlayTarget::Lb { .. }, .. }) => {
                 super::lb::icmp_error(ctx.snap, &mut flows.lb, vni, &pkt.key)
             }
             // An error about no known flow passes as it would without tracking.
-            None => finish(ctx, false, origin, FlowAction::default(), true, flow_hash, buf),
+            None => finish(ctx, flows, origin, FlowAction::default(), true, flow_hash, buf),
         };
     }
     let action = match flows.table.track(&pkt.key, pkt.tcp_flags, ctx.now_ns) {
@@ -477,7 +502,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
             Err(next) => return next,
         },
     };
-    finish(ctx, flows.enforce_firewall, origin, action, false, flow_hash, buf)
+    finish(ctx, flows, origin, action, false, flow_hash, buf)
 }
 
 /// dpservice's flow hash of a VM's packet (see [`DpsFlowKey`]): its key as it arrived,
@@ -511,16 +536,20 @@ fn nat64_route<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Option<Ipv6Addr> {
     }
 }
 
+/// Applies action `a`. An untracked packet (no flow, or an ICMP error without one) gets
+/// the default action, which nothing denies. The address references of `a` are valid
+/// here even when its flow could not be kept: a released id's address stays in the pool
+/// until the next acquire, and nothing acquires before this returns.
 fn finish<B: PacketBuf>(
     ctx: &Ctx<'_>,
-    enforce: bool,
+    flows: &Flows,
     origin: Origin,
     a: FlowAction,
     quoted: bool,
     flow_hash: u32,
     buf: &mut B,
 ) -> Next {
-    if a.denied && enforce {
+    if a.denied && flows.enforce_firewall {
         return Next::drop(DropReason::FirewallDenied);
     }
     match (a.rewrite, a.out) {
@@ -538,7 +567,7 @@ fn finish<B: PacketBuf>(
             };
         }
         (Rewrite::Nat46 { port }, Out::Vf6 { port: vf, vm }) => {
-            return match super::nat64::v4_to_v6(buf, vm, port) {
+            return match super::nat64::v4_to_v6(buf, flows.addrs.get(vm), port) {
                 Ok(()) => Next::VfTx(vf),
                 Err(r) => Next::drop(r),
             };
@@ -557,7 +586,7 @@ fn finish<B: PacketBuf>(
         },
         Origin::Tunnel { target, .. } => match (a.out, target) {
             (Out::Vf(p) | Out::Vf6 { port: p, .. }, _) => Next::VfTx(p),
-            (Out::Relay(u), _) => Next::Relay(u),
+            (Out::Relay(u), _) => Next::Relay(flows.addrs.get(u)),
             (
                 Out::Route,
                 UnderlayTarget::Interface(p) | UnderlayTarget::AliasPrefix(p) | UnderlayTarget::LbPrefix(p),
@@ -605,12 +634,12 @@ fn insert(
     reply: FlowKey,
     actions: [FlowAction; 2],
 ) -> Result<(), DropReason> {
-    let nat = &mut flows.nat;
-    match flows.table.insert(pkt.key, reply, actions, pkt.tcp_flags, ctx.now_ns, |f| release(nat, f)) {
+    let (nat, addrs) = (&mut flows.nat, &mut flows.addrs);
+    match flows.table.insert(pkt.key, reply, actions, pkt.tcp_flags, ctx.now_ns, |f| release(nat, addrs, f)) {
         Ok(_) => Ok(()),
         Err(e) => {
-            // The flow is not kept: give back its NAT port.
-            release_parts(&mut flows.nat, actions[0].kind, &reply);
+            // The flow is not kept: give back its NAT port and addresses.
+            release_parts(&mut flows.nat, &mut flows.addrs, &actions, &reply);
             match e {
                 InsertError::Full => Err(DropReason::FlowTableFull),
                 // Another live flow already has the reply key: forward this packet
@@ -765,7 +794,8 @@ fn new_flow<B: PacketBuf>(
                 let Some(n) = snap.neighbor_nats.owner(vni, d, pkt.key.dst_port()) else {
                     return Err(drop(DropReason::NatPortUnowned));
                 };
-                let a = FlowAction { out: Out::Relay(n.underlay), kind: FlowKind::Neighbor, port, ..FlowAction::default() };
+                let relay = flows.addrs.acquire(n.underlay).ok_or(drop(DropReason::FlowTableFull))?;
+                let a = FlowAction { out: Out::Relay(relay), kind: FlowKind::Neighbor, port, ..FlowAction::default() };
                 insert(ctx, flows, pkt, pkt.key, [a, a]).map_err(drop)?;
                 Ok(a)
             }
@@ -779,7 +809,8 @@ fn new_flow<B: PacketBuf>(
                 let (a, reply, b) = match choice {
                     // Only this direction passes here (the target answers from its node).
                     LbChoice::Remote(u) => {
-                        let a = FlowAction { out: Out::Relay(u), ..FlowAction::default() };
+                        let relay = flows.addrs.acquire(u).ok_or(drop(DropReason::FlowTableFull))?;
+                        let a = FlowAction { out: Out::Relay(relay), ..FlowAction::default() };
                         (a, pkt.key, a)
                     }
                     // The VM answers from the load-balanced IP (which it owns through its
@@ -824,10 +855,16 @@ fn nat64_flow(
     let remote = super::nat64::embedded(d6);
     let (orig_port, remote_port) = if icmp { (k.dst_port(), 0) } else { (k.src_port(), k.dst_port()) };
     let orig = Original { vni, src_ip: IpAddr::V6(vm6), src_port: orig_port };
+    let vm = flows.addrs.acquire(vm6).ok_or(Next::drop(DropReason::FlowTableFull))?;
     let port = match flows.nat.allocate(usize::from(me), orig, proto, remote, remote_port) {
         Ok(p) => p,
-        Err(AllocError::TableFull) => return Err(Next::drop(DropReason::FlowTableFull)),
-        Err(AllocError::NoNat | AllocError::Exhausted) => return Err(Next::drop(DropReason::NatExhausted)),
+        Err(e) => {
+            flows.addrs.release(vm);
+            return Err(Next::drop(match e {
+                AllocError::TableFull => DropReason::FlowTableFull,
+                AllocError::NoNat | AllocError::Exhausted => DropReason::NatExhausted,
+            }));
+        }
     };
     let fw = firewall::FlowKey { src: pkt.src, dst: pkt.dst, l4: pkt.l4 };
     let denied = verdict_denied(Some(me), None, ctx.snap, &fw);
@@ -840,7 +877,7 @@ fn nat64_flow(
     };
     let b = FlowAction {
         rewrite: Rewrite::Nat46 { port: orig_port },
-        out: Out::Vf6 { port: me, vm: vm6 },
+        out: Out::Vf6 { port: me, vm },
         denied,
         kind: FlowKind::Nat,
         port: me,

@@ -2,6 +2,8 @@
 
 /// Per-worker flow table: unlike the other tables, owned and changed by its worker.
 pub mod conntrack;
+/// Per-worker interned IPv6 addresses that flow actions refer to.
+pub mod addrpool;
 pub mod firewall;
 /// DPDK's jhash and the keys dpservice hashes with it.
 pub mod jhash;
