@@ -3,13 +3,21 @@
 //! node (IPv4-in-IPv6 encapsulation). Each iteration restores the frames first
 //! (a `memcpy` of 32 × 64 bytes, included in the numbers).
 //!
+//! `new_flows`: the whole pipeline's flow-setup rate on one core: every packet starts a
+//! new flow (VM to a remote node through conntrack, a default-size 2^20 flow table).
+//! Only `process_burst` is timed; between rounds of 2^19 flows the clock jumps past the
+//! flow timeout and an untimed full aging pass empties the table again.
+//!
 //! Run: `cargo bench -p dpfleet-dataplane --bench pipeline`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use dpfleet_dataplane::buf::TestBuf;
+use dpfleet_dataplane::buf::{PacketBuf, TestBuf};
 use dpfleet_dataplane::graph::testkit::{lab, ports, vm_mac, PF0_MAC};
-use dpfleet_dataplane::graph::{DropReason, Pipeline, Verdict};
+use dpfleet_dataplane::graph::{DropReason, Pipeline, PipelineConfig, Verdict};
 use dpfleet_dataplane::wire::checksum;
 
 const BURST: usize = 32;
@@ -67,5 +75,53 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Distinct flows per round: (destination host, source port) pairs.
+const ROUND: u32 = 1 << 19;
+
+fn new_flows(c: &mut Criterion) {
+    let snap = lab();
+    let cfg = PipelineConfig::new(1 << 20, 30, 0, 1, 0x5eed);
+    let mut p = Pipeline::with_config(Arc::default(), &cfg).expect("pipeline");
+    let mut g = c.benchmark_group("new_flows_32x64B");
+    g.throughput(Throughput::Elements(BURST as u64));
+    let mut verdicts = vec![Verdict::Drop(DropReason::TxFull); BURST];
+    let template = frame(PF0_MAC, [10, 100, 2, 102], 1000);
+    let mut bufs: Vec<TestBuf> = (0..BURST).map(|_| TestBuf::new(&template)).collect();
+    let (mut next, mut now_ns) = (0u32, 0u64);
+    g.bench_function("vf_to_pf_encap", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                if next + BURST as u32 > ROUND {
+                    now_ns += 60_000_000_000;
+                    while p.age(now_ns, 1 << 20) > 0 {}
+                    next = 0;
+                }
+                for b in &mut bufs {
+                    // Destination 10.100.2.x (x = 102..109 all route to the remote node)
+                    // and a source port: a new 5-tuple per packet.
+                    let (host, sport) = (102 + (next >> 16) as u8, 1 + (next & 0xffff) as u16);
+                    let f = b.data_mut();
+                    f[14 + 19] = host;
+                    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+                    let ck = checksum::checksum(&f[14..14 + 20]);
+                    f[14 + 10..14 + 12].copy_from_slice(&ck.to_be_bytes());
+                    f[34..36].copy_from_slice(&sport.to_be_bytes());
+                    next += 1;
+                }
+                let t = Instant::now();
+                p.process_burst(&snap, ports::VM1, now_ns, &mut bufs, &mut verdicts);
+                spent += t.elapsed();
+                assert!(verdicts.iter().all(|v| *v == Verdict::Tx(ports::PF0)), "{verdicts:?}");
+                for b in &mut bufs {
+                    b.reset(&template);
+                }
+            }
+            spent
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, new_flows);
 criterion_main!(benches);
