@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod gossip;
 pub mod grpc;
 pub mod member;
 pub mod network;
