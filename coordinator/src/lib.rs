@@ -5,6 +5,7 @@
 pub mod gossip;
 pub mod grpc;
 pub mod member;
+pub mod membership;
 pub mod network;
 pub mod raft_types;
 pub mod state;
