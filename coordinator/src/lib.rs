@@ -1,9 +1,14 @@
-//! dpfleet's coordinator: the Raft-replicated desired state of the fleet.
+//! dpfleet's coordinator: the Raft-replicated desired state of the fleet, node membership
+//! from gossip, metrics.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fleet;
+pub mod gossip;
 pub mod grpc;
 pub mod member;
+pub mod membership;
+pub mod metrics;
 pub mod network;
 pub mod raft_types;
 pub mod state;
