@@ -129,10 +129,9 @@ async fn run(
         for t in transitions {
             match raft.client_write(Command::new(t.op.clone())).await {
                 Ok(reply) => match reply.data {
-                    Ok(response) => {
+                    Ok(_) => {
                         tracing::info!(node = %t.node, log_index = reply.log_id.index, "{t}");
                         refused.remove(&t.node);
-                        membership.committed(&t, &response);
                     }
                     Err(e) => {
                         let e = e.to_string();

@@ -43,7 +43,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::gossip::{GossipView, NodeKeys};
-use crate::state::{FleetState, Node, NodeState, Op, Response};
+use crate::state::{FleetState, Node, NodeState, Op};
 
 /// The default grace period before a node that is not live is declared down.
 pub const DEFAULT_NODE_DOWN_AFTER: Duration = Duration::from_secs(3);
@@ -138,25 +138,21 @@ pub struct Membership {
     config: MembershipConfig,
     /// When each node was last seen live (or first looked at).
     last_live: BTreeMap<String, Instant>,
-    /// Transitional (see [`Membership::joined_generation`]): the state generation this
-    /// manager's own registrations and joins produced.
-    joined: BTreeMap<String, u64>,
 }
 
-// The seam with the state model. The lead's change adds `Node::devices` (carried by
-// `RegisterNode`) and `Node::joined_generation`; until it lands these three functions
-// stand in for them, and are the only places to switch.
-
-/// The devices the state holds for `node`: `None` while the state model has no devices
-/// (then devices are not compared). Switch to `Some(&node.devices)`.
-fn committed_devices(_node: &Node) -> Option<&[String]> {
-    None
+/// The devices the state holds for `node`.
+fn committed_devices(node: &Node) -> Option<&[String]> {
+    Some(&node.devices)
 }
 
-/// The `RegisterNode` for `name` with its gossiped keys. Switch to carrying
-/// `devices: keys.devices.clone()`.
+/// The `RegisterNode` for `name` with its gossiped keys.
 fn register_op(name: &str, keys: &NodeKeys) -> Op {
-    Op::RegisterNode { id: name.to_owned(), underlay: keys.underlay, api_endpoint: keys.api.clone() }
+    Op::RegisterNode {
+        id: name.to_owned(),
+        underlay: keys.underlay,
+        api_endpoint: keys.api.clone(),
+        devices: keys.devices.clone(),
+    }
 }
 
 impl Membership {
@@ -170,33 +166,12 @@ impl Membership {
         self.config
     }
 
-    /// The state generation at which `node` (re-)joined. Switch to
-    /// `node.joined_generation`. Until then: the generation this manager's own commit of
-    /// its registration or join returned ([`Membership::committed`]), and otherwise (a
-    /// join committed by an earlier leader) the state's current generation, which is
-    /// conservative: the node must have applied everything committed so far.
-    fn joined_generation(&self, node: &Node, state_generation: u64) -> u64 {
-        self.joined.get(&node.id).copied().unwrap_or(state_generation)
-    }
-
-    /// Tells the manager that `transition` was committed with `response`.
-    pub fn committed(&mut self, transition: &Transition, response: &Response) {
-        let joins = matches!(
-            transition.op,
-            Op::RegisterNode { .. } | Op::SetNodeState { state: NodeState::Joining, .. }
-        );
-        if let (true, Response::Done { generation }) = (joins, response) {
-            self.joined.insert(transition.node.clone(), *generation);
-        }
-    }
-
     /// The transitions to commit, given what gossip sees, the committed state and the
     /// time now. Updates the memory of when nodes were last live.
     pub fn decide(&mut self, view: &GossipView, state: &FleetState, now: Instant) -> Vec<Transition> {
         let grace = self.config.node_down_after;
         let committed = state.nodes();
         self.last_live.retain(|name, _| committed.contains_key(name) || view.nodes.contains_key(name));
-        self.joined.retain(|name, _| committed.contains_key(name));
         let mut names: Vec<&String> = committed.keys().chain(view.nodes.keys()).collect();
         names.sort();
         names.dedup();
@@ -243,7 +218,7 @@ impl Membership {
                     out.push(transition(set_state(NodeState::Joining), Reason::LiveAgain { generation_id }));
                 }
                 NodeState::Joining => {
-                    let joined = self.joined_generation(node, state.generation());
+                    let joined = node.joined_generation;
                     if let Some(applied) = keys.and_then(|k| k.applied_generation) {
                         if applied >= joined {
                             out.push(transition(
@@ -339,8 +314,7 @@ mod tests {
         fn step(&mut self, view: &GossipView, at: Duration) -> Vec<Transition> {
             let out = self.m.decide(view, &self.state, self.t0 + at);
             for t in &out {
-                let response = self.state.apply(Command::new(t.op.clone())).expect("transition applies");
-                self.m.committed(t, &response);
+                self.state.apply(Command::new(t.op.clone())).expect("transition applies");
             }
             // Idempotent: the same inputs now propose nothing.
             assert_eq!(self.m.decide(view, &self.state, self.t0 + at), vec![], "after {out:?}");
@@ -373,7 +347,8 @@ mod tests {
             vec![Op::RegisterNode {
                 id: "n1".into(),
                 underlay: underlay(1),
-                api_endpoint: "[fc00::1]:1337".into()
+                api_endpoint: "[fc00::1]:1337".into(),
+                devices: vec!["net_tap1".into()],
             }]
         );
         assert_eq!(out[0].reason, Reason::Discovered);
@@ -403,7 +378,8 @@ mod tests {
             vec![Op::RegisterNode {
                 id: "n1".into(),
                 underlay: underlay(1),
-                api_endpoint: "[fc00::1]:1338".into()
+                api_endpoint: "[fc00::1]:1338".into(),
+                devices: vec!["net_tap1".into()],
             }]
         );
         assert_eq!(out[0].reason, Reason::EndpointChanged);
@@ -467,6 +443,7 @@ mod tests {
                 id: "n1".into(),
                 underlay: underlay(1),
                 api_endpoint: "[fc00::1]:1337".into(),
+                devices: vec!["net_tap1".into()],
             }))
             .unwrap();
         s.set("n1", NodeState::Active);
@@ -547,20 +524,21 @@ mod tests {
 
     #[test]
     fn a_join_by_an_earlier_leader_waits_for_the_current_generation() {
-        // The manager did not commit the registration: it knows no joined generation and
-        // falls back to the state's current generation (until Node::joined_generation).
+        // The manager did not commit the registration: the committed joined generation
+        // is what counts.
         let mut s = Sim::new();
         s.state
             .apply(Command::new(Op::RegisterNode {
                 id: "n1".into(),
                 underlay: underlay(1),
                 api_endpoint: "[fc00::1]:1337".into(),
+                devices: vec!["net_tap1".into()],
             }))
             .unwrap();
+        let joined = s.state.generation();
         s.state.apply(Command::new(Op::CreateVni { vni: 7 })).unwrap();
-        let now = s.state.generation();
-        assert_eq!(s.step(&live(1, 100, Some(now - 1)), Duration::ZERO), vec![]);
-        let out = s.step(&live(1, 100, Some(now)), Duration::ZERO);
+        assert_eq!(s.step(&live(1, 100, Some(joined - 1)), Duration::ZERO), vec![]);
+        let out = s.step(&live(1, 100, Some(joined)), Duration::ZERO);
         assert_eq!(ops(&out), vec![set_state("n1", NodeState::Active)]);
     }
 
@@ -636,7 +614,7 @@ mod tests {
         s.step(&live(1, 100, Some(0)), Duration::ZERO);
         s.state.apply(Command::new(Op::RemoveNode { id: "n1".into() })).unwrap();
         s.step(&GossipView::default(), Duration::from_secs(1));
-        assert!(s.m.last_live.is_empty() && s.m.joined.is_empty());
+        assert!(s.m.last_live.is_empty());
     }
 
     #[test]

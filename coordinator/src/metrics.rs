@@ -265,7 +265,7 @@ mod tests {
 
     use super::*;
     use crate::gossip::{CoordinatorKeys, GossipCoordinator};
-    use crate::state::{Command, Interface, NatGatewaySpec, Op};
+    use crate::state::{Command, InterfaceSpec, NatGatewaySpec, Op};
 
     fn fleet() -> FleetState {
         let mut s = FleetState::new();
@@ -275,6 +275,7 @@ mod tests {
                 id: format!("n{i}"),
                 underlay: Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, i),
                 api_endpoint: format!("n{i}:1337"),
+                devices: vec![],
             });
         }
         apply(Op::SetNodeState { id: "n1".into(), state: NodeState::Active });
@@ -288,10 +289,11 @@ mod tests {
             port_max: 2048,
             block_size: 256,
         }));
-        apply(Op::CreateInterface(Interface {
+        apply(Op::CreateInterface(InterfaceSpec {
             id: "vm1".into(),
             vni: 100,
-            node: "n1".into(),
+            node: Some("n1".into()),
+            device: Some("vf0".into()),
             ipv4: Some(Ipv4Addr::new(10, 0, 0, 1)),
             ipv6: None,
         }));
