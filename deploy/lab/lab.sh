@@ -580,17 +580,19 @@ cmd_up() {
 
 how_to() {
 	cat <<-EOF
-	  $ctl_bin --node $(node_api 2) node iface list
-	  $ctl_bin --node $(node_api 2) node nat list-local --ip $nat_ip
-	  $ctl_bin --node $(node_api 3) node neighnat list --ip $nat_ip
-	  $ctl_bin --node $(node_api 1) node lbtarget list --lb $lb_id
-	  curl -s http://$mgmt_net.1:$metrics_port/metrics | grep -E 'port_(rx|tx)_packets|dropped'
-	  ip netns exec dpf-vm1 curl -s http://$inet_ip/cgi-bin/who   # through NAT
-	  ip netns exec $inet_ns curl -s http://$vip/                        # through the LB
-	  ip netns exec $router_ns ip route show $nat_ip                # the multipath spread
-	  ip netns exec $router_ns tcpdump -ni ul2 ip6                  # node2's underlay
-	  tail -f $run/node1.log $run/coord1.log
-	  $0 down
+	  The nodes' API and metrics, from the root namespace over the management network:
+	    $ctl_bin --node $(node_api 2) node iface list
+	    $ctl_bin --node $(node_api 2) node nat list-local --ip $nat_ip
+	    $ctl_bin --node $(node_api 3) node neighnat list --ip $nat_ip
+	    $ctl_bin --node $(node_api 1) node lbtarget list --lb $lb_id
+	    curl -s http://$mgmt_net.1:$metrics_port/metrics | grep -E '^dpfleet_(port_(rx|tx)_packets|dropped_packets)_total' | grep -v ' 0\$'
+	  Traffic:
+	    ip netns exec dpf-vm1 curl -s http://$inet_ip/cgi-bin/who     # out through the NAT gateway
+	    ip netns exec $inet_ns curl -s http://$vip/                   # in through the load balancer
+	    ip netns exec $router_ns ip route show $nat_ip              # the spread over the nodes
+	    ip netns exec $router_ns tcpdump -ni ul2 ip6                  # node2's underlay link
+	  Logs: $run/node{1,2,3}.log, $run/coord{1,2,3}.log
+	  Tear down: $0 down
 	EOF
 }
 
