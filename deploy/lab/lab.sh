@@ -1,279 +1,675 @@
 #!/usr/bin/env bash
-# A single-node dpfleet lab in network namespaces.
+# A three-node dpfleet lab on one machine, in network namespaces.
 #
-#   lab.sh up       start (or complete) the lab: node, VMs, router, provisioning, DHCP, ping
-#   lab.sh status   show what runs
+#   lab.sh up       start (or complete) the lab, provision it, show traffic flowing
+#   lab.sh status   show what runs and how to look around
 #   lab.sh down     tear everything down
 #
-# Topology (every box is a network namespace):
+# Topology (every box is a network namespace; see docs/lab.md):
 #
-#   dpf-vm1 eth0 ──veth── br-dtapvf_0 ── dtapvf_0 ┐
-#   dpf-vm2 eth0 ──veth── br-dtapvf_1 ── dtapvf_1 ├─ dpfleet-node (dpf-node1)
-#   dpf-router ul0 ─veth── br-dtap0 ──── dtap0    ┘
+#        dpf-vm1            dpf-vm2  dpf-web2          dpf-vm3  dpf-web3
+#           │                  │        │                 │        │
+#     ┌─dtapvf_0──┐      ┌─dtapvf_0─dtapvf_1─┐      ┌─dtapvf_0─dtapvf_1─┐
+#     │ dpf-node1 │      │     dpf-node2     │      │     dpf-node3     │
+#     │ fc00:1::1 │      │     fc00:2::1     │      │     fc00:3::1     │
+#     └─dtap0──mgmt0     └─dtap0──────mgmt0──┘      └─dtap0──────mgmt0──┘
+#         │      └──────────────┼─────┴── dpf-mgmt (bridge, root ns) ─┼───┘   10.254.0.0/24
+#        ul1                   ul2      coordinators 127.0.0.1:700x  ul3
+#         └──────────────── dpf-router ───────────────────────────────┘
+#                               │ inet0 192.0.2.254
+#                            dpf-inet 192.0.2.1 (servers and the client)
 #
-# The node's ports are DPDK net_tap devices. They stay in dpf-node1: the TAP PMD
-# configures its interface by name (ioctl) in the namespace it was created in, so a TAP
-# moved to another namespace keeps passing packets but can no longer be started again
-# (a port start after the move fails with ENODEV; VF ports are started by
-# CreateInterface). Each TAP is therefore bridged inside dpf-node1 to a veth pair whose
-# other end lives in the VM or router namespace.
+# Each node's ports are DPDK net_tap devices. They stay in their node's namespace: the
+# TAP PMD configures its interface by name (ioctl) in the namespace it was created in,
+# so a TAP moved to another namespace keeps passing packets but can no longer be started
+# again (a port start after the move fails with ENODEV; VF ports are started by
+# CreateInterface). Each TAP is therefore bridged inside its node's namespace to a veth
+# pair whose other end lives in the VM or router namespace.
 #
-# Environment: DPFLEET_NODE_BIN and DPFLEETCTL_BIN (default: built here, release),
-# LAB_LCORES (default 0,1), LAB_METRICS_PORT (default 9100, 0 = off).
+# Services shown: a NAT gateway 203.0.113.10 shared by vm1, vm2 and vm3 (one port block
+# per node, neighbour NAT for the others' blocks), and a load balancer 203.0.113.20:80
+# on all three nodes with targets web2 (node2) and web3 (node3), Maglev on every node.
+# The router spreads replies to the NAT IP and connections to the VIP over all three
+# nodes (an IPv4 multipath route whose next hops each encapsulate to another node).
+#
+# Environment: DPFLEET_NODE_BIN, DPFLEETCTL_BIN, DPFLEET_COORDINATOR_BIN (default: built
+# here, release), LAB_LCORES (default 0,1; the nodes share them, idle workers back off).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-run=/run/dpfleet-lab
-node_ns=dpf-node1
+run=/run/dpfleet-lab     # pids, logs, leases, pcaps
+state=/var/lib/dpfleet-lab # coordinator data
+nodes=(1 2 3)
 router_ns=dpf-router
-vm_ns=(dpf-vm1 dpf-vm2)
+inet_ns=dpf-inet
+mgmt_br=dpf-mgmt
+mgmt_net=10.254.0        # node N is .N, the root namespace .254
 vni=100
-node_ul=fc00:1::1
-router_ul=fc00::ffff
-router_sid=fc00::d4      # the router's tunnel endpoint: decapsulates IPv4-in-IPv6 (seg6local End.DX4)
-inet_ip=192.0.2.1        # "the internet": an address behind the router
-vm_ip=(10.100.1.1 10.100.1.2)
-vm_ip6=(2000:100:1::1 2000:100:1::2)
-vm_mac=(02:00:00:00:01:01 02:00:00:00:01:02)
+router_ul=fc00::ffff     # the router's underlay address (source of its tunnels)
+router_sid=fc00::d4      # the router's tunnel endpoint: decapsulates IPv4-in-IPv6 (End.DX4)
+inet_ip=192.0.2.1        # "the internet": servers and the client, behind the router
+inet_gw=192.0.2.254
+nat_ip=203.0.113.10      # the NAT gateway's public IP
+vip=203.0.113.20         # the load balancer's public IP (port 80/tcp)
+lb_id=web
+grpc_port=1337
+metrics_port=9100
 lcores=${LAB_LCORES:-0,1}
-metrics_port=${LAB_METRICS_PORT:-9100}
+
+# The VMs: namespace dpf-NAME, node, VF index, IPv4, MAC, role.
+vms=(vm1 vm2 vm3 web2 web3)
+declare -A vm_node=([vm1]=1 [vm2]=2 [vm3]=3 [web2]=2 [web3]=3)
+declare -A vm_vf=([vm1]=0 [vm2]=0 [vm3]=0 [web2]=1 [web3]=1)
+declare -A vm_ip=([vm1]=10.100.1.1 [vm2]=10.100.2.1 [vm3]=10.100.3.1 [web2]=10.100.2.2 [web3]=10.100.3.2)
+declare -A vm_mac=([vm1]=02:00:00:01:00:01 [vm2]=02:00:00:02:00:01 [vm3]=02:00:00:03:00:01
+	[web2]=02:00:00:02:00:02 [web3]=02:00:00:03:00:02)
+nat_vms=(vm1 vm2 vm3)    # members of the NAT gateway; port block [1024*N, 1024*(N+1)) on node N
+lb_vms=(web2 web3)       # load-balancer targets, each running an HTTP server that says its name
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'lab.sh: %s\n' "$*" >&2; exit 1; }
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 ns_exists() { [[ -e /run/netns/$1 ]]; }
+ensure_ns() { ns_exists "$1" || ip netns add "$1"; ip -n "$1" link set lo up; }
+node_ns() { echo "dpf-node$1"; }
+node_ul() { echo "fc00:$1::1"; }
+pf_mac() { echo "22:22:22:22:22:0$1"; }
+router_mac() { echo "02:00:00:00:02:0$1"; }
+node_api() { echo "http://$mgmt_net.$1:$grpc_port"; }
+block_min() { echo $((1024 * $1)); }     # node N's NAT port block: [1024 N, 1024 (N+1))
+block_max() { echo $((1024 * ($1 + 1))); }
+json_field() { sed -n "s/.*\"$1\": *\"\\([^\"]*\\)\".*/\\1/p" | head -1; }
 
-# Builds (release) and returns the node and CLI binaries, unless DPFLEET_NODE_BIN is set.
-build_bins() {
+bins() {
 	export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dpfleet/target}
+	node_bin=${DPFLEET_NODE_BIN:-$CARGO_TARGET_DIR/release/dpfleet-node}
+	ctl_bin=${DPFLEETCTL_BIN:-$(dirname "$node_bin")/dpfleetctl}
+	coord_bin=${DPFLEET_COORDINATOR_BIN:-$(dirname "$node_bin")/dpfleet-coordinator}
+}
+
+# Builds (release) the node, the CLI and the coordinator, unless DPFLEET_NODE_BIN is set.
+build_bins() {
+	bins
 	if [[ -n ${DPFLEET_NODE_BIN:-} ]]; then
-		[[ -x $DPFLEET_NODE_BIN ]] || die "DPFLEET_NODE_BIN=$DPFLEET_NODE_BIN is not executable"
-		node_bin=$DPFLEET_NODE_BIN
-		ctl_bin=${DPFLEETCTL_BIN:-$(dirname "$DPFLEET_NODE_BIN")/dpfleetctl}
-		[[ -x $ctl_bin ]] || die "no dpfleetctl beside $DPFLEET_NODE_BIN: set DPFLEETCTL_BIN"
+		for b in "$node_bin" "$ctl_bin" "$coord_bin"; do [[ -x $b ]] || die "$b is not executable"; done
 		return
 	fi
-	say "building dpfleet-node and dpfleetctl (release; the first build takes a few minutes)"
-	(cd "$repo" && cargo build --release -q -p dpfleet-node -p dpfleetctl)
-	node_bin=$CARGO_TARGET_DIR/release/dpfleet-node
-	ctl_bin=$CARGO_TARGET_DIR/release/dpfleetctl
+	say "building dpfleet-node, dpfleetctl, dpfleet-coordinator (release; the first build takes a while)"
+	(cd "$repo" && cargo build --release -q -p dpfleet-node -p dpfleetctl -p dpfleet-coordinator)
 }
 
-# dpfleetctl against the node's API, run inside the node's namespace.
-ctl() { in_ns "$node_ns" "$ctl_bin" --node "http://[::1]:1337" "$@"; }
+# dpfleetctl against node $1's API over the management network.
+ctl() { local n=$1; shift; "$ctl_bin" --node "$(node_api "$n")" "$@"; }
 
-node_pid() {
+# Runs a dpfleetctl create; an "already exists" refusal counts as done (idempotent up).
+ctl_create() {
+	local n=$1 out rc=0; shift
+	out=$(ctl "$n" "$@" 2>&1) || rc=$?
+	((rc == 0)) && return
+	((rc == 2)) && grep -qiE 'exist' <<<"$out" && return
+	printf 'node%s: dpfleetctl %s\n%s\n' "$n" "$*" "$out" >&2
+	return 1
+}
+
+alive() { # pidfile name-in-cmdline
 	local pid
-	[[ -f $run/node1.pid ]] || return 1
-	pid=$(<"$run/node1.pid")
-	[[ -d /proc/$pid ]] && grep -q dpfleet-node "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
+	[[ -f $1 ]] || return 1
+	pid=$(<"$1")
+	[[ -d /proc/$pid ]] && grep -q "$2" "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
 }
 
-ensure_ns() { ns_exists "$1" || ip netns add "$1"; ip -n "$1" link set lo up; }
+stop_pid() { # pidfile name
+	local pid i
+	pid=$(alive "$1" "$2") || { rm -f "$1"; return 0; }
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq 1 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+	[[ -d /proc/$pid ]] && kill -KILL "$pid" 2>/dev/null || true
+	rm -f "$1"
+}
 
-# Bridge TAP $1 (in the node namespace, kernel-side MAC $5) to interface $3 in namespace
-# $2, MAC $4.
+ensure_busybox() {
+	command -v busybox >/dev/null && command -v curl >/dev/null && command -v tcpdump >/dev/null && return
+	say "installing busybox, curl, tcpdump"
+	apt-get install -y -qq busybox curl tcpdump >/dev/null 2>&1 ||
+		{ apt-get update -qq && apt-get install -y -qq busybox curl tcpdump >/dev/null; }
+}
+
+# ---------------------------------------------------------------------------------------
+# Topology
+# ---------------------------------------------------------------------------------------
+
+# Bridges TAP $2 in node $1's namespace (kernel-side MAC $6) to interface $4 in
+# namespace $3, MAC $5.
 ensure_wire() {
-	local tap=$1 peer_ns=$2 peer_if=$3 peer_mac=$4 tap_mac=$5 br=br-$1 veth=n-${3}-${2#dpf-}
+	local ns tap=$2 peer_ns=$3 peer_if=$4 peer_mac=$5 tap_mac=$6 br=br-$2 veth
+	ns=$(node_ns "$1")
+	veth=n-${peer_if}-${peer_ns#dpf-}
 	veth=${veth:0:15}
-	if ! ip -n "$node_ns" link show "$br" >/dev/null 2>&1; then
-		ip -n "$node_ns" link add "$br" type bridge
-	fi
-	in_ns "$node_ns" sysctl -qw "net.ipv6.conf.$br.disable_ipv6=1"
+	ip -n "$ns" link show "$br" >/dev/null 2>&1 || ip -n "$ns" link add "$br" type bridge
+	in_ns "$ns" sysctl -qw "net.ipv6.conf.$br.disable_ipv6=1"
 	if ! ip -n "$peer_ns" link show "$peer_if" >/dev/null 2>&1; then
-		ip -n "$node_ns" link del "$veth" 2>/dev/null || true
-		ip -n "$node_ns" link add "$veth" type veth peer name "$peer_if" netns "$peer_ns"
+		ip -n "$ns" link del "$veth" 2>/dev/null || true
+		ip -n "$ns" link add "$veth" type veth peer name "$peer_if" netns "$peer_ns"
 	fi
 	ip -n "$peer_ns" link set "$peer_if" address "$peer_mac"
 	# The TAP's kernel side starts with the DPDK port's own MAC; as a bridge port, the
 	# bridge would take frames to that MAC as its own instead of passing them to the node.
-	ip -n "$node_ns" link set "$tap" address "$tap_mac"
+	ip -n "$ns" link set "$tap" address "$tap_mac"
 	for dev in "$tap" "$veth"; do
-		in_ns "$node_ns" sysctl -qw "net.ipv6.conf.$dev.disable_ipv6=1"
-		ip -n "$node_ns" addr flush dev "$dev"
-		ip -n "$node_ns" link set "$dev" master "$br" up
+		in_ns "$ns" sysctl -qw "net.ipv6.conf.$dev.disable_ipv6=1"
+		ip -n "$ns" addr flush dev "$dev"
+		ip -n "$ns" link set "$dev" master "$br" up
 	done
-	ip -n "$node_ns" link set "$br" up
+	ip -n "$ns" link set "$br" up
 	ip -n "$peer_ns" link set "$peer_if" up
 }
 
-start_node() {
-	local bin=$1 pid args
-	if pid=$(node_pid); then
-		say "dpfleet-node already running (pid $pid)"; return
+# The management network: bridge dpf-mgmt in the root namespace (10.254.0.254) and a
+# veth into each node namespace (mgmt0, 10.254.0.N). Coordinators and dpfleetctl reach
+# each node's API (gRPC, [::]:1337 in its namespace) and metrics (:9100) there; node
+# gossip will use it too.
+ensure_mgmt() {
+	local n ns
+	ip link show "$mgmt_br" >/dev/null 2>&1 || ip link add "$mgmt_br" type bridge
+	ip addr replace "$mgmt_net.254/24" dev "$mgmt_br"
+	ip link set "$mgmt_br" up
+	for n in "${nodes[@]}"; do
+		ns=$(node_ns "$n")
+		if ! ip -n "$ns" link show mgmt0 >/dev/null 2>&1; then
+			ip link del "dpf-m-node$n" 2>/dev/null || true
+			ip link add "dpf-m-node$n" type veth peer name mgmt0 netns "$ns"
+		fi
+		ip link set "dpf-m-node$n" master "$mgmt_br" up
+		ip -n "$ns" addr replace "$mgmt_net.$n/24" dev mgmt0
+		ip -n "$ns" link set mgmt0 up
+	done
+}
+
+# The router joins the nodes' underlays (link ulN to node N, underlay fc00:N::/64) and
+# plays "the internet" gateway (inet0 to dpf-inet). Linux has no ip6tnl here, but SRv6
+# lightweight tunnels make and take the same packets: traffic the nodes encapsulate
+# towards $router_sid is decapsulated (End.DX4) and handed to dpf-inet; traffic to the
+# public IPs is encapsulated towards a node's underlay address (seg6 encap.red with one
+# segment = plain IPv4-in-IPv6). dpservice-style nodes answer no ND on their PF, so each
+# node's /64 goes via its underlay address fc00:N::1 with a static neighbour entry.
+ensure_router() {
+	local n
+	ensure_ns "$router_ns"
+	ensure_ns "$inet_ns"
+	if ! ip -n "$router_ns" link show inet0 >/dev/null 2>&1; then
+		ip -n "$router_ns" link add inet0 type veth peer name eth0 netns "$inet_ns"
 	fi
-	args=(-l "$lcores" --huge-unlink --file-prefix="$node_ns" --no-pci)
-	local free size
+	ip -n "$router_ns" addr replace "$inet_gw/24" dev inet0
+	ip -n "$router_ns" link set inet0 up
+	ip -n "$inet_ns" addr replace "$inet_ip/24" dev eth0
+	ip -n "$inet_ns" link set eth0 up
+	ip -n "$inet_ns" route replace 203.0.113.0/24 via "$inet_gw"
+	in_ns "$router_ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+		net.ipv6.conf.all.seg6_enabled=1 net.ipv4.fib_multipath_hash_policy=1
+	ip -n "$router_ns" addr replace "$router_ul/128" dev lo
+	in_ns "$router_ns" ip sr tunsrc set "$router_ul"
+	ip -n "$router_ns" -6 route replace "$router_sid/128" encap seg6local action End.DX4 nh4 "$inet_ip" dev inet0
+}
+
+# The router's links to the nodes (once the wires exist).
+router_links() {
+	local n
+	for n in "${nodes[@]}"; do
+		in_ns "$router_ns" sysctl -qw "net.ipv6.conf.ul$n.seg6_enabled=1"
+		ip -n "$router_ns" -6 neigh replace "$(node_ul "$n")" lladdr "$(pf_mac "$n")" dev "ul$n" nud permanent
+		ip -n "$router_ns" -6 route replace "fc00:$n::/64" via "$(node_ul "$n")" dev "ul$n" onlink
+	done
+}
+
+# Public IP $1 is spread over the nodes: one next hop per node, each encapsulating to
+# the underlay address $2, $3, $4 (node 1, 2, 3). The router hashes the 5-tuple
+# (fib_multipath_hash_policy=1), so one flow always enters the same node.
+spread_route() {
+	local ip=$1 n hops=(); shift
+	for n in "${nodes[@]}"; do
+		hops+=(nexthop encap seg6 mode encap.red segs "${!n}" dev "ul$n")
+	done
+	ip -n "$router_ns" route replace "$ip/32" "${hops[@]}"
+	# Table 10N sends $ip to node N only: the demo pins single flows to a node with it.
+	for n in "${nodes[@]}"; do
+		ip -n "$router_ns" route replace "$ip/32" encap seg6 mode encap.red segs "${!n}" dev "ul$n" table "10$n"
+	done
+}
+
+start_node() {
+	local n=$1 ns pid args i rc free size
+	ns=$(node_ns "$n")
+	if pid=$(alive "$run/node$n.pid" dpfleet-node); then
+		echo "dpf-node$n: dpfleet-node already running (pid $pid)"; return
+	fi
+	# Distinct file prefixes keep the three DPDK processes apart; --huge-unlink leaves no
+	# hugepage files behind. Each node takes about 40 MB of hugepages (16383 mbufs);
+	# without 3 x 64 MB free the nodes run on ordinary memory.
+	args=(-l "$lcores" --huge-unlink --file-prefix="$ns" --no-pci)
 	free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
 	size=$(awk '/Hugepagesize/ {print $2}' /proc/meminfo)
-	((free * size >= 512 * 1024)) || args+=(--no-huge -m 512)
-	args+=(--vdev=net_tap0,iface=dtap0,mac=22:22:22:22:22:00
-		--vdev=net_tap1,iface=dtapvf_0,mac=66:66:66:66:66:00
-		--vdev=net_tap2,iface=dtapvf_1,mac=66:66:66:66:66:01
-		-- --pf0=dtap0 --vf-pattern=dtapvf_ --nic-type=tap --ipv6="$node_ul" --enable-ipv6-overlay
+	((free * size >= 64 * 1024 * (${#nodes[@]} - n + 1))) || args=(-l "$lcores" --file-prefix="$ns" --no-pci --no-huge -m 512)
+	args+=(--vdev="net_tap0,iface=dtap0,mac=$(pf_mac "$n")"
+		--vdev="net_tap1,iface=dtapvf_0,mac=66:66:66:66:0$n:00"
+		--vdev="net_tap2,iface=dtapvf_1,mac=66:66:66:66:0$n:01"
+		-- --pf0=dtap0 --vf-pattern=dtapvf_ --nic-type=tap --ipv6="$(node_ul "$n")" --enable-ipv6-overlay
 		--dhcp-mtu=1450 --dhcp-dns=8.8.4.4 --dhcp-dns=8.8.8.8 --dhcpv6-dns=2001:4860:4860::6464
-		--grpc-port=1337 --no-stats --no-offload)
-	((metrics_port == 0)) || args+=(--metrics-port="$metrics_port")
-	say "starting $bin in $node_ns (log: $run/node1.log)"
-	echo "$bin ${args[*]}" >"$run/node1.cmdline"
-	ip netns exec "$node_ns" setsid "$bin" "${args[@]}" </dev/null >"$run/node1.log" 2>&1 &
+		--grpc-port="$grpc_port" --metrics-port="$metrics_port" --lb-selection=maglev
+		--flow-capacity=65536 --no-stats --no-offload)
+	echo "dpf-node$n: starting dpfleet-node (log $run/node$n.log)"
+	echo "$node_bin ${args[*]}" >"$run/node$n.cmdline"
+	ip netns exec "$ns" setsid "$node_bin" "${args[@]}" </dev/null >"$run/node$n.log" 2>&1 &
 	pid=$!
-	echo "$pid" >"$run/node1.pid"
-	local i
-	for i in $(seq 1 100); do
-		# (Right after the fork the child is still this shell, so only check it lives.)
-		[[ -d /proc/$pid ]] || { tail -30 "$run/node1.log" >&2; die "dpfleet-node exited during start"; }
+	echo "$pid" >"$run/node$n.pid"
+	for i in $(seq 1 150); do
+		[[ -d /proc/$pid ]] || { tail -30 "$run/node$n.log" >&2; die "dpfleet-node $n exited during start"; }
 		# dpfleetctl exits 1 when it cannot reach the node, 2 when the node answers with an
 		# error (before Initialize every call is refused: the API is up).
-		local rc=0
-		ctl --timeout 1s node check-init >/dev/null 2>&1 || rc=$?
-		if ip -n "$node_ns" link show dtapvf_1 >/dev/null 2>&1 && ((rc != 1)); then
+		rc=0
+		ctl "$n" --timeout 1s node check-init >/dev/null 2>&1 || rc=$?
+		if ip -n "$ns" link show dtapvf_1 >/dev/null 2>&1 && ((rc != 1)); then
 			return
 		fi
 		sleep 0.2
 	done
-	tail -30 "$run/node1.log" >&2
-	die "dpfleet-node did not come up within 20 s"
+	tail -30 "$run/node$n.log" >&2
+	die "dpfleet-node $n did not come up within 30 s"
 }
 
-ensure_busybox() {
-	command -v busybox >/dev/null && return
-	say "installing busybox (udhcpc, ping)"
-	apt-get install -y -qq busybox >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq busybox >/dev/null; }
-}
-
-lease() { # ns
-	in_ns "$1" busybox udhcpc -i eth0 -n -q -f -t 5 -T 1 -O staticroutes -O mtu \
-		-s "$here/udhcpc.script" >"$run/$1.dhcp.log" 2>&1 || {
-		cat "$run/$1.dhcp.log" >&2; die "no DHCP lease in $1"; }
-}
-
-# The router namespace plays the underlay router and the internet behind it. Linux has no
-# ip6tnl here, but SRv6 lightweight tunnels make and take the same packets: traffic the
-# node encapsulates towards $router_sid is decapsulated (End.DX4) and delivered to
-# $inet_ip; replies to each VM are encapsulated towards that VM's underlay address
-# (seg6 encap.red with one segment = plain IPv4-in-IPv6). dpservice-style nodes do not
-# answer ND on their PF, so the router gets static neighbour entries for them.
-router_tunnel() {
-	in_ns "$router_ns" sysctl -qw net.ipv6.conf.all.seg6_enabled=1 net.ipv6.conf.ul0.seg6_enabled=1 \
-		net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-	ip -n "$router_ns" addr replace "$inet_ip/32" dev lo
-	ip -n "$router_ns" -6 route replace "$router_sid/128" encap seg6local action End.DX4 nh4 "$inet_ip" dev ul0
-	local i ul
-	for i in 0 1; do
-		ul=$(ctl --output json node iface get "vm$((i + 1))" | sed -n 's/.*"underlay_route": *"\([^"]*\)".*/\1/p')
-		[[ -n $ul ]] || die "no underlay address for vm$((i + 1))"
-		ip -n "$router_ns" -6 neigh replace "$ul" lladdr 22:22:22:22:22:00 dev ul0
-		ip -n "$router_ns" route replace "${vm_ip[i]}/32" encap seg6 mode encap.red segs "$ul" dev ul0
+# The coordinators: three Raft members on loopback, data in $state/cN. They hold no
+# desired state yet (no cluster API, gossip or reconciler): provisioning below still
+# talks to each node directly.
+start_coordinators() {
+	local c pid peers args
+	for c in 1 2 3; do
+		if pid=$(alive "$run/coord$c.pid" dpfleet-coordinator); then
+			echo "coordinator $c already running (pid $pid)"; continue
+		fi
+		mkdir -p "$state/c$c"
+		peers=$(for p in 1 2 3; do ((p == c)) || printf '%s=127.0.0.1:700%s,' "$p" "$p"; done)
+		args=(--id "$c" --listen "127.0.0.1:700$c" --data-dir "$state/c$c" --peers "${peers%,}")
+		((c == 1)) && args+=(--init)
+		# ---- GOSSIP / CLUSTER API: the coordinator's gossip (on $mgmt_net.254, seeds =
+		# ---- the other coordinators and the nodes' mgmt0 addresses) and its cluster API
+		# ---- listen address go here when dpfleet-coordinator has those flags.
+		echo "coordinator $c: starting on 127.0.0.1:700$c (log $run/coord$c.log)"
+		echo "$coord_bin ${args[*]}" >"$run/coord$c.cmdline"
+		setsid "$coord_bin" "${args[@]}" </dev/null >"$run/coord$c.log" 2>&1 &
+		echo $! >"$run/coord$c.pid"
 	done
 }
+
+start_servers() {
+	local vm pid
+	# dpf-inet: an HTTP server whose CGI tells the client the address and port it sees.
+	mkdir -p "$run/www/inet/cgi-bin"
+	cat >"$run/www/inet/cgi-bin/who" <<-'EOF'
+	#!/bin/sh
+	a=${REMOTE_ADDR#\[}; a=${a%\]}; a=${a#::ffff:}
+	printf 'Content-Type: text/plain\r\n\r\ninternet: you came from %s:%s\n' "$a" "$REMOTE_PORT"
+	EOF
+	chmod +x "$run/www/inet/cgi-bin/who"
+	if ! alive "$run/httpd-inet.pid" httpd >/dev/null; then
+		ip netns exec "$inet_ns" setsid busybox httpd -f -p 80 -h "$run/www/inet" </dev/null >/dev/null 2>&1 &
+		echo $! >"$run/httpd-inet.pid"
+	fi
+	# The load-balancer targets own the VIP (on lo, as a cloud image would configure it)
+	# and answer with their name.
+	for vm in "${lb_vms[@]}"; do
+		ip -n "dpf-$vm" addr replace "$vip/32" dev lo
+		mkdir -p "$run/www/$vm"
+		echo "$vm" >"$run/www/$vm/index.html"
+		if ! alive "$run/httpd-$vm.pid" httpd >/dev/null; then
+			ip netns exec "dpf-$vm" setsid busybox httpd -f -p 80 -h "$run/www/$vm" </dev/null >/dev/null 2>&1 &
+			echo $! >"$run/httpd-$vm.pid"
+		fi
+	done
+}
+
+lease() { # vm
+	in_ns "dpf-$1" busybox udhcpc -i eth0 -n -q -f -t 5 -T 1 -O staticroutes -O mtu \
+		-s "$here/udhcpc.script" >"$run/$1.dhcp.log" 2>&1 || {
+		cat "$run/$1.dhcp.log" >&2; die "no DHCP lease in dpf-$1"; }
+	printf '  dpf-%-5s %s\n' "$1" "$(ip -n "dpf-$1" -4 -br addr show dev eth0)"
+}
+
+# ---------------------------------------------------------------------------------------
+# Provisioning: today node by node through each node's API. With the coordinator's
+# cluster API this section becomes "create VNI, interfaces, NAT gateway, LB" once, and
+# the reconciler does what follows on every node.
+# ---------------------------------------------------------------------------------------
+
+declare -A iface_ul nat_ul lb_ul target_ul
+
+provision() {
+	local n m vm
+	for n in "${nodes[@]}"; do
+		ctl "$n" node check-init >/dev/null 2>&1 || ctl "$n" node init >/dev/null
+	done
+	# Interfaces, each on its node's VF.
+	for vm in "${vms[@]}"; do
+		n=${vm_node[$vm]}
+		ctl_create "$n" node iface create --id "$vm" --vni "$vni" --ipv4 "${vm_ip[$vm]}" \
+			--device "net_tap$((${vm_vf[$vm]} + 1))"
+		iface_ul[$vm]=$(ctl "$n" -o json node iface get "$vm" | json_field underlay_route)
+	done
+	# Routes: the default route to the router's tunnel endpoint, and each remote VM's /32
+	# to its interface's underlay address (what a coordinator announces).
+	for n in "${nodes[@]}"; do
+		ctl_create "$n" node route create --vni "$vni" --prefix 0.0.0.0/0 --next-hop "$router_sid" --next-hop-vni "$vni"
+		for vm in "${vms[@]}"; do
+			((${vm_node[$vm]} == n)) && continue
+			ctl_create "$n" node route create --vni "$vni" --prefix "${vm_ip[$vm]}/32" \
+				--next-hop "${iface_ul[$vm]}" --next-hop-vni "$vni"
+		done
+	done
+	# NAT gateway: each member gets its node's port block on $nat_ip; the node returns
+	# the NAT's underlay address. Every other node relays that block to it.
+	for vm in "${nat_vms[@]}"; do
+		n=${vm_node[$vm]}
+		ctl_create "$n" node nat create --iface "$vm" --ip "$nat_ip" --min-port "$(block_min "$n")" --max-port "$(block_max "$n")"
+		nat_ul[$n]=$(ctl "$n" -o json node nat get --iface "$vm" | json_field underlay_route)
+	done
+	for n in "${nodes[@]}"; do
+		for m in "${nodes[@]}"; do
+			((m == n)) && continue
+			ctl_create "$n" node neighnat create --ip "$nat_ip" --vni "$vni" --min-port "$(block_min "$m")" \
+				--max-port "$(block_max "$m")" --underlay "${nat_ul[$m]}"
+		done
+	done
+	# Load balancer: the same LB on every node; targets are the underlay addresses of the
+	# targets' load-balancer prefix (the VIP/32 on their interface).
+	for n in "${nodes[@]}"; do
+		ctl_create "$n" node lb create --id "$lb_id" --vni "$vni" --ip "$vip" --ports tcp/80
+		lb_ul[$n]=$(ctl "$n" -o json node lb get "$lb_id" | json_field underlay_route)
+	done
+	for vm in "${lb_vms[@]}"; do
+		n=${vm_node[$vm]}
+		ctl_create "$n" node lbprefix create --iface "$vm" --prefix "$vip/32"
+		target_ul[$vm]=$(ctl "$n" -o json node lbprefix list --iface "$vm" | json_field underlay_route)
+	done
+	# Node 2 gets the targets in the other order: a Maglev table depends on the set of
+	# targets only (round robin would not give the same target on every node).
+	for n in "${nodes[@]}"; do
+		local order=("${lb_vms[@]}")
+		((n == 2)) && order=("${lb_vms[1]}" "${lb_vms[0]}")
+		for vm in "${order[@]}"; do
+			ctl_create "$n" node lbtarget create --lb "$lb_id" --ip "${target_ul[$vm]}"
+		done
+	done
+	for vm in "${vms[@]}"; do printf '  %-5s node%s %-11s underlay %s\n' "$vm" "${vm_node[$vm]}" "${vm_ip[$vm]}" "${iface_ul[$vm]}"; done
+	for n in "${nodes[@]}"; do
+		printf '  node%s: NAT %s ports %s-%s underlay %s, LB %s:80 underlay %s\n' "$n" "$nat_ip" \
+			"$(block_min "$n")" "$(($(block_max "$n") - 1))" "${nat_ul[$n]}" "$vip" "${lb_ul[$n]}"
+	done
+	for vm in "${lb_vms[@]}"; do printf '  LB target %s: %s\n' "$vm" "${target_ul[$vm]}"; done
+	# The router's half: the public IPs spread over the nodes.
+	spread_route "$nat_ip" "${nat_ul[1]}" "${nat_ul[2]}" "${nat_ul[3]}"
+	spread_route "$vip" "${lb_ul[1]}" "${lb_ul[2]}" "${lb_ul[3]}"
+	# A node sends underlay traffic to the router MAC it learns from tunnel traffic
+	# reaching it (dpservice reads it from the kernel's neighbour table), broadcast until
+	# then, and the router forwards no broadcast frames. So the router greets each node
+	# once: a ping to the NAT IP bound to link ulN takes node N's next hop. (The node's
+	# answer goes to the router's own underlay address, where Linux cannot take it.)
+	for n in "${nodes[@]}"; do
+		in_ns "$router_ns" busybox ping -c 1 -W 1 -I "ul$n" "$nat_ip" >/dev/null 2>&1 || true
+	done
+}
+
+# ---------------------------------------------------------------------------------------
+# Traffic
+# ---------------------------------------------------------------------------------------
+
+# Captures, on the router, what each node sends to another node (outer source
+# fc00:K::1, destination in fc00:M::/64): that is relayed traffic, by neighbour NAT or to
+# a remote LB target.
+capture_start() {
+	local n
+	for n in "${nodes[@]}"; do
+		rm -f "$run/ul$n.pcap"
+		ip netns exec "$router_ns" setsid tcpdump -i "ul$n" -Q in --immediate-mode -U -n -s 200 -w "$run/ul$n.pcap" \
+			"ip6 src host $(node_ul "$n") and not dst host $router_sid" </dev/null >/dev/null 2>&1 &
+		echo $! >"$run/tcpdump-ul$n.pid"
+	done
+	sleep 1
+}
+capture_stop() {
+	local n
+	sleep 0.5
+	for n in "${nodes[@]}"; do stop_pid "$run/tcpdump-ul$n.pid" tcpdump; done
+}
+# Prints the relayed packets node $1 sent to node $2 whose inner destination is $3.
+relayed() {
+	tcpdump -r "$run/ul$1.pcap" -n "ip6 dst net fc00:$2::/64" 2>/dev/null | grep -F " > $3." || true
+}
+
+# GET http://$2/ from the client in dpf-inet, from source port $1; prints the body. The
+# client resets the connection at the end (SO_LINGER 0), so that neither side keeps
+# the 4-tuple in TIME_WAIT and the same flow can be opened again at once.
+get_from_port() {
+	in_ns "$inet_ns" /usr/bin/python3 - "$1" "$2" <<-'EOF'
+	import socket, struct, sys
+	s = socket.socket()
+	s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+	s.settimeout(5)
+	s.bind(("0.0.0.0", int(sys.argv[1])))
+	s.connect((sys.argv[2], 80))
+	s.sendall(b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")
+	data = b""
+	while chunk := s.recv(4096):
+	    data += chunk
+	s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+	s.close()
+	print(data.split(b"\r\n\r\n", 1)[-1].decode().strip())
+	EOF
+}
+
+demo() {
+	local vm n m i out total port owner entry
+	say "ping vm1 (node1) -> vm2 (node2): across the underlay, through the router"
+	in_ns dpf-vm1 busybox ping -c 2 -W 2 "${vm_ip[vm2]}" | tail -2
+
+	say "NAT: 5 connections from each of vm1, vm2, vm3 to http://$inet_ip (replies spread over the 3 nodes)"
+	capture_start
+	for vm in "${nat_vms[@]}"; do
+		for i in 1 2 3 4 5; do
+			out=$(in_ns "dpf-$vm" curl -s -m 5 "http://$inet_ip/cgi-bin/who") || die "$vm: NAT connection $i failed"
+			port=${out##*:}
+			printf '  %s (node%s): %s  (port block of node%s)\n' "$vm" "${vm_node[$vm]}" "$out" $((port / 1024))
+		done
+	done
+	capture_stop
+	echo "  replies relayed by neighbour NAT (captured on the router), entry node -> owner node:"
+	total=0
+	for n in "${nodes[@]}"; do
+		for m in "${nodes[@]}"; do
+			((m == n)) && continue
+			i=$(relayed "$n" "$m" "$nat_ip" | wc -l)
+			total=$((total + i))
+			printf '    node%s -> node%s: %2s connections (%s packets)\n' "$n" "$m" \
+				"$(relayed "$n" "$m" "$nat_ip" | grep -c 'Flags \[S\.\]' || true)" "$i"
+		done
+	done
+	((total > 0)) || die "no reply entered a non-owner node; the multipath route did not spread them"
+
+	say "NAT, pinned: replies for node1's block (1024-2047) forced into node2, which relays them"
+	ip -n "$router_ns" rule add iif inet0 ipproto tcp dport "$(block_min 1)-$(($(block_max 1) - 1))" lookup 102 pref 100
+	capture_start
+	out=$(in_ns dpf-vm1 curl -s -m 5 "http://$inet_ip/cgi-bin/who") || out="FAILED"
+	capture_stop
+	ip -n "$router_ns" rule del pref 100
+	echo "  vm1: $out"
+	relayed 2 1 "$nat_ip" | head -3 | sed 's/^/    node2 relayed: /'
+	[[ $out != FAILED ]] || die "vm1's connection with replies through node2 failed"
+
+	say "LB: 12 connections from dpf-inet to http://$vip (entering the nodes the router picks)"
+	capture_start
+	declare -A hits=()
+	for i in $(seq 1 12); do
+		out=$(in_ns "$inet_ns" curl -s -m 5 "http://$vip/") || die "LB connection $i failed"
+		hits[$out]=$((${hits[$out]:-0} + 1))
+	done
+	capture_stop
+	for out in "${!hits[@]}"; do echo "  answered by $out: ${hits[$out]}"; done
+	for n in "${nodes[@]}"; do
+		for m in "${nodes[@]}"; do
+			((m == n)) && continue
+			i=$(relayed "$n" "$m" "$vip" | grep -c 'Flags \[S\]' || true)
+			((i == 0)) || printf '    node%s relayed %s new connections to a target on node%s\n' "$n" "$i" "$m"
+		done
+	done
+
+	say "LB: one flow (client port 40001, then 40002) pinned through each node in turn"
+	for port in 40001 40002; do
+		for n in "${nodes[@]}"; do
+			ip -n "$router_ns" rule add iif inet0 ipproto tcp sport "$port" lookup "10$n" pref 101
+			out=$(get_from_port "$port" "$vip" 2>/dev/null) || out="FAILED"
+			ip -n "$router_ns" rule del pref 101
+			printf '  %s:%s via node%s -> %s\n' "$inet_ip" "$port" "$n" "$out"
+			[[ $n == 1 ]] && entry=$out
+			[[ $out == "$entry" ]] || die "flow from port $port landed on $out via node$n, on $entry via node1"
+		done
+	done
+}
+
+# ---------------------------------------------------------------------------------------
 
 cmd_up() {
 	((EUID == 0)) || die "needs root (namespaces, TAP devices)"
-	mkdir -p "$run"
+	local t0=$SECONDS n vm
+	mkdir -p "$run" "$state"
 	bash "$repo/scripts/setup.sh"
 	build_bins
 	ensure_busybox
+	t0=$SECONDS
 
-	say "namespaces"
-	for ns in "$node_ns" "$router_ns" "${vm_ns[@]}"; do ensure_ns "$ns"; done
-	start_node "$node_bin"
+	say "namespaces, management network, router"
+	for n in "${nodes[@]}"; do ensure_ns "$(node_ns "$n")"; done
+	for vm in "${vms[@]}"; do ensure_ns "dpf-$vm"; done
+	ensure_mgmt
+	ensure_router
 
-	say "wiring TAPs to the VM and router namespaces"
-	ensure_wire dtapvf_0 dpf-vm1 eth0 "${vm_mac[0]}" 02:fe:00:00:01:00
-	ensure_wire dtapvf_1 dpf-vm2 eth0 "${vm_mac[1]}" 02:fe:00:00:01:01
-	ensure_wire dtap0 "$router_ns" ul0 02:00:00:00:02:00 02:fe:00:00:02:00
-	ip -n "$router_ns" addr replace "$router_ul/16" dev ul0 nodad
+	say "coordinators (Raft only, for now)"
+	start_coordinators
+	say "nodes"
+	for n in "${nodes[@]}"; do start_node "$n"; done
 
-	say "provisioning over gRPC"
-	ctl node check-init >/dev/null 2>&1 || ctl node init
-	local i
-	for i in 0 1; do
-		ctl node iface get "vm$((i + 1))" >/dev/null 2>&1 ||
-			ctl node iface create --id "vm$((i + 1))" --vni "$vni" --ipv4 "${vm_ip[i]}" \
-				--ipv6 "${vm_ip6[i]}" --device "net_tap$((i + 1))"
+	say "wiring TAPs to the router and the VMs"
+	for n in "${nodes[@]}"; do
+		ensure_wire "$n" dtap0 "$router_ns" "ul$n" "$(router_mac "$n")" "02:fe:00:00:0$n:00"
 	done
-	ctl node route list --vni "$vni" | grep -q "0.0.0.0/0" ||
-		ctl node route create --vni "$vni" --prefix 0.0.0.0/0 --next-hop "$router_sid" --next-hop-vni "$vni"
-	ctl node route create --vni "$vni" --prefix ::/0 --next-hop "$router_ul" --next-hop-vni "$vni" \
-		>/dev/null 2>&1 || true # IPv6 routes are not listed (as dpservice); 301 when it exists
-	ctl node iface list
-
-	say "router: tunnel endpoint $router_sid and $inet_ip behind it"
-	router_tunnel
-
-	say "DHCP in the VMs"
-	for ns in "${vm_ns[@]}"; do
-		lease "$ns"
-		printf '%s: %s\n' "$ns" "$(ip -n "$ns" -4 -br addr show dev eth0)"
+	for vm in "${vms[@]}"; do
+		ensure_wire "${vm_node[$vm]}" "dtapvf_${vm_vf[$vm]}" "dpf-$vm" eth0 "${vm_mac[$vm]}" \
+			"02:fe:00:00:0${vm_node[$vm]}:1${vm_vf[$vm]}"
 	done
+	router_links
 
-	say "ping vm1 -> vm2 (through the node)"
-	in_ns dpf-vm1 busybox ping -c 3 -W 2 "${vm_ip[1]}"
-	say "ping vm2 -> $inet_ip (through the node, IPv4-in-IPv6 over the underlay, the router)"
-	in_ns dpf-vm2 busybox ping -c 3 -W 2 "$inet_ip"
+	say "provisioning each node over its API (dpfleetctl --node http://$mgmt_net.N:$grpc_port)"
+	provision
 
+	say "DHCP in the VMs; HTTP servers"
+	for vm in "${vms[@]}"; do lease "$vm"; done
+	start_servers
+
+	demo
+
+	printf '\nThe lab is up (%s s after the build). Look around: %s status\n' "$((SECONDS - t0))" "$0"
+	how_to
+}
+
+how_to() {
 	cat <<-EOF
-
-	The lab is up. Look around:
-	  ip netns exec dpf-vm1 busybox ping ${vm_ip[1]}     # VM to VM through the node
-	  ip netns exec dpf-vm1 ip route                     # the lease's routes
-	  ip netns exec dpf-vm2 busybox ping $inet_ip         # VM to "the internet" through the tunnel
-	  ip netns exec $router_ns tcpdump -ni ul0 ip6        # the encapsulated traffic on the underlay
-	  The node API, with dpfleetctl inside the node's namespace:
-	    ip netns exec $node_ns $ctl_bin node iface list
-	    ip netns exec $node_ns $ctl_bin node route list --vni $vni
-	    ip netns exec $node_ns $ctl_bin --output json node iface get vm1
-	  ip netns exec $router_ns cat /proc/net/dev          # underlay traffic counters
-	  tail -f $run/node1.log                           # the node's log
+	  The nodes' API and metrics, from the root namespace over the management network:
+	    $ctl_bin --node $(node_api 2) node iface list
+	    $ctl_bin --node $(node_api 2) node nat list-local --ip $nat_ip
+	    $ctl_bin --node $(node_api 3) node neighnat list --ip $nat_ip
+	    $ctl_bin --node $(node_api 1) node lbtarget list --lb $lb_id
+	    curl -s http://$mgmt_net.1:$metrics_port/metrics | grep -E '^dpfleet_(port_(rx|tx)_packets|dropped_packets)_total' | grep -v ' 0\$'
+	  Traffic:
+	    ip netns exec dpf-vm1 curl -s http://$inet_ip/cgi-bin/who     # out through the NAT gateway
+	    ip netns exec $inet_ns curl -s http://$vip/                   # in through the load balancer
+	    ip netns exec $router_ns ip route show $nat_ip              # the spread over the nodes
+	    ip netns exec $router_ns tcpdump -ni ul2 ip6                  # node2's underlay link
+	  Logs: $run/node{1,2,3}.log, $run/coord{1,2,3}.log
+	  Tear down: $0 down
 	EOF
-	((metrics_port == 0)) || echo "  ip netns exec $node_ns busybox wget -qO- http://127.0.0.1:$metrics_port/metrics"
-	echo "  $0 status | $0 down"
 }
 
 cmd_status() {
-	local pid
-	export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dpfleet/target}
-	ctl_bin=${DPFLEETCTL_BIN:-$CARGO_TARGET_DIR/release/dpfleetctl}
-	if pid=$(node_pid); then
-		echo "dpfleet-node: running, pid $pid, log $run/node1.log"
-		echo "  $(cat "$run/node1.cmdline" 2>/dev/null)"
-	else
-		echo "dpfleet-node: not running"
-	fi
-	for ns in "$node_ns" "$router_ns" "${vm_ns[@]}"; do
+	local n c pid vm ns
+	bins
+	for c in 1 2 3; do
+		if pid=$(alive "$run/coord$c.pid" dpfleet-coordinator); then
+			echo "coordinator $c: running, pid $pid, 127.0.0.1:700$c, data $state/c$c, log $run/coord$c.log"
+		else
+			echo "coordinator $c: not running"
+		fi
+	done
+	for n in "${nodes[@]}"; do
+		if pid=$(alive "$run/node$n.pid" dpfleet-node); then
+			echo "node$n: running in dpf-node$n, pid $pid, API $(node_api "$n"), metrics http://$mgmt_net.$n:$metrics_port/metrics, log $run/node$n.log"
+		else
+			echo "node$n: not running"
+		fi
+	done
+	echo "VM leases:"
+	for vm in "${vms[@]}"; do
+		if ns_exists "dpf-$vm"; then
+			printf '  dpf-%-5s node%s %s\n' "$vm" "${vm_node[$vm]}" "$(ip -n "dpf-$vm" -4 -br addr show dev eth0 2>/dev/null || echo '(no eth0)')"
+		else
+			printf '  dpf-%-5s absent\n' "$vm"
+		fi
+	done
+	for ns in "$router_ns" "$inet_ns"; do
 		if ns_exists "$ns"; then
-			echo "namespace $ns:"
-			{ ip -n "$ns" -br addr | grep -v "^lo " || true; } | sed "s/^/  /"
+			echo "namespace $ns:"; { ip -n "$ns" -br addr | grep -v "^lo " || true; } | sed 's/^/  /'
 		else
 			echo "namespace $ns: absent"
 		fi
 	done
-	if node_pid >/dev/null; then
-		echo "interfaces:"; ctl node iface list 2>&1 | sed 's/^/  /' || true
-		echo "routes of VNI $vni:"; ctl node route list --vni "$vni" 2>&1 | sed 's/^/  /' || true
+	if alive "$run/node1.pid" dpfleet-node >/dev/null; then
+		for n in "${nodes[@]}"; do
+			echo "node$n interfaces:"; ctl "$n" node iface list 2>&1 | sed 's/^/  /' || true
+		done
+		echo "node1 neighbour NATs:"; ctl 1 node neighnat list --ip "$nat_ip" 2>&1 | sed 's/^/  /' || true
+		echo "router: $nat_ip and $vip spread over the nodes:"
+		ip -n "$router_ns" route show "$nat_ip" 2>&1 | sed 's/^/  /'
+		ip -n "$router_ns" route show "$vip" 2>&1 | sed 's/^/  /'
+		echo "Look around:"
+		how_to
 	fi
 }
 
 cmd_down() {
 	((EUID == 0)) || die "needs root"
-	local pid i
-	if pid=$(node_pid); then
-		say "stopping dpfleet-node (pid $pid)"
-		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 1 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
-		[[ -d /proc/$pid ]] && kill -KILL "$pid" 2>/dev/null || true
-	fi
-	rm -f "$run/node1.pid"
-	for ns in "${vm_ns[@]}" "$router_ns" "$node_ns"; do
+	local n c f vm ns
+	bins
+	for f in "$run"/httpd-*.pid "$run"/tcpdump-*.pid; do
+		[[ -e $f ]] && stop_pid "$f" "$(basename "$f" | cut -d- -f1)"
+	done
+	for n in "${nodes[@]}"; do
+		alive "$run/node$n.pid" dpfleet-node >/dev/null && say "stopping dpfleet-node $n"
+		stop_pid "$run/node$n.pid" dpfleet-node
+	done
+	for c in 1 2 3; do
+		alive "$run/coord$c.pid" dpfleet-coordinator >/dev/null && say "stopping coordinator $c"
+		stop_pid "$run/coord$c.pid" dpfleet-coordinator
+	done
+	for ns in "${vms[@]/#/dpf-}" "$inet_ns" "$router_ns" dpf-node1 dpf-node2 dpf-node3; do
 		if ns_exists "$ns"; then
 			say "deleting namespace $ns"
 			ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
 			ip netns del "$ns"
 		fi
 	done
-	rm -rf "/var/run/dpdk/$node_ns"
+	for n in "${nodes[@]}"; do
+		ip link del "dpf-m-node$n" 2>/dev/null || true
+		rm -rf "/var/run/dpdk/dpf-node$n"
+		rm -f /dev/hugepages/dpf-node"$n"map_* 2>/dev/null || true
+	done
+	if ip link show "$mgmt_br" >/dev/null 2>&1; then say "deleting bridge $mgmt_br"; ip link del "$mgmt_br"; fi
+	rm -rf "$run" "$state"
 }
 
 case ${1:-} in
