@@ -464,6 +464,9 @@ pub struct FleetState {
     load_balancers: BTreeMap<String, LoadBalancer>,
     /// The counter of coordinator-chosen underlay addresses (see [`underlay_address`]).
     next_underlay: u32,
+    /// node → the devices its interfaces use: the index placement reads (a node's load
+    /// is its number of used devices).
+    devices_in_use: BTreeMap<String, BTreeSet<String>>,
     dedup: Dedup,
 }
 
@@ -607,6 +610,12 @@ impl FleetState {
                 }
                 let iface =
                     self.interfaces.remove(&id).ok_or_else(|| not_found(ObjectKind::Interface, &id))?;
+                if let Some(used) = self.devices_in_use.get_mut(&iface.node) {
+                    used.remove(&iface.device);
+                    if used.is_empty() {
+                        self.devices_in_use.remove(&iface.node);
+                    }
+                }
                 for addr in iface_addrs(&iface) {
                     self.addresses.remove(&(iface.vni, addr));
                 }
@@ -903,6 +912,7 @@ impl FleetState {
             nat_underlay: None,
             firewall_rules: BTreeMap::new(),
         };
+        self.devices_in_use.entry(iface.node.clone()).or_default().insert(iface.device.clone());
         self.interfaces.insert(iface.id.clone(), iface.clone());
         Ok(iface)
     }
@@ -910,8 +920,8 @@ impl FleetState {
     /// The device an interface gets on `node`: `wanted` if it is free (and offered, when
     /// the node publishes its devices), else the node's first free device.
     fn pick_device(&self, node: &Node, wanted: Option<&str>) -> Result<String, ApplyError> {
-        let used: BTreeSet<&str> =
-            self.interfaces.values().filter(|i| i.node == node.id).map(|i| i.device.as_str()).collect();
+        let empty = BTreeSet::new();
+        let used = self.devices_in_use.get(&node.id).unwrap_or(&empty);
         match wanted {
             Some(d) => {
                 if d.is_empty() {
@@ -933,7 +943,7 @@ impl FleetState {
                 }
                 Ok(d.to_string())
             }
-            None => node.devices.iter().find(|d| !used.contains(d.as_str())).cloned().ok_or_else(|| {
+            None => node.devices.iter().find(|d| !used.contains(*d)).cloned().ok_or_else(|| {
                 ApplyError::NoCapacity(if node.devices.is_empty() {
                     format!("node {} publishes no devices; name one", node.id)
                 } else {
@@ -946,23 +956,23 @@ impl FleetState {
     /// Placement: the active node (joining ones only if none is active) with the fewest
     /// interfaces that has a free device (`wanted`, if given); ties go to the first name.
     fn place(&self, wanted: Option<&str>) -> Result<(String, String), ApplyError> {
-        let mut load: BTreeMap<&str, usize> = BTreeMap::new();
-        for i in self.interfaces.values() {
-            *load.entry(i.node.as_str()).or_default() += 1;
-        }
+        let empty = BTreeSet::new();
+        let used = |n: &Node| self.devices_in_use.get(&n.id).unwrap_or(&empty);
+        let fits = |n: &Node| {
+            let used = used(n);
+            match wanted {
+                Some(d) => (n.devices.is_empty() || n.devices.iter().any(|x| x == d)) && !used.contains(d),
+                None => n.devices.iter().any(|d| !used.contains(d)),
+            }
+        };
         for state in [NodeState::Active, NodeState::Joining] {
             let best = self
                 .nodes
                 .values()
-                .filter(|n| n.state == state)
-                .filter_map(|n| {
-                    self.pick_device(n, wanted)
-                        .ok()
-                        .map(|d| (load.get(n.id.as_str()).copied().unwrap_or(0), n, d))
-                })
-                .min_by_key(|(l, _, _)| *l);
-            if let Some((_, n, d)) = best {
-                return Ok((n.id.clone(), d));
+                .filter(|n| n.state == state && fits(n))
+                .min_by_key(|n| used(n).len());
+            if let Some(n) = best {
+                return Ok((n.id.clone(), self.pick_device(n, wanted)?));
             }
         }
         Err(ApplyError::NoCapacity("no active or joining node has a free device".into()))
