@@ -221,7 +221,7 @@ fn serve(
         };
         let grpc_addr = SocketAddr::new(opts.listen_addr, opts.grpc_port);
         let node_name = cli::fleet_node_name(opts, cli::hostname);
-        let grpc = tokio::spawn(api::serve(grpc_addr, control, node_name, shutdown()));
+        let grpc = tokio::spawn(api::serve(grpc_addr, Arc::clone(&control), node_name.clone(), shutdown()));
         info!(%grpc_addr, "node API listening");
         let metrics = if opts.metrics_port != 0 {
             let hw: metrics::HwStatsFn = Box::new(move |id| {
@@ -234,7 +234,13 @@ fn serve(
                     tx_errors: s.oerrors,
                 })
             });
-            let registry = metrics::NodeCollector::new(worker_counters, snapshot, hw).into_registry();
+            let fleet_control = Arc::clone(&control);
+            let fleet: metrics::FleetStatsFn = Box::new(move || metrics::FleetStats {
+                applied_generation: fleet_control.applied_generation(),
+                digest_mismatches: fleet_control.digest_mismatches(),
+            });
+            let registry =
+                metrics::NodeCollector::new(worker_counters.clone(), snapshot, hw, fleet).into_registry();
             let addr = SocketAddr::new(opts.listen_addr, opts.metrics_port);
             info!(%addr, "metrics on /metrics");
             Some(tokio::spawn(metrics::serve(addr, registry, shutdown())))
