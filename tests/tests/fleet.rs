@@ -62,12 +62,9 @@ fn gossip_keys(
                 let keys = loop {
                     let keys = peer
                         .with_chitchat(|c| {
-                            c.node_states()
-                                .iter()
-                                .find(|(id, _)| *id.node_id == *node_id)
-                                .map(|(_, st)| {
-                                    st.key_values().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
-                                })
+                            c.node_states().iter().find(|(id, _)| *id.node_id == *node_id).map(|(_, st)| {
+                                st.key_values().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+                            })
                         })
                         .await;
                     if let Some(k) = keys.filter(|k| until(k)) {
@@ -95,10 +92,8 @@ fn lb_flow(frame: &[u8]) -> Option<(u16, Ipv6Addr)> {
 
 #[test]
 fn the_coordinator_view_of_a_node() {
-    let mut fx = Fixture::start_with(
-        "fleet",
-        &[&format!("--gossip-listen={GOSSIP}"), "--fleet-node-name=e2e-node"],
-    );
+    let mut fx =
+        Fixture::start_with("fleet", &[&format!("--gossip-listen={GOSSIP}"), "--fleet-node-name=e2e-node"]);
 
     // Gossip: the static keys and the applied generation as SetAppliedGeneration sets it.
     let keys = gossip_keys(&fx, "e2e-node", |k| k.contains_key("devices"));
@@ -135,7 +130,9 @@ fn the_coordinator_view_of_a_node() {
     let echo = frames::ipv4_icmp_echo(CLIENT, vm4.ip, false, 9, 1, b"to-preferred-underlay");
     pf0.send(&frames::ethernet_ip_in_ipv6(pf_mac, router_mac, topo::ROUTER_UL, PREFERRED, &echo));
     tap4.expect("decapsulated packet on VM4", |f| {
-        Ip::from_frame(f).and_then(|ip| Echo::from_ip(&ip)).is_some_and(|e| e.payload == b"to-preferred-underlay")
+        Ip::from_frame(f)
+            .and_then(|ip| Echo::from_ip(&ip))
+            .is_some_and(|e| e.payload == b"to-preferred-underlay")
     });
 
     // A load balancer whose table the coordinator fixes: weighted targets, its own seed.
@@ -147,8 +144,9 @@ fn the_coordinator_view_of_a_node() {
         preferred_underlay_route: Vec::new(),
     });
     let lb_ul = api::parse_v6(&ok("CreateLoadBalancer", r).underlay_route);
-    let targets: Vec<Target> =
-        (2..5u16).map(|n| Target { addr: Ipv6Addr::new(0xfc00, n, 0, 0, 0, 0, 0, 1), weight: u32::from(n) }).collect();
+    let targets: Vec<Target> = (2..5u16)
+        .map(|n| Target { addr: Ipv6Addr::new(0xfc00, n, 0, 0, 0, 0, 0, 1), weight: u32::from(n) })
+        .collect();
     let input = MaglevInput { targets: targets.clone(), table_size: 1009, seed: 0xf1ee7 };
     let table = MaglevTable::build(&input).unwrap();
     let req = fpb::SetLoadBalancerTableRequest {
@@ -184,9 +182,11 @@ fn the_coordinator_view_of_a_node() {
             dst_port: LB_PORT,
         };
         let want = table.lookup_addr(key.flow_hash());
-        let dgram = frames::ethernet_ipv4_udp(pf_mac, router_mac, CLIENT, LB_IP, (sport, LB_PORT), b"lb-flow");
+        let dgram =
+            frames::ethernet_ipv4_udp(pf_mac, router_mac, CLIENT, LB_IP, (sport, LB_PORT), b"lb-flow");
         pf0.send(&frames::ethernet_ip_in_ipv6(pf_mac, router_mac, topo::ROUTER_UL, lb_ul, &dgram[14..]));
-        let got = pf0.expect(&format!("flow {sport} relayed"), |f| lb_flow(f).is_some_and(|(p, _)| p == sport));
+        let got =
+            pf0.expect(&format!("flow {sport} relayed"), |f| lb_flow(f).is_some_and(|(p, _)| p == sport));
         assert_eq!(lb_flow(&got).unwrap().1, want, "flow from port {sport}");
         *per_target.entry(want).or_insert(0usize) += 1;
     }
