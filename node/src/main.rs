@@ -14,6 +14,7 @@ mod api;
 mod cli;
 mod control;
 mod eal_args;
+mod gossip;
 mod logging;
 mod metrics;
 mod ports;
@@ -181,7 +182,8 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
 
     // Servers.
     let dpdk_ports = Arc::new(dpdk_ports);
-    let result = serve(&opts, control, snapshot, worker_counters, dpdk_ports.clone());
+    let devices = port_infos.iter().filter(|p| p.role == PortRole::Vf).map(|p| p.device_name.clone()).collect();
+    let result = serve(&opts, control, snapshot, worker_counters, dpdk_ports.clone(), devices);
 
     // Shutdown.
     stop.store(true, Ordering::Relaxed);
@@ -204,7 +206,9 @@ fn serve(
     snapshot: Arc<arc_swap::ArcSwap<dpfleet_dataplane::config::Snapshot>>,
     worker_counters: Vec<Arc<dpfleet_dataplane::counters::Counters>>,
     ports: Arc<Vec<Port>>,
+    devices: Vec<String>,
 ) -> anyhow::Result<()> {
+    let gossip_settings = cli::gossip_settings(opts, cli::hostname)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("dpfleet-ctl")
@@ -220,7 +224,8 @@ fn serve(
             }
         };
         let grpc_addr = SocketAddr::new(opts.listen_addr, opts.grpc_port);
-        let grpc = tokio::spawn(api::serve(grpc_addr, control, shutdown()));
+        let node_name = cli::fleet_node_name(opts, cli::hostname);
+        let grpc = tokio::spawn(api::serve(grpc_addr, Arc::clone(&control), node_name.clone(), shutdown()));
         info!(%grpc_addr, "node API listening");
         let metrics = if opts.metrics_port != 0 {
             let hw: metrics::HwStatsFn = Box::new(move |id| {
@@ -233,15 +238,51 @@ fn serve(
                     tx_errors: s.oerrors,
                 })
             });
-            let registry = metrics::NodeCollector::new(worker_counters, snapshot, hw).into_registry();
+            let fleet_control = Arc::clone(&control);
+            let fleet: metrics::FleetStatsFn = Box::new(move || metrics::FleetStats {
+                applied_generation: fleet_control.applied_generation(),
+                digest_mismatches: fleet_control.digest_mismatches(),
+            });
+            let registry =
+                metrics::NodeCollector::new(worker_counters.clone(), snapshot, hw, fleet).into_registry();
             let addr = SocketAddr::new(opts.listen_addr, opts.metrics_port);
             info!(%addr, "metrics on /metrics");
             Some(tokio::spawn(metrics::serve(addr, registry, shutdown())))
         } else {
             None
         };
+        let mut gossip = gossip_settings.map(|settings| {
+            let facts = gossip::NodeFacts {
+                underlay: control.underlay_ipv6(),
+                api: settings.api.clone(),
+                version: api::fleet::NODE_VERSION.into(),
+                devices,
+            };
+            let gen_control = Arc::clone(&control);
+            let counters = worker_counters.clone();
+            tokio::spawn(gossip::run(
+                settings,
+                facts,
+                move || gen_control.applied_generation(),
+                move || metrics::load(&counters),
+                shutdown(),
+            ))
+        });
         let signal = wait_for_signal();
         tokio::pin!(signal);
+        // Gossip stopping before shutdown (it could not bind, say) stops the node: a
+        // node the coordinator cannot see would be declared down and drained anyway.
+        let mut gossip_done = false;
+        let gossip_stopped = async {
+            match gossip.as_mut() {
+                Some(g) => {
+                    let r = g.await;
+                    gossip_done = true;
+                    r
+                }
+                None => std::future::pending().await,
+            }
+        };
         let outcome = tokio::select! {
             sig = &mut signal => { info!(signal = sig, "shutting down"); Ok(()) }
             r = grpc => match r {
@@ -249,8 +290,20 @@ fn serve(
                 Ok(Err(e)) => Err(anyhow::Error::from(e).context(format!("node API on {grpc_addr}"))),
                 Err(e) => Err(e.into()),
             },
+            r = gossip_stopped => match r {
+                Ok(Ok(())) => Err(anyhow::anyhow!("gossip stopped")),
+                Ok(Err(e)) => Err(e.context("fleet gossip")),
+                Err(e) => Err(e.into()),
+            },
         };
         let _ = tx.send(true);
+        if let (Some(g), false) = (gossip, gossip_done) {
+            match g.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!("gossip: {e:#}"),
+                Err(e) => warn!("gossip: {e}"),
+            }
+        }
         if let Some(m) = metrics {
             match m.await {
                 Ok(Ok(())) => {}

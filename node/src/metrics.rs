@@ -12,7 +12,7 @@ use dpfleet_dataplane::counters::Counters;
 use dpfleet_dataplane::graph::{DropReason, Stage};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Driver statistics of one port (from `rte_eth_stats_get`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,11 +30,24 @@ pub struct PortHwStats {
 /// Reads a port's driver statistics.
 pub type HwStatsFn = Box<dyn Fn(PortId) -> Option<PortHwStats> + Send + Sync>;
 
+/// What the control plane knows about the fleet, read at scrape time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FleetStats {
+    /// The generation the coordinator last recorded as applied.
+    pub applied_generation: u64,
+    /// Coordinator Maglev tables refused for a digest mismatch.
+    pub digest_mismatches: u64,
+}
+
+/// Reads the fleet statistics.
+pub type FleetStatsFn = Box<dyn Fn() -> FleetStats + Send + Sync>;
+
 /// The node's metrics source.
 pub struct NodeCollector {
     workers: Vec<Arc<Counters>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     hw_stats: HwStatsFn,
+    fleet: FleetStatsFn,
     descs: Vec<Desc>,
 }
 
@@ -61,6 +74,13 @@ struct Families {
     stages: IntCounterVec,
     generation: IntGauge,
     interfaces: IntGaugeVec,
+    flows: IntGaugeVec,
+    flow_capacity: IntGaugeVec,
+    nat_mappings: IntGaugeVec,
+    nat_ports: IntGaugeVec,
+    nat_capacity: IntGauge,
+    applied_generation: IntGauge,
+    digest_mismatches: IntCounter,
 }
 
 impl Families {
@@ -85,6 +105,30 @@ impl Families {
             generation: IntGauge::new("dpfleet_config_generation", "Generation of the configuration in force")
                 .expect("valid metric definition"),
             interfaces: gauge_vec("dpfleet_interfaces", "Configured VM interfaces, by VNI", &["vni"]),
+            flows: gauge_vec("dpfleet_flows", "Flows in each worker's flow table", &["worker"]),
+            flow_capacity: gauge_vec("dpfleet_flow_capacity", "Most flows each worker's table holds", &["worker"]),
+            nat_mappings: gauge_vec(
+                "dpfleet_nat_mappings",
+                "Live NAT port mappings (a NAT port in use towards one destination), per NAT of an interface",
+                &["port", "nat_ip"],
+            ),
+            nat_ports: gauge_vec(
+                "dpfleet_nat_ports",
+                "Ports in the NAT range of an interface (each usable once per destination)",
+                &["port", "nat_ip"],
+            ),
+            nat_capacity: IntGauge::new("dpfleet_nat_mapping_capacity", "Most NAT port mappings the workers hold")
+                .expect("valid metric definition"),
+            applied_generation: IntGauge::new(
+                "dpfleet_applied_generation",
+                "Generation of fleet state the coordinator recorded as applied (0 after a start)",
+            )
+            .expect("valid metric definition"),
+            digest_mismatches: IntCounter::new(
+                "dpfleet_maglev_digest_mismatches_total",
+                "Coordinator Maglev tables refused because this node built another digest",
+            )
+            .expect("valid metric definition"),
         }
     }
 
@@ -103,15 +147,27 @@ impl Families {
             &self.stages,
             &self.generation,
             &self.interfaces,
+            &self.flows,
+            &self.flow_capacity,
+            &self.nat_mappings,
+            &self.nat_ports,
+            &self.nat_capacity,
+            &self.applied_generation,
+            &self.digest_mismatches,
         ]
     }
 }
 
 impl NodeCollector {
     /// A collector over these workers' counters.
-    pub fn new(workers: Vec<Arc<Counters>>, snapshot: Arc<ArcSwap<Snapshot>>, hw_stats: HwStatsFn) -> Self {
+    pub fn new(
+        workers: Vec<Arc<Counters>>,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        hw_stats: HwStatsFn,
+        fleet: FleetStatsFn,
+    ) -> Self {
         let descs = Families::new().all().iter().flat_map(|c| c.desc().into_iter().cloned()).collect();
-        NodeCollector { workers, snapshot, hw_stats, descs }
+        NodeCollector { workers, snapshot, hw_stats, fleet, descs }
     }
 
     /// A registry holding just this collector.
@@ -163,9 +219,44 @@ impl Collector for NodeCollector {
         f.generation.set(i64::try_from(snap.generation).unwrap_or(i64::MAX));
         for iface in snap.iface_by_port.iter().flatten() {
             f.interfaces.with_label_values(&[iface.vni.to_string().as_str()]).inc();
+            if let Some(nat) = &iface.nat {
+                let labels = [iface.port.to_string(), nat.nat_ip.to_string()];
+                let labels = [labels[0].as_str(), labels[1].as_str()];
+                let live: u64 =
+                    self.workers.iter().map(|w| occupancy_of(w, iface.port)).sum();
+                f.nat_mappings.with_label_values(&labels).set(gauge(live));
+                let ports = u64::from(nat.range.max()) - u64::from(nat.range.min());
+                f.nat_ports.with_label_values(&labels).set(gauge(ports));
+            }
         }
+        for (i, w) in self.workers.iter().enumerate() {
+            let worker = i.to_string();
+            f.flows.with_label_values(&[worker.as_str()]).set(gauge(w.occupancy.flows.get()));
+            f.flow_capacity.with_label_values(&[worker.as_str()]).set(gauge(w.occupancy.flow_capacity.get()));
+        }
+        f.nat_capacity.set(gauge(self.workers.iter().map(|w| w.occupancy.nat_capacity.get()).sum()));
+        let fleet = (self.fleet)();
+        f.applied_generation.set(gauge(fleet.applied_generation));
+        f.digest_mismatches.inc_by(fleet.digest_mismatches);
         f.all().iter().flat_map(|c| c.collect()).collect()
     }
+}
+
+/// A gauge value (saturating).
+fn gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A worker's live NAT mappings of the interface on `port`.
+fn occupancy_of(w: &Counters, port: PortId) -> u64 {
+    w.occupancy.nat_by_port.get(usize::from(port)).map_or(0, |c| c.get())
+}
+
+/// Live flows and NAT mappings of all workers, for gossip's load keys.
+pub fn load(workers: &[Arc<Counters>]) -> (u64, u64) {
+    let flows = workers.iter().map(|w| w.occupancy.flows.get()).sum();
+    let nat = workers.iter().map(|w| w.occupancy.nat_mappings.get()).sum();
+    (flows, nat)
 }
 
 /// Serves `GET /metrics` in the Prometheus text format until `shutdown` resolves.
@@ -226,12 +317,24 @@ mod tests {
         w2.port(0).rx_packets.add(4);
         w2.count_drop(DropReason::NoRoute);
         let hw: HwStatsFn = Box::new(|_| Some(PortHwStats { rx_missed: 9, ..Default::default() }));
-        let reg = NodeCollector::new(vec![w1, w2], snap, hw).into_registry();
+        w1.occupancy.flows.set(10);
+        w1.occupancy.flow_capacity.set(100);
+        w2.occupancy.flows.set(5);
+        w2.occupancy.nat_capacity.set(64);
+        let fleet: FleetStatsFn = Box::new(|| FleetStats { applied_generation: 12, digest_mismatches: 2 });
+        assert_eq!(load(&[w1.clone(), w2.clone()]), (15, 0));
+        let reg = NodeCollector::new(vec![w1, w2], snap, hw, fleet).into_registry();
         let mut text = String::new();
         prometheus::TextEncoder::new().encode_utf8(&reg.gather(), &mut text).unwrap();
         assert!(text.contains("dpfleet_port_rx_packets_total{name=\"dtap0\",port=\"0\",role=\"pf\"} 7"), "{text}");
         assert!(text.contains("dpfleet_port_rx_missed_total{name=\"dtap0\",port=\"0\",role=\"pf\"} 9"));
         assert!(text.contains("dpfleet_dropped_packets_total{reason=\"no_route\"} 1"));
         assert!(text.contains("dpfleet_config_generation 0"));
+        assert!(text.contains("dpfleet_flows{worker=\"0\"} 10"), "{text}");
+        assert!(text.contains("dpfleet_flows{worker=\"1\"} 5"));
+        assert!(text.contains("dpfleet_flow_capacity{worker=\"0\"} 100"));
+        assert!(text.contains("dpfleet_nat_mapping_capacity 64"));
+        assert!(text.contains("dpfleet_applied_generation 12"));
+        assert!(text.contains("dpfleet_maglev_digest_mismatches_total 2"));
     }
 }

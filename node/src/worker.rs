@@ -43,6 +43,8 @@ pub fn age_scan(capacity: usize, flow_timeout_s: u32) -> usize {
     let per_slice = (capacity as u64).div_ceil(slices_per_sweep);
     usize::try_from(per_slice).unwrap_or(usize::MAX).max(AGE_SCAN_MIN)
 }
+/// Aging slices between two updates of the occupancy gauges (about 0.1 s).
+pub const OCCUPANCY_EVERY: u64 = 100;
 /// Empty polling rounds before the worker starts sleeping.
 pub const IDLE_SPINS: u32 = 1024;
 /// First sleep when idle.
@@ -80,6 +82,8 @@ impl Worker {
         let mut idle_rounds = 0u32;
         let mut sleep = MIN_SLEEP;
         let mut next_age_ns = 0u64;
+        let mut slices = 0u64;
+        self.pipeline.publish_occupancy();
         while !self.stop.load(Ordering::Relaxed) {
             let snap = self.snapshot.load();
             // Read the clock once per round, and only in rounds that receive something.
@@ -148,6 +152,10 @@ impl Worker {
             if now_ns >= next_age_ns {
                 self.pipeline.age(now_ns, self.age_scan);
                 next_age_ns = now_ns + AGE_INTERVAL_NS;
+                slices = slices.wrapping_add(1);
+                if slices.is_multiple_of(OCCUPANCY_EVERY) {
+                    self.pipeline.publish_occupancy();
+                }
             }
             if received > 0 || self.busy_poll {
                 idle_rounds = 0;

@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use dpfleet_proto::dpdkironcore::v1 as pb;
+use dpfleet_proto::dpfleet::node::v1 as fpb;
+use fpb::fleet_node_client::FleetNodeClient;
 use hyper_util::rt::TokioIo;
 use pb::dpd_kironcore_client::DpdKironcoreClient;
 use tonic::transport::{Channel, Endpoint};
@@ -144,6 +146,7 @@ pub fn expect_code<T: Reply + std::fmt::Debug>(method: &str, code: u32, r: Resul
 pub struct Api {
     rt: tokio::runtime::Runtime,
     client: DpdKironcoreClient<Channel>,
+    fleet: FleetNodeClient<Channel>,
 }
 
 impl std::fmt::Debug for Api {
@@ -198,7 +201,8 @@ impl Api {
         })?;
         Ok(Api {
             rt,
-            client: DpdKironcoreClient::new(channel),
+            client: DpdKironcoreClient::new(channel.clone()),
+            fleet: FleetNodeClient::new(channel),
         })
     }
 
@@ -255,6 +259,30 @@ impl Api {
         create_load_balancer(CreateLoadBalancerRequest) -> CreateLoadBalancerResponse;
         /// CreateLoadBalancerTarget.
         create_load_balancer_target(CreateLoadBalancerTargetRequest) -> CreateLoadBalancerTargetResponse;
+    }
+
+    /// dpfleet.node.v1 GetNodeStatus.
+    pub fn get_node_status(&mut self) -> Result<fpb::GetNodeStatusResponse, tonic::Status> {
+        let mut c = self.fleet.clone();
+        self.rt.block_on(async move {
+            c.get_node_status(fpb::GetNodeStatusRequest {}).await.map(tonic::Response::into_inner)
+        })
+    }
+
+    /// dpfleet.node.v1 SetAppliedGeneration.
+    pub fn set_applied_generation(&mut self, generation: u64, force: bool) -> Result<(), tonic::Status> {
+        let mut c = self.fleet.clone();
+        let req = fpb::SetAppliedGenerationRequest { generation, force };
+        self.rt.block_on(async move { c.set_applied_generation(req).await.map(|_| ()) })
+    }
+
+    /// dpfleet.node.v1 SetLoadBalancerTable; returns the node's digest.
+    pub fn set_load_balancer_table(
+        &mut self,
+        req: fpb::SetLoadBalancerTableRequest,
+    ) -> Result<u64, tonic::Status> {
+        let mut c = self.fleet.clone();
+        self.rt.block_on(async move { c.set_load_balancer_table(req).await.map(|r| r.into_inner().digest) })
     }
 
     /// Initialize, which must succeed; returns the node's UUID.

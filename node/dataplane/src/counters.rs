@@ -24,6 +24,11 @@ impl Counter {
     pub fn inc(&self) {
         self.add(1);
     }
+    /// Sets a gauge. Only the owning worker may call this.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
     /// Current value (any thread).
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -57,6 +62,37 @@ pub struct Counters {
     pub drops: Vec<Counter>,
     /// Packets that entered each stage, indexed by `Stage as usize`.
     pub stages: Vec<Counter>,
+    /// Table occupancy, set by the worker from time to time (gauges, see
+    /// `Pipeline::publish_occupancy`).
+    pub occupancy: Occupancy,
+}
+
+/// How full one worker's tables are (gauges).
+#[derive(Debug)]
+pub struct Occupancy {
+    /// Flows in the flow table (including expired ones not reclaimed yet).
+    pub flows: Counter,
+    /// Most flows the table holds.
+    pub flow_capacity: Counter,
+    /// Live NAT port mappings, all NATs.
+    pub nat_mappings: Counter,
+    /// Most NAT port mappings the worker holds.
+    pub nat_capacity: Counter,
+    /// Live NAT port mappings per port (the NAT of the interface on that port), indexed
+    /// by port id like [`Counters::ports`].
+    pub nat_by_port: Vec<Counter>,
+}
+
+impl Default for Occupancy {
+    fn default() -> Self {
+        Occupancy {
+            flows: Counter::default(),
+            flow_capacity: Counter::default(),
+            nat_mappings: Counter::default(),
+            nat_capacity: Counter::default(),
+            nat_by_port: (0..MAX_PORTS).map(|_| Counter::default()).collect(),
+        }
+    }
 }
 
 impl Default for Counters {
@@ -65,6 +101,7 @@ impl Default for Counters {
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             drops: (0..DropReason::ALL.len()).map(|_| Counter::default()).collect(),
             stages: (0..Stage::ALL.len()).map(|_| Counter::default()).collect(),
+            occupancy: Occupancy::default(),
         }
     }
 }

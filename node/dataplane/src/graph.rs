@@ -501,6 +501,20 @@ impl Pipeline {
         &self.flows.nat
     }
 
+    /// Writes how full the flow and NAT tables are to [`Counters::occupancy`], for the
+    /// metrics and gossip (a few dozen relaxed stores; call it now and then, not per
+    /// packet).
+    pub fn publish_occupancy(&self) {
+        let o = &self.counters.occupancy;
+        o.flows.set(self.flows.table.len() as u64);
+        o.flow_capacity.set(self.flows.table.capacity() as u64);
+        o.nat_mappings.set(self.flows.nat.len() as u64);
+        o.nat_capacity.set(self.flows.nat.capacity() as u64);
+        for (port, c) in o.nat_by_port.iter().enumerate() {
+            c.set(self.flows.nat.slot_live(port) as u64);
+        }
+    }
+
     /// Removes expired flows among the next `max_scan` entries of the flow table and
     /// releases their NAT ports; returns how many were removed. Call it every polling
     /// round with a small `max_scan`, so that aging never stalls forwarding.

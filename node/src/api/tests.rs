@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use dpfleet_proto::dpdkironcore::v1 as pb;
 use dpfleet_proto::dpdkironcore::v1::dpd_kironcore_client::DpdKironcoreClient;
+use dpfleet_proto::dpfleet::node::v1 as fpb;
+use dpfleet_proto::dpfleet::node::v1::fleet_node_client::FleetNodeClient;
+use dpfleet_proto::maglev::{MaglevInput, MaglevTable, Target};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -15,6 +18,7 @@ type Client = DpdKironcoreClient<Channel>;
 
 struct Server {
     client: Client,
+    fleet: FleetNodeClient<Channel>,
     control: Arc<Control>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
@@ -25,16 +29,18 @@ async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve_listener(listener, Arc::clone(&control), async {
+    let task = tokio::spawn(serve_listener(listener, Arc::clone(&control), "node-a".into(), async {
         let _ = stopped.await;
     }));
     let client = DpdKironcoreClient::connect(format!("http://{addr}")).await.unwrap();
-    Server { client, control, stop, task }
+    let fleet = FleetNodeClient::connect(format!("http://{addr}")).await.unwrap();
+    Server { client, fleet, control, stop, task }
 }
 
 impl Server {
     async fn stop(self) {
         drop(self.client);
+        drop(self.fleet);
         self.stop.send(()).unwrap();
         self.task.await.unwrap().unwrap();
     }
@@ -71,6 +77,7 @@ fn iface_req(id: &str, dev: &str, v4: &str, v6: &str) -> pb::CreateInterfaceRequ
         pxe_config: None,
         device_name: dev.into(),
         metering_parameters: Some(pb::MeteringParams { total_rate: 0, public_rate: 0 }),
+        preferred_underlay_route: Vec::new(),
     }
 }
 
@@ -100,7 +107,11 @@ fn del_route_req(vni: u32, a: &str, len: u32) -> pb::DeleteRouteRequest {
 }
 
 fn pfx_req(id: &str, a: &str, len: u32) -> pb::CreatePrefixRequest {
-    pb::CreatePrefixRequest { interface_id: id.as_bytes().to_vec(), prefix: prefix(a, len) }
+    pb::CreatePrefixRequest {
+        interface_id: id.as_bytes().to_vec(),
+        prefix: prefix(a, len),
+        preferred_underlay_route: Vec::new(),
+    }
 }
 
 fn del_pfx_req(id: &str, a: &str, len: u32) -> pb::DeletePrefixRequest {
@@ -476,6 +487,7 @@ fn lbpfx_req(id: &str, a: &str, len: u32) -> pb::CreateLoadBalancerPrefixRequest
     pb::CreateLoadBalancerPrefixRequest {
         interface_id: id.as_bytes().to_vec(),
         prefix: prefix(a, len),
+        preferred_underlay_route: Vec::new(),
     }
 }
 
@@ -746,5 +758,234 @@ async fn firewall_rules() {
     c.create_interface(iface_req("vm3", "net_tap4", "10.100.1.3", "::")).await.unwrap();
     let list = c.list_firewall_rules(list_fw_req("vm3")).await.unwrap().into_inner();
     assert_eq!((list.status, list.rules), (ok(), vec![]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn preferred_underlay_routes() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    let ext = |n: u8| format!("fc00:1::80{n:02x}:0:1").into_bytes();
+
+    // An externally generated address of the node's /64 is used as given.
+    let mut vm1 = iface_req("vm1", "net_tap2", "10.100.1.1", "2000:100:1::1");
+    vm1.preferred_underlay_route = ext(1);
+    let r = c.create_interface(vm1.clone()).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(1)));
+    let got = c.get_interface(get_req("vm1")).await.unwrap().into_inner();
+    assert_eq!(got.interface.unwrap().underlay_route, ext(1));
+    // Traffic to it reaches the interface.
+    let a: std::net::Ipv6Addr = "fc00:1::8001:0:1".parse().unwrap();
+    assert_eq!(s.control.snapshot().underlay_port(&a), Some(2));
+
+    // Malformed, outside the /64, or without the flag: refused before anything else.
+    for bad in ["junk", "fc00:2::8001:0:1", "fc00:1::1:0:1", "10.0.0.1"] {
+        let mut r = iface_req("vm2", "net_tap3", "10.100.1.2", "::");
+        r.preferred_underlay_route = bad.into();
+        let e = c.create_interface(r).await.unwrap_err();
+        let want = (Code::InvalidArgument, "Invalid preferred_underlay_route");
+        assert_eq!((e.code(), e.message()), want, "{bad}");
+    }
+    // "::" means "allocate one", as an empty field does.
+    let mut vm2 = iface_req("vm2", "net_tap3", "10.100.1.2", "::");
+    vm2.preferred_underlay_route = b"::".to_vec();
+    let r = c.create_interface(vm2).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), b"fc00:1::1:0:1".to_vec()));
+
+    // An address already registered: VNF_INSERT, before the id is looked at; nothing changes.
+    let before = s.control.snapshot();
+    let mut dup = iface_req("vm1", "net_tap4", "10.100.1.3", "::");
+    dup.preferred_underlay_route = ext(1);
+    let r = c.create_interface(dup).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (err(401, "VNF_INSERT"), Vec::new()));
+    assert!(Arc::ptr_eq(&before, &s.control.snapshot()));
+
+    // The other Create calls take the field too.
+    let mut p = pfx_req("vm1", "172.23.3.0", 24);
+    p.preferred_underlay_route = ext(2);
+    let r = c.create_prefix(p.clone()).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(2)));
+    let mut lp = lbpfx_req("vm1", "172.22.2.0", 24);
+    lp.preferred_underlay_route = ext(2);
+    let r = c.create_load_balancer_prefix(lp.clone()).await.unwrap().into_inner();
+    assert_eq!(r.status, err(401, "VNF_INSERT"));
+    lp.preferred_underlay_route = ext(3);
+    let r = c.create_load_balancer_prefix(lp).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(3)));
+    let vip = pb::CreateVipRequest {
+        interface_id: b"vm1".to_vec(),
+        vip_ip: addr4("45.86.6.1"),
+        preferred_underlay_route: ext(4),
+    };
+    let r = c.create_vip(vip).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(4)));
+    let nat = pb::CreateNatRequest {
+        interface_id: b"vm2".to_vec(),
+        nat_ip: addr4("45.86.6.2"),
+        min_port: 100,
+        max_port: 200,
+        preferred_underlay_route: ext(4),
+    };
+    let r = c.create_nat(nat.clone()).await.unwrap().into_inner();
+    assert_eq!(r.status, err(401, "VNF_INSERT"));
+    let r = c
+        .create_nat(pb::CreateNatRequest { preferred_underlay_route: ext(5), ..nat })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(5)));
+    let lb = pb::CreateLoadBalancerRequest {
+        loadbalancer_id: b"lb".to_vec(),
+        loadbalanced_ip: addr4("45.86.6.3"),
+        vni: 100,
+        loadbalanced_ports: vec![pb::LbPort { port: 80, protocol: pb::Protocol::Tcp as i32 }],
+        preferred_underlay_route: ext(6),
+    };
+    let r = c.create_load_balancer(lb.clone()).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(6)));
+    // The same again: the address is registered, which dpservice reports first.
+    let r = c.create_load_balancer(lb).await.unwrap().into_inner();
+    assert_eq!(r.status, err(401, "VNF_INSERT"));
+
+    // Deleting frees the address for reuse.
+    c.delete_interface(pb::DeleteInterfaceRequest { interface_id: b"vm1".to_vec() }).await.unwrap();
+    let r = c.create_interface(vm1).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(1)));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn applied_generation() {
+    let s = start().await;
+    let mut f = s.fleet.clone();
+    let status = f.get_node_status(fpb::GetNodeStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        (status.node_name.as_str(), status.version.as_str(), status.applied_generation),
+        ("node-a", env!("CARGO_PKG_VERSION"), 0)
+    );
+    let set = |generation, force| fpb::SetAppliedGenerationRequest { generation, force };
+    f.set_applied_generation(set(7, false)).await.unwrap();
+    f.set_applied_generation(set(7, false)).await.unwrap();
+    let e = f.set_applied_generation(set(6, false)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(s.control.applied_generation(), 7);
+    f.set_applied_generation(set(3, true)).await.unwrap();
+    let status = f.get_node_status(fpb::GetNodeStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.applied_generation, 3);
+    s.stop().await;
+}
+
+fn maglev_target(n: u16, weight: u32) -> Target {
+    Target { addr: std::net::Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0x8000, 0, n), weight }
+}
+
+/// A SetLoadBalancerTable request for `targets` with the digest the coordinator would send.
+fn table_req(id: &str, epoch: u64, targets: &[Target]) -> (fpb::SetLoadBalancerTableRequest, MaglevTable) {
+    let input = MaglevInput { targets: targets.to_vec(), table_size: 1009, seed: 42 };
+    let table = MaglevTable::build(&input).unwrap();
+    let req = fpb::SetLoadBalancerTableRequest {
+        loadbalancer_id: id.as_bytes().to_vec(),
+        epoch,
+        table_size: input.table_size,
+        seed: input.seed,
+        targets: targets
+            .iter()
+            .map(|t| fpb::MaglevTarget { underlay_address: t.addr.octets().to_vec(), weight: t.weight })
+            .collect(),
+        expected_digest: table.digest(),
+    };
+    (req, table)
+}
+
+#[tokio::test]
+async fn load_balancer_tables() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    let mut f = s.fleet.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    let lb = pb::CreateLoadBalancerRequest {
+        loadbalancer_id: b"lb".to_vec(),
+        loadbalanced_ip: addr4("45.86.6.3"),
+        vni: 100,
+        loadbalanced_ports: vec![pb::LbPort { port: 80, protocol: pb::Protocol::Tcp as i32 }],
+        preferred_underlay_route: Vec::new(),
+    };
+    assert_eq!(c.create_load_balancer(lb).await.unwrap().into_inner().status, ok());
+    let vip: std::net::IpAddr = "45.86.6.3".parse().unwrap();
+    let targets = [maglev_target(1, 1), maglev_target(2, 3), maglev_target(3, 1)];
+
+    // Unknown load balancer; bad input; digest mismatch: refused, nothing changes.
+    let before = s.control.snapshot();
+    let (req, table) = table_req("nope", 1, &targets);
+    assert_eq!(f.set_load_balancer_table(req).await.unwrap_err().code(), Code::NotFound);
+    let (mut bad, _) = table_req("lb", 1, &targets);
+    bad.targets[1].underlay_address.pop();
+    assert_eq!(f.set_load_balancer_table(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    let (mut bad, _) = table_req("lb", 1, &targets);
+    bad.table_size = 1000;
+    assert_eq!(f.set_load_balancer_table(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    let (mut bad, _) = table_req("lb", 1, &targets);
+    bad.expected_digest ^= 1;
+    let e = f.set_load_balancer_table(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    assert!(e.message().contains("digest mismatch"), "{}", e.message());
+    assert_eq!(s.control.digest_mismatches(), 1);
+    assert!(Arc::ptr_eq(&before, &s.control.snapshot()));
+
+    // Installed: the node's table is the coordinator's, whatever --lb-selection says.
+    let (req, _) = table_req("lb", 5, &targets);
+    let r = f.set_load_balancer_table(req.clone()).await.unwrap().into_inner();
+    assert_eq!(r.digest, table.digest());
+    let snap = s.control.snapshot();
+    let installed = &snap.lbs[&(100, vip)];
+    let m = installed.maglev.as_ref().expect("the coordinator's table");
+    assert_eq!((m.targets.as_slice(), m.entries.as_slice()), (table.targets(), table.entries()));
+    assert_eq!(installed.targets.len(), 3);
+    let status = f.get_node_status(fpb::GetNodeStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        status.load_balancers,
+        vec![fpb::LoadBalancerTableStatus {
+            loadbalancer_id: b"lb".to_vec(),
+            epoch: 5,
+            digest: table.digest(),
+            table_size: 1009,
+            targets: 3
+        }]
+    );
+    let listed = c
+        .list_load_balancer_targets(pb::ListLoadBalancerTargetsRequest { loadbalancer_id: b"lb".to_vec() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.target_ips.len(), 3);
+
+    // The same epoch and table again: a no-op. An older epoch, or the same epoch with
+    // another table: FAILED_PRECONDITION.
+    let g = s.control.snapshot().generation;
+    f.set_load_balancer_table(req).await.unwrap();
+    assert_eq!(s.control.snapshot().generation, g);
+    let (old, _) = table_req("lb", 4, &targets);
+    assert_eq!(f.set_load_balancer_table(old).await.unwrap_err().code(), Code::FailedPrecondition);
+    let (other, _) = table_req("lb", 5, &targets[..2]);
+    assert_eq!(f.set_load_balancer_table(other).await.unwrap_err().code(), Code::FailedPrecondition);
+    // A newer epoch replaces it.
+    let (newer, t2) = table_req("lb", 6, &targets[..2]);
+    assert_eq!(f.set_load_balancer_table(newer).await.unwrap().into_inner().digest, t2.digest());
+
+    // dpservice's target calls drop back to the node's own selection, epoch 0.
+    let t = pb::CreateLoadBalancerTargetRequest {
+        loadbalancer_id: b"lb".to_vec(),
+        target_ip: addr6("fc00:9::1"),
+    };
+    assert_eq!(c.create_load_balancer_target(t).await.unwrap().into_inner().status, ok());
+    let snap = s.control.snapshot();
+    assert!(snap.lbs[&(100, vip)].maglev.is_none(), "round robin again");
+    assert_eq!(snap.lbs[&(100, vip)].targets.len(), 3);
+    let status = f.get_node_status(fpb::GetNodeStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((status.load_balancers[0].epoch, status.load_balancers[0].digest), (0, 0));
+    // ... after which any epoch is accepted again.
+    let (again, _) = table_req("lb", 1, &targets);
+    f.set_load_balancer_table(again).await.unwrap();
     s.stop().await;
 }
