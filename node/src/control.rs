@@ -103,6 +103,9 @@ pub enum ApiError {
     /// 422: no load balancer with this id (target calls).
     #[error("no such load balancer")]
     NoLb,
+    /// 401: the requested (preferred) underlay address is already in use on this node.
+    #[error("underlay address already in use")]
+    VnfInsert,
     /// 402: the interface id is already taken.
     #[error("interface id already in use")]
     VmHandle,
@@ -132,6 +135,7 @@ impl ApiError {
             ApiError::DnatExists => 323,
             ApiError::SnatNoData => 341,
             ApiError::SnatExists => 343,
+            ApiError::VnfInsert => 401,
             ApiError::VmHandle => 402,
             ApiError::NoDropSupport => 441,
         }
@@ -156,6 +160,7 @@ impl ApiError {
             ApiError::DnatExists => "DNAT_EXISTS",
             ApiError::SnatNoData => "SNAT_NO_DATA",
             ApiError::SnatExists => "SNAT_EXISTS",
+            ApiError::VnfInsert => "VNF_INSERT",
             ApiError::VmHandle => "VM_HANDLE",
             ApiError::NoDropSupport => "NO_DROP_SUPPORT",
         }
@@ -224,6 +229,9 @@ pub struct InterfaceSpec {
     pub ipv6: Option<Ipv6Addr>,
     /// PXE boot settings for DHCP.
     pub pxe: Option<PxeConfig>,
+    /// The underlay address to use instead of allocating one (`preferred_underlay_route`,
+    /// checked by the API layer: see [`is_external_underlay`]).
+    pub preferred_underlay: Option<Ipv6Addr>,
 }
 
 /// The answer to a successful CreateInterface.
@@ -384,11 +392,25 @@ impl FirewallRuleSpec {
     }
 }
 
+/// The flag bit of an underlay address's flags byte (octet 10) that marks it as
+/// generated outside the node (dpservice's `DP_UNDERLAY_FLAG_EXTERNALLY_GENERATED`).
+pub const UNDERLAY_FLAG_EXTERNAL: u8 = 0x80;
+
+/// Whether `addr` may be requested as a preferred underlay address on a node whose own
+/// underlay address is `node`: it lies in the node's /64 and has
+/// [`UNDERLAY_FLAG_EXTERNAL`] set, so it can never collide with an address the node
+/// generates itself ([`UnderlayAlloc`] leaves that byte zero).
+pub fn is_external_underlay(addr: Ipv6Addr, node: Ipv6Addr) -> bool {
+    addr.octets()[..8] == node.octets()[..8] && addr.octets()[10] & UNDERLAY_FLAG_EXTERNAL != 0
+}
+
 /// Allocates underlay addresses the way dpservice does.
 ///
 /// An address is the first 64 bits of the node's underlay address (`--ipv6`), then
-/// three zero bytes (reserved for kernel routing), one per-process byte, and a 32-bit
-/// counter (big endian) that increases with every allocation. dpservice draws the byte
+/// three zero bytes (type, subtype and flags in dpservice's layout; the flags byte stays
+/// zero, so generated addresses never carry [`UNDERLAY_FLAG_EXTERNAL`]), one
+/// per-process byte, and a 32-bit counter (big endian) that increases with every
+/// allocation. dpservice draws the byte
 /// and the counter's start at random (so that a restarted node does not hand out
 /// addresses the fabric may still route to its previous life); a build with static
 /// underlay addresses uses byte 1 and starts the counter at 0, so that with
@@ -589,6 +611,11 @@ impl Control {
         Ok(out)
     }
 
+    /// The node's own underlay address (`--ipv6`).
+    pub fn underlay_ipv6(&self) -> Ipv6Addr {
+        self.lock().node.underlay_ipv6
+    }
+
     /// Whether Initialize has been called.
     pub fn is_initialized(&self) -> bool {
         self.lock().initialized
@@ -625,6 +652,8 @@ impl Control {
                 return Err(ApiError::AlreadyExists);
             }
             let (port_id, vf_name) = (port.id, port.if_name.clone());
+            // dpservice registers the underlay address before the id (VNF_INSERT first).
+            st.check_underlay(spec.preferred_underlay)?;
             if st.port_by_id.contains_key(&spec.id) {
                 return Err(ApiError::VmHandle);
             }
@@ -648,7 +677,7 @@ impl Control {
                 }
             }
             // Checks done; from here on nothing fails.
-            let underlay = st.alloc_underlay();
+            let underlay = st.take_underlay(spec.preferred_underlay)?;
             let iface = IfaceState { underlay, ..iface };
             let vni = st.vnis.entry(iface.vni).or_default();
             vni.refs += 1;
@@ -746,14 +775,25 @@ impl Control {
 
     /// CreatePrefix: routes `prefix` of the interface's VNI to the interface; returns the
     /// prefix's own underlay address.
+    #[cfg(test)] // The API passes the preferred address: see `create_prefix_at`.
     pub fn create_prefix(&self, id: &str, prefix: Prefix) -> Result<Ipv6Addr, ApiError> {
+        self.create_prefix_at(id, prefix, None)
+    }
+
+    /// CreatePrefix with a preferred underlay address (`None`: allocate one).
+    pub fn create_prefix_at(
+        &self,
+        id: &str,
+        prefix: Prefix,
+        preferred: Option<Ipv6Addr>,
+    ) -> Result<Ipv6Addr, ApiError> {
         self.apply(|st| {
             let (port, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
             let vni = iface.vni;
             if st.vnis.get(&vni).is_some_and(|v| v.routes.contains_key(&route_key(&prefix))) {
                 return Err(ApiError::RouteExists);
             }
-            let underlay = st.alloc_underlay();
+            let underlay = st.take_underlay(preferred)?;
             st.vnis
                 .entry(vni)
                 .or_default()
@@ -878,13 +918,25 @@ impl Control {
 
     /// CreateLoadBalancerPrefix: gives the interface a load-balancer prefix and returns
     /// the prefix's own underlay address, whose tunnel traffic goes to the interface.
+    #[cfg(test)] // The API passes the preferred address: see `create_lb_prefix_at`.
     pub fn create_lb_prefix(&self, id: &str, addr: IpAddr, len: u8) -> Result<Ipv6Addr, ApiError> {
+        self.create_lb_prefix_at(id, addr, len, None)
+    }
+
+    /// CreateLoadBalancerPrefix with a preferred underlay address (`None`: allocate one).
+    pub fn create_lb_prefix_at(
+        &self,
+        id: &str,
+        addr: IpAddr,
+        len: u8,
+        preferred: Option<Ipv6Addr>,
+    ) -> Result<Ipv6Addr, ApiError> {
         self.apply(|st| {
             let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
             if iface.lb_prefixes.iter().any(|p| p.addr == addr && p.len == len) {
                 return Err(ApiError::AlreadyExists);
             }
-            let underlay = st.alloc_underlay();
+            let underlay = st.take_underlay(preferred)?;
             let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
             iface.lb_prefixes.push(LbPrefixInfo { addr, len, underlay });
             Ok(underlay)
@@ -918,17 +970,30 @@ impl Control {
 /// VIPs, NAT gateways and neighbour NATs.
 impl Control {
     /// CreateVip: gives the interface a virtual IP; returns the VIP's underlay address.
+    #[cfg(test)] // The API passes the preferred address: see `create_vip_at`.
     pub fn create_vip(&self, id: &str, vip: IpAddr) -> Result<Ipv6Addr, ApiError> {
+        self.create_vip_at(id, vip, None)
+    }
+
+    /// CreateVip with a preferred underlay address (`None`: allocate one).
+    pub fn create_vip_at(
+        &self,
+        id: &str,
+        vip: IpAddr,
+        preferred: Option<Ipv6Addr>,
+    ) -> Result<Ipv6Addr, ApiError> {
         self.apply(|st| {
             let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
             let IpAddr::V4(vip) = vip else { return Err(ApiError::BadIpver) };
+            st.check_underlay(preferred)?;
             if iface.vip.is_some() {
                 return Err(ApiError::SnatExists);
             }
-            if st.translated(iface.vni, vip) {
+            let vni = iface.vni;
+            if st.translated(vni, vip) {
                 return Err(ApiError::DnatExists);
             }
-            let underlay = st.alloc_underlay();
+            let underlay = st.take_underlay(preferred)?;
             let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
             iface.vip = Some((vip, underlay));
             Ok(underlay)
@@ -955,16 +1020,29 @@ impl Control {
 
     /// CreateNat: the interface's flows through the default route leave from `nat_ip`
     /// with ports from `range`; returns the NAT's underlay address.
+    #[cfg(test)] // The API passes the preferred address: see `create_nat_at`.
     pub fn create_nat(&self, id: &str, nat_ip: IpAddr, range: PortRange) -> Result<Ipv6Addr, ApiError> {
+        self.create_nat_at(id, nat_ip, range, None)
+    }
+
+    /// CreateNat with a preferred underlay address (`None`: allocate one).
+    pub fn create_nat_at(
+        &self,
+        id: &str,
+        nat_ip: IpAddr,
+        range: PortRange,
+        preferred: Option<Ipv6Addr>,
+    ) -> Result<Ipv6Addr, ApiError> {
         self.apply(|st| {
             let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
             let IpAddr::V4(nat_ip) = nat_ip else { return Err(ApiError::BadIpver) };
+            st.check_underlay(preferred)?;
             if iface.nat.is_some() {
                 return Err(ApiError::SnatExists);
             }
             let vni = iface.vni;
             st.check_disjoint(nat_ip, range)?;
-            let underlay = st.alloc_underlay();
+            let underlay = st.take_underlay(preferred)?;
             let iface = st.iface_mut(id).ok_or(ApiError::NoVm)?;
             iface.nat = Some((LocalNat { nat_ip, range, vni }, underlay));
             Ok(underlay)
@@ -1109,6 +1187,21 @@ impl State {
     fn iface_mut(&mut self, id: &str) -> Option<&mut IfaceState> {
         let port = self.port_of(id)?;
         self.ifaces.get_mut(&port)
+    }
+
+    /// Refuses a preferred underlay address that is already registered (dpservice's
+    /// VNF_INSERT); `None` (the node allocates) always passes.
+    fn check_underlay(&self, preferred: Option<Ipv6Addr>) -> Result<(), ApiError> {
+        match preferred {
+            Some(a) if self.underlays().contains(&a) => Err(ApiError::VnfInsert),
+            _ => Ok(()),
+        }
+    }
+
+    /// The preferred address if it is free, or a newly allocated one.
+    fn take_underlay(&mut self, preferred: Option<Ipv6Addr>) -> Result<Ipv6Addr, ApiError> {
+        self.check_underlay(preferred)?;
+        Ok(preferred.unwrap_or_else(|| self.alloc_underlay()))
     }
 
     /// The next free underlay address (skipping any still in use after a wrap-around).
@@ -1278,6 +1371,7 @@ pub(crate) mod tests {
             ipv4: Some(v4.parse().unwrap()),
             ipv6: Some(v6.parse().unwrap()),
             pxe: None,
+            preferred_underlay: None,
         }
     }
 
@@ -1309,6 +1403,35 @@ pub(crate) mod tests {
         let r = UnderlayAlloc::randomized("fc00:1::1".parse().unwrap()).next_addr();
         assert_eq!(r.segments()[..5], [0xfc00, 1, 0, 0, 0]);
         assert_eq!(r.octets()[10], 0);
+        // Generated addresses never carry the externally-generated flag, whatever the
+        // salt and counter, so preferred addresses cannot collide with them.
+        let node: Ipv6Addr = "fc00:1::1".parse().unwrap();
+        for salt in [0, 0x80, 0xff] {
+            let mut a = UnderlayAlloc::new(node, salt, u32::MAX - 2);
+            for _ in 0..5 {
+                assert!(!is_external_underlay(a.next_addr(), node));
+            }
+        }
+    }
+
+    #[test]
+    fn preferred_underlay_addresses_are_used_once() {
+        let c = control();
+        let ext: Ipv6Addr = "fc00:1::8000:0:1".parse().unwrap();
+        let created = c.create_interface(InterfaceSpec { preferred_underlay: Some(ext), ..vm1() }).unwrap();
+        assert_eq!(created.underlay, ext);
+        assert_eq!(c.snapshot().underlay_port(&ext), Some(2));
+        let before = c.snapshot();
+        // Taken: refused before the id is checked (VM_HANDLE otherwise), nothing changes.
+        let dup = InterfaceSpec { preferred_underlay: Some(ext), ..vm1() };
+        let dup = InterfaceSpec { device_name: "net_tap3".into(), ..dup };
+        assert_eq!(c.create_interface(dup), Err(ApiError::VnfInsert));
+        assert_eq!(ApiError::VnfInsert.code(), 401);
+        assert_eq!(c.create_prefix_at("vm1", pfx("172.23.3.0/24"), Some(ext)), Err(ApiError::VnfInsert));
+        assert_eq!(c.create_vip_at("vm1", ip("45.86.6.1"), Some(ext)), Err(ApiError::VnfInsert));
+        assert_unchanged(&c, &before);
+        // The node's own allocation is untouched by the preferred one.
+        assert_eq!(c.create_interface(vm2()).unwrap().underlay, "fc00:1::1:0:1".parse::<Ipv6Addr>().unwrap());
     }
 
     #[test]

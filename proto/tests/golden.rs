@@ -1,7 +1,9 @@
 //! Golden wire tests of the node API messages.
 //!
 //! The byte arrays were produced by a reference encoder: Python `protobuf` (via
-//! `grpcio-tools`) on dpservice's own `proto/dpdk.proto` at revision 1a8d901:
+//! `grpcio-tools`) on dpservice's own `proto/dpdk.proto` at revision 1a8d901 (the
+//! `preferred_underlay_route` messages at the end: at its HEAD, which added that field in
+//! commit 501e15f):
 //!
 //! ```text
 //! python3 -m grpc_tools.protoc -I$DPS/proto --python_out=. $DPS/proto/dpdk.proto
@@ -50,6 +52,7 @@ fn create_interface_request() {
         }),
         device_name: "net_tap2".into(),
         metering_parameters: Some(pb::MeteringParams { total_rate: 1000, public_rate: 500 }),
+        preferred_underlay_route: Vec::new(),
     };
     let m = roundtrip(&CREATE_INTERFACE_REQUEST, &ours);
     assert_eq!(m.interface_type(), pb::InterfaceType::Virtual);
@@ -82,6 +85,7 @@ fn create_baremetal_interface_request() {
         pxe_config: None,
         device_name: "net_tap0".into(),
         metering_parameters: None,
+        preferred_underlay_route: Vec::new(),
     };
     let m = roundtrip(&CREATE_BAREMETAL_REQUEST, &ours);
     assert_eq!(m.interface_type(), pb::InterfaceType::Baremetal);
@@ -150,6 +154,7 @@ fn create_prefix_request() {
             length: 124,
             underlay_route: Vec::new(),
         }),
+        preferred_underlay_route: Vec::new(),
     };
     let m = roundtrip(&CREATE_PREFIX_REQUEST, &ours);
     assert_eq!(m.interface_id, b"vm2");
@@ -224,4 +229,72 @@ fn check_vni_in_use_request() {
     let m = roundtrip(&CHECK_VNI_IN_USE_REQUEST, &ours);
     assert_eq!(m.vni, 300);
     assert_eq!(m.r#type(), pb::VniType::VniBoth);
+}
+
+/// CreateInterfaceRequest with a preferred underlay address (field 9, dpservice HEAD).
+const CREATE_INTERFACE_PREFERRED_UNDERLAY: [u8; 49] = [
+    0x12, 0x03, 0x76, 0x6d, 0x31, 0x18, 0x64, 0x22, 0x0c, 0x0a, 0x0a, 0x31, 0x30, 0x2e, 0x31, 0x30,
+    0x30, 0x2e, 0x31, 0x2e, 0x31, 0x3a, 0x08, 0x6e, 0x65, 0x74, 0x5f, 0x74, 0x61, 0x70, 0x32, 0x4a,
+    0x10, 0x66, 0x63, 0x30, 0x30, 0x3a, 0x31, 0x3a, 0x3a, 0x38, 0x30, 0x30, 0x30, 0x3a, 0x30, 0x3a,
+    0x37,
+];
+
+#[test]
+fn create_interface_preferred_underlay() {
+    let ours = pb::CreateInterfaceRequest {
+        interface_type: pb::InterfaceType::Virtual as i32,
+        interface_id: b"vm1".to_vec(),
+        vni: 100,
+        ipv4_config: Some(pb::IpConfig { primary_address: b"10.100.1.1".to_vec() }),
+        ipv6_config: None,
+        pxe_config: None,
+        device_name: "net_tap2".into(),
+        metering_parameters: None,
+        preferred_underlay_route: b"fc00:1::8000:0:7".to_vec(),
+    };
+    let m = roundtrip(&CREATE_INTERFACE_PREFERRED_UNDERLAY, &ours);
+    assert_eq!(m.preferred_underlay_route, b"fc00:1::8000:0:7");
+}
+
+/// CreateNatRequest with a preferred underlay address (field 5).
+const CREATE_NAT_PREFERRED_UNDERLAY: [u8; 43] = [
+    0x0a, 0x03, 0x76, 0x6d, 0x31, 0x12, 0x0d, 0x12, 0x0b, 0x31, 0x30, 0x2e, 0x32, 0x30, 0x2e, 0x33,
+    0x30, 0x2e, 0x34, 0x30, 0x18, 0x64, 0x20, 0xc8, 0x01, 0x2a, 0x10, 0x66, 0x63, 0x30, 0x30, 0x3a,
+    0x31, 0x3a, 0x3a, 0x38, 0x30, 0x30, 0x30, 0x3a, 0x30, 0x3a, 0x39,
+];
+
+#[test]
+fn create_nat_preferred_underlay() {
+    let ours = pb::CreateNatRequest {
+        interface_id: b"vm1".to_vec(),
+        nat_ip: Some(pb::IpAddress { ipver: pb::IpVersion::Ipv4 as i32, address: b"10.20.30.40".to_vec() }),
+        min_port: 100,
+        max_port: 200,
+        preferred_underlay_route: b"fc00:1::8000:0:9".to_vec(),
+    };
+    let m = roundtrip(&CREATE_NAT_PREFERRED_UNDERLAY, &ours);
+    assert_eq!((m.min_port, m.max_port), (100, 200));
+}
+
+/// CreateLoadBalancerRequest with a preferred underlay address (field 5).
+const CREATE_LB_PREFERRED_UNDERLAY: [u8; 45] = [
+    0x0a, 0x03, 0x6c, 0x62, 0x31, 0x12, 0x0c, 0x12, 0x0a, 0x31, 0x30, 0x2e, 0x32, 0x30, 0x2e, 0x33,
+    0x30, 0x2e, 0x31, 0x18, 0x64, 0x22, 0x04, 0x08, 0x50, 0x10, 0x06, 0x2a, 0x10, 0x66, 0x63, 0x30,
+    0x30, 0x3a, 0x31, 0x3a, 0x3a, 0x38, 0x30, 0x30, 0x30, 0x3a, 0x30, 0x3a, 0x61,
+];
+
+#[test]
+fn create_load_balancer_preferred_underlay() {
+    let ours = pb::CreateLoadBalancerRequest {
+        loadbalancer_id: b"lb1".to_vec(),
+        loadbalanced_ip: Some(pb::IpAddress {
+            ipver: pb::IpVersion::Ipv4 as i32,
+            address: b"10.20.30.1".to_vec(),
+        }),
+        vni: 100,
+        loadbalanced_ports: vec![pb::LbPort { port: 80, protocol: pb::Protocol::Tcp as i32 }],
+        preferred_underlay_route: b"fc00:1::8000:0:a".to_vec(),
+    };
+    let m = roundtrip(&CREATE_LB_PREFERRED_UNDERLAY, &ours);
+    assert_eq!(m.preferred_underlay_route, b"fc00:1::8000:0:a");
 }

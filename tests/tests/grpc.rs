@@ -203,7 +203,11 @@ fn prefixes_create_list_delete() {
     let pfx6 = (IpAddr::V6(Ipv6Addr::new(0x2a10, 0xdefe, 0xdede, 0xf4, 0, 0, 0, 0)), 124);
 
     for (addr, len) in [pfx4, pfx6] {
-        let create = || CreatePrefixRequest { interface_id: b"vm2".to_vec(), prefix: Some(api::prefix(addr, len)) };
+        let create = || CreatePrefixRequest {
+            interface_id: b"vm2".to_vec(),
+            prefix: Some(api::prefix(addr, len)),
+            preferred_underlay_route: Vec::new(),
+        };
         let ul = parse_v6(&ok("CreatePrefix", api.create_prefix(create())).underlay_route);
         assert_ne!(ul, vm2_ul, "a prefix gets its own underlay address");
         let list = ok("ListPrefixes", api.list_prefixes(ListPrefixesRequest { interface_id: b"vm2".to_vec() })).prefixes;

@@ -33,6 +33,7 @@ fn create_lb(fx: &mut Fixture, targets: &[Ipv6Addr]) -> Ipv6Addr {
         loadbalanced_ip: Some(api::ip(IpAddr::V4(LB_IP))),
         vni: topo::VNI1,
         loadbalanced_ports: vec![pb::LbPort { port: u32::from(LB_PORT), protocol: pb::Protocol::Udp as i32 }],
+        preferred_underlay_route: Vec::new(),
     });
     let ul = api::parse_v6(&ok("CreateLoadBalancer", r).underlay_route);
     for t in targets {

@@ -33,6 +33,7 @@ fn icmpv6_echo_to_the_nat64_prefix_leaves_as_ipv4_and_the_reply_returns_as_icmpv
         nat_ip: Some(api::ip(IpAddr::V4(NAT_IP))),
         min_port: 100,
         max_port: 102,
+        preferred_underlay_route: Vec::new(),
     });
     let nat_ul = api::parse_v6(&ok("CreateNat", r).underlay_route);
 

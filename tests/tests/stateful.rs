@@ -56,6 +56,7 @@ fn create_nat(fx: &mut Fixture, id: &str, min: u32, max: u32) -> std::net::Ipv6A
         nat_ip: Some(api::ip(IpAddr::V4(NAT_IP))),
         min_port: min,
         max_port: max,
+        preferred_underlay_route: Vec::new(),
     });
     api::parse_v6(&ok("CreateNat", r).underlay_route)
 }
@@ -137,6 +138,7 @@ fn vip_is_the_source_outside_and_reaches_the_vm_inside() {
     let r = fx.api.create_vip(pb::CreateVipRequest {
         interface_id: vm2.id.as_bytes().to_vec(),
         vip_ip: Some(api::ip(IpAddr::V4(VIP))),
+        preferred_underlay_route: Vec::new(),
     });
     let vip_ul = api::parse_v6(&ok("CreateVip", r).underlay_route);
 

@@ -178,6 +178,7 @@ fn create_interface(a: &IfaceCreate) -> pb::CreateInterfaceRequest {
         pxe_config,
         device_name: a.device.clone(),
         metering_parameters: None,
+        preferred_underlay_route: Vec::new(),
     }
 }
 
@@ -212,6 +213,7 @@ fn prefix_call(c: &PrefixCmd) -> NodeCall {
         PrefixCmd::Create { iface, prefix: p } => NodeCall::CreatePrefix(pb::CreatePrefixRequest {
             interface_id: iface.clone().into(),
             prefix: Some(prefix(*p)),
+            preferred_underlay_route: Vec::new(),
         }),
         PrefixCmd::Delete { iface, prefix: p } => NodeCall::DeletePrefix(pb::DeletePrefixRequest {
             interface_id: iface.clone().into(),
@@ -229,6 +231,7 @@ fn lbprefix_call(c: &PrefixCmd) -> NodeCall {
             NodeCall::CreateLbPrefix(pb::CreateLoadBalancerPrefixRequest {
                 interface_id: iface.clone().into(),
                 prefix: Some(prefix(*p)),
+                preferred_underlay_route: Vec::new(),
             })
         }
         PrefixCmd::Delete { iface, prefix: p } => {
@@ -320,6 +323,7 @@ fn vip_call(c: &VipCmd) -> NodeCall {
         VipCmd::Create { iface, ip } => NodeCall::CreateVip(pb::CreateVipRequest {
             interface_id: iface.clone().into(),
             vip_ip: Some(ip_address(*ip)),
+            preferred_underlay_route: Vec::new(),
         }),
         VipCmd::Get { iface } => NodeCall::GetVip(pb::GetVipRequest { interface_id: iface.clone().into() }),
         VipCmd::Delete { iface } => {
@@ -348,6 +352,7 @@ fn nat_call(c: &NatCmd) -> Result<NodeCall, CtlError> {
                 nat_ip: Some(ip_address(*ip)),
                 min_port,
                 max_port,
+                preferred_underlay_route: Vec::new(),
             })
         }
         NatCmd::Get { iface } => NodeCall::GetNat(pb::GetNatRequest { interface_id: iface.clone().into() }),
@@ -405,6 +410,7 @@ fn lb_call(c: &LbCmd) -> NodeCall {
             loadbalanced_ip: Some(ip_address(*ip)),
             vni: *vni,
             loadbalanced_ports: ports.iter().copied().map(lb_port).collect(),
+            preferred_underlay_route: Vec::new(),
         }),
         LbCmd::Get { id } => {
             NodeCall::GetLb(pb::GetLoadBalancerRequest { loadbalancer_id: id.clone().into() })
@@ -506,6 +512,7 @@ mod tests {
             pxe_config: None,
             device_name: "net_tap2".into(),
             metering_parameters: None,
+            preferred_underlay_route: Vec::new(),
         };
         let args =
             ["iface", "create", "--id", "vm1", "--vni", "100", "--ipv4", "10.0.0.1", "--device", "net_tap2"];
@@ -639,7 +646,11 @@ mod tests {
         let p = pfx(v4("10.9.0.0"), 24);
         assert_eq!(
             ok(&["prefix", "create", "--iface", "vm1", "--prefix", "10.9.0.0/24"]),
-            NodeCall::CreatePrefix(pb::CreatePrefixRequest { interface_id: id.clone(), prefix: p.clone() })
+            NodeCall::CreatePrefix(pb::CreatePrefixRequest {
+                interface_id: id.clone(),
+                prefix: p.clone(),
+                preferred_underlay_route: Vec::new()
+            })
         );
         assert_eq!(
             ok(&["prefix", "delete", "--iface", "vm1", "--prefix", "10.9.0.0/24"]),
@@ -653,7 +664,8 @@ mod tests {
             ok(&["lbprefix", "create", "--iface", "vm1", "--prefix", "10.9.0.0/24"]),
             NodeCall::CreateLbPrefix(pb::CreateLoadBalancerPrefixRequest {
                 interface_id: id.clone(),
-                prefix: p.clone()
+                prefix: p.clone(),
+                preferred_underlay_route: Vec::new(),
             })
         );
         assert_eq!(
@@ -815,14 +827,16 @@ mod tests {
             ok(&["vip", "create", "--iface", "vm1", "--ip", "172.20.0.1"]),
             NodeCall::CreateVip(pb::CreateVipRequest {
                 interface_id: b"vm1".to_vec(),
-                vip_ip: v4("172.20.0.1")
+                vip_ip: v4("172.20.0.1"),
+                preferred_underlay_route: Vec::new(),
             })
         );
         assert_eq!(
             ok(&["vip", "create", "--iface", "vm1", "--ip", "2001:DB8::7"]),
             NodeCall::CreateVip(pb::CreateVipRequest {
                 interface_id: b"vm1".to_vec(),
-                vip_ip: v6("2001:db8::7")
+                vip_ip: v6("2001:db8::7"),
+                preferred_underlay_route: Vec::new(),
             })
         );
         assert_eq!(
@@ -857,6 +871,7 @@ mod tests {
                 nat_ip: v4("10.0.0.9"),
                 min_port: 100,
                 max_port: 200,
+                preferred_underlay_route: Vec::new(),
             })
         );
         assert_eq!(
@@ -959,6 +974,7 @@ mod tests {
                     pb::LbPort { port: 80, protocol: 6 },
                     pb::LbPort { port: 53, protocol: 17 }
                 ],
+                preferred_underlay_route: Vec::new(),
             })
         );
         // Repeating --ports adds to the list.

@@ -123,6 +123,25 @@ pub fn parse_ipv6(bytes: &[u8]) -> Option<Ipv6Addr> {
     std::str::from_utf8(c_str(bytes)).ok()?.parse().ok()
 }
 
+/// The `preferred_underlay_route` of a Create call, checked as dpservice checks it:
+/// empty or `::` means "the node allocates" (`None`); anything else must be IPv6 text
+/// of an address in the node's underlay /64 with the externally-generated flag
+/// ([`crate::control::is_external_underlay`]).
+pub fn preferred_underlay(text: &[u8], node: Ipv6Addr) -> Result<Option<Ipv6Addr>, BadRequest> {
+    const BAD: BadRequest = BadRequest("Invalid preferred_underlay_route");
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let a = parse_ipv6(text).ok_or(BAD)?;
+    if a.is_unspecified() {
+        return Ok(None);
+    }
+    if !crate::control::is_external_underlay(a, node) {
+        return Err(BAD);
+    }
+    Ok(Some(a))
+}
+
 /// An `IpAddress` message: IPv4 or IPv6 text according to `ipver`. A missing message
 /// reads as an empty IPv4 address, which is invalid.
 pub fn parse_ip(addr: Option<&pb::IpAddress>) -> Option<IpAddr> {
@@ -483,6 +502,8 @@ impl TryFrom<&pb::CreateInterfaceRequest> for InterfaceSpec {
             ipv4: Some(ipv4).filter(|a| !a.is_unspecified()),
             ipv6: Some(ipv6).filter(|a| !a.is_unspecified()),
             pxe,
+            // Checked against the node's underlay by the API layer, after the rest.
+            preferred_underlay: None,
         })
     }
 }
@@ -564,6 +585,23 @@ mod tests {
     }
 
     #[test]
+    fn preferred_underlay_addresses() {
+        let node: Ipv6Addr = "fc00:1::1".parse().unwrap();
+        let ok = |t: &str| preferred_underlay(t.as_bytes(), node);
+        assert_eq!(ok(""), Ok(None));
+        assert_eq!(ok("::"), Ok(None));
+        assert_eq!(ok("fc00:1::8000:0:7"), Ok(Some("fc00:1::8000:0:7".parse().unwrap())));
+        // Any other bits beside the flag are the caller's.
+        assert_eq!(ok("fc00:1::ffff:ffff:ffff"), Ok(Some("fc00:1::ffff:ffff:ffff".parse().unwrap())));
+        let bad = Err(BadRequest("Invalid preferred_underlay_route"));
+        let refused =
+            ["fc00:1::1:0:7", "fc00:1::7f00:0:7", "fc00:2::8000:0:7", "10.0.0.1", "junk", "fc00:1::8000:0:7%x"];
+        for t in refused {
+            assert_eq!(ok(t), bad, "{t}");
+        }
+    }
+
+    #[test]
     fn c_buffers() {
         assert!(fits(b"net_tap2", DEVICE_NAME_CAP));
         assert!(!fits(b"", DEVICE_NAME_CAP));
@@ -585,6 +623,7 @@ mod tests {
             }),
             device_name: "net_tap2".into(),
             metering_parameters: None,
+            preferred_underlay_route: Vec::new(),
         }
     }
 

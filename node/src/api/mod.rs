@@ -42,7 +42,8 @@ use crate::control::{
 };
 use conv::{
     c_str, err_status, firewall_rule_message, fits, ip_address, ipv4_text, ipv6_text, lookup_key,
-    ok_status, parse_ip, parse_ipv6, prefix_arg, prefix_fits, status_of, vni_family, BadRequest, IFACE_ID_CAP,
+    ok_status, parse_ip, parse_ipv6, preferred_underlay, prefix_arg, prefix_fits, status_of, vni_family,
+    BadRequest, IFACE_ID_CAP,
     RULE_ID_CAP, VERSION_CAP,
 };
 
@@ -107,6 +108,11 @@ impl NodeApi {
     /// The tonic service to add to a server.
     pub fn into_server(self) -> DpdKironcoreServer<Self> {
         DpdKironcoreServer::new(self)
+    }
+
+    /// A request's `preferred_underlay_route`, checked against this node's underlay.
+    fn preferred(&self, text: &[u8]) -> Result<Option<std::net::Ipv6Addr>, BadRequest> {
+        preferred_underlay(text, self.control.underlay_ipv6())
     }
 
     fn need_init(&self) -> Result<(), Status> {
@@ -288,8 +294,12 @@ impl DpdKironcore for NodeApi {
         req: Request<pb::CreateInterfaceRequest>,
     ) -> Result<Response<pb::CreateInterfaceResponse>, Status> {
         self.need_init()?;
-        let spec = InterfaceSpec::try_from(req.get_ref())?;
-        tracing::info!(id = spec.id.as_str(), vni = spec.vni, device = %spec.device_name, "CreateInterface");
+        let mut spec = InterfaceSpec::try_from(req.get_ref())?;
+        spec.preferred_underlay = self.preferred(&req.get_ref().preferred_underlay_route)?;
+        tracing::info!(
+            id = spec.id.as_str(), vni = spec.vni, device = %spec.device_name,
+            preferred_underlay = ?spec.preferred_underlay, "CreateInterface"
+        );
         let resp = match self.control.create_interface(spec) {
             Ok(c) => pb::CreateInterfaceResponse {
                 status: ok_status(),
@@ -340,8 +350,9 @@ impl DpdKironcore for NodeApi {
         let id = iface_id_arg(&r.interface_id)?;
         let arg =
             prefix_arg(r.prefix.as_ref(), "Invalid prefix.ip", "Invalid prefix.length", false)?;
+        let preferred = self.preferred(&r.preferred_underlay_route)?;
         let r = prefix_fits(arg, ApiError::RouteInsert)
-            .and_then(|p| self.control.create_prefix(&id, p));
+            .and_then(|p| self.control.create_prefix_at(&id, p, preferred));
         Ok(Response::new(pb::CreatePrefixResponse {
             status: status_of(&r),
             underlay_route: r.map(ipv6_text).unwrap_or_default(),
@@ -477,8 +488,9 @@ impl DpdKironcore for NodeApi {
         let r = req.get_ref();
         let id = iface_id_arg(&r.interface_id)?;
         let (addr, len) = lb_prefix_arg(r.prefix.as_ref())?;
-        tracing::info!(id = %id, prefix = %addr, len, "CreateLoadBalancerPrefix");
-        let r = self.control.create_lb_prefix(&id, addr, len);
+        let preferred = self.preferred(&r.preferred_underlay_route)?;
+        tracing::info!(id = %id, prefix = %addr, len, ?preferred, "CreateLoadBalancerPrefix");
+        let r = self.control.create_lb_prefix_at(&id, addr, len, preferred);
         Ok(Response::new(pb::CreateLoadBalancerPrefixResponse {
             status: status_of(&r),
             underlay_route: r.map(ipv6_text).unwrap_or_default(),
@@ -566,8 +578,9 @@ impl DpdKironcore for NodeApi {
         let r = req.get_ref();
         let id = iface_id_arg(&r.interface_id)?;
         let vip = parse_ip(r.vip_ip.as_ref()).ok_or(BadRequest("Invalid vip_ip"))?;
-        tracing::info!(id = %id, %vip, "CreateVip");
-        let r = self.control.create_vip(&id, vip);
+        let preferred = self.preferred(&r.preferred_underlay_route)?;
+        tracing::info!(id = %id, %vip, ?preferred, "CreateVip");
+        let r = self.control.create_vip_at(&id, vip, preferred);
         Ok(Response::new(pb::CreateVipResponse {
             status: status_of(&r),
             underlay_route: r.map(ipv6_text).unwrap_or_default(),
@@ -610,9 +623,14 @@ impl DpdKironcore for NodeApi {
         let r = req.get_ref();
         let id = lb_id_arg(&r.loadbalancer_id)?;
         let vip = parse_ip(r.loadbalanced_ip.as_ref()).ok_or(BadRequest("Invalid loadbalanced_ip"))?;
+        if r.loadbalanced_ports.len() > LB_PORTS_MAX {
+            return Err(BadRequest("Too many loadbalanced_ports").into());
+        }
+        // dpservice checks the preferred address between the port count and the ports.
+        let preferred = self.preferred(&r.preferred_underlay_route)?;
         let ports = lb_ports_arg(&r.loadbalanced_ports)?;
-        tracing::info!(id = %id, vni = r.vni, %vip, ?ports, "CreateLoadBalancer");
-        let r = self.control.create_lb(&id, r.vni, vip, ports);
+        tracing::info!(id = %id, vni = r.vni, %vip, ?ports, ?preferred, "CreateLoadBalancer");
+        let r = self.control.create_lb_at(&id, r.vni, vip, ports, preferred);
         Ok(Response::new(pb::CreateLoadBalancerResponse {
             status: status_of(&r),
             underlay_route: r.map(ipv6_text).unwrap_or_default(),
@@ -699,8 +717,9 @@ impl DpdKironcore for NodeApi {
         let id = iface_id_arg(&r.interface_id)?;
         let nat_ip = parse_ip(r.nat_ip.as_ref()).ok_or(BadRequest("Invalid nat_ip"))?;
         let range = port_range_arg(r.min_port, r.max_port)?;
-        tracing::info!(id = %id, %nat_ip, %range, "CreateNat");
-        let r = self.control.create_nat(&id, nat_ip, range);
+        let preferred = self.preferred(&r.preferred_underlay_route)?;
+        tracing::info!(id = %id, %nat_ip, %range, ?preferred, "CreateNat");
+        let r = self.control.create_nat_at(&id, nat_ip, range, preferred);
         Ok(Response::new(pb::CreateNatResponse {
             status: status_of(&r),
             underlay_route: r.map(ipv6_text).unwrap_or_default(),

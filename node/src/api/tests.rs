@@ -71,6 +71,7 @@ fn iface_req(id: &str, dev: &str, v4: &str, v6: &str) -> pb::CreateInterfaceRequ
         pxe_config: None,
         device_name: dev.into(),
         metering_parameters: Some(pb::MeteringParams { total_rate: 0, public_rate: 0 }),
+        preferred_underlay_route: Vec::new(),
     }
 }
 
@@ -100,7 +101,11 @@ fn del_route_req(vni: u32, a: &str, len: u32) -> pb::DeleteRouteRequest {
 }
 
 fn pfx_req(id: &str, a: &str, len: u32) -> pb::CreatePrefixRequest {
-    pb::CreatePrefixRequest { interface_id: id.as_bytes().to_vec(), prefix: prefix(a, len) }
+    pb::CreatePrefixRequest {
+        interface_id: id.as_bytes().to_vec(),
+        prefix: prefix(a, len),
+        preferred_underlay_route: Vec::new(),
+    }
 }
 
 fn del_pfx_req(id: &str, a: &str, len: u32) -> pb::DeletePrefixRequest {
@@ -476,6 +481,7 @@ fn lbpfx_req(id: &str, a: &str, len: u32) -> pb::CreateLoadBalancerPrefixRequest
     pb::CreateLoadBalancerPrefixRequest {
         interface_id: id.as_bytes().to_vec(),
         prefix: prefix(a, len),
+        preferred_underlay_route: Vec::new(),
     }
 }
 
@@ -746,5 +752,99 @@ async fn firewall_rules() {
     c.create_interface(iface_req("vm3", "net_tap4", "10.100.1.3", "::")).await.unwrap();
     let list = c.list_firewall_rules(list_fw_req("vm3")).await.unwrap().into_inner();
     assert_eq!((list.status, list.rules), (ok(), vec![]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn preferred_underlay_routes() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    let ext = |n: u8| format!("fc00:1::80{n:02x}:0:1").into_bytes();
+
+    // An externally generated address of the node's /64 is used as given.
+    let mut vm1 = iface_req("vm1", "net_tap2", "10.100.1.1", "2000:100:1::1");
+    vm1.preferred_underlay_route = ext(1);
+    let r = c.create_interface(vm1.clone()).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(1)));
+    let got = c.get_interface(get_req("vm1")).await.unwrap().into_inner();
+    assert_eq!(got.interface.unwrap().underlay_route, ext(1));
+    // Traffic to it reaches the interface.
+    let a: std::net::Ipv6Addr = "fc00:1::8001:0:1".parse().unwrap();
+    assert_eq!(s.control.snapshot().underlay_port(&a), Some(2));
+
+    // Malformed, outside the /64, or without the flag: refused before anything else.
+    for bad in ["junk", "fc00:2::8001:0:1", "fc00:1::1:0:1", "10.0.0.1"] {
+        let mut r = iface_req("vm2", "net_tap3", "10.100.1.2", "::");
+        r.preferred_underlay_route = bad.into();
+        let e = c.create_interface(r).await.unwrap_err();
+        let want = (Code::InvalidArgument, "Invalid preferred_underlay_route");
+        assert_eq!((e.code(), e.message()), want, "{bad}");
+    }
+    // "::" means "allocate one", as an empty field does.
+    let mut vm2 = iface_req("vm2", "net_tap3", "10.100.1.2", "::");
+    vm2.preferred_underlay_route = b"::".to_vec();
+    let r = c.create_interface(vm2).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), b"fc00:1::1:0:1".to_vec()));
+
+    // An address already registered: VNF_INSERT, before the id is looked at; nothing changes.
+    let before = s.control.snapshot();
+    let mut dup = iface_req("vm1", "net_tap4", "10.100.1.3", "::");
+    dup.preferred_underlay_route = ext(1);
+    let r = c.create_interface(dup).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (err(401, "VNF_INSERT"), Vec::new()));
+    assert!(Arc::ptr_eq(&before, &s.control.snapshot()));
+
+    // The other Create calls take the field too.
+    let mut p = pfx_req("vm1", "172.23.3.0", 24);
+    p.preferred_underlay_route = ext(2);
+    let r = c.create_prefix(p.clone()).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(2)));
+    let mut lp = lbpfx_req("vm1", "172.22.2.0", 24);
+    lp.preferred_underlay_route = ext(2);
+    let r = c.create_load_balancer_prefix(lp.clone()).await.unwrap().into_inner();
+    assert_eq!(r.status, err(401, "VNF_INSERT"));
+    lp.preferred_underlay_route = ext(3);
+    let r = c.create_load_balancer_prefix(lp).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(3)));
+    let vip = pb::CreateVipRequest {
+        interface_id: b"vm1".to_vec(),
+        vip_ip: addr4("45.86.6.1"),
+        preferred_underlay_route: ext(4),
+    };
+    let r = c.create_vip(vip).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(4)));
+    let nat = pb::CreateNatRequest {
+        interface_id: b"vm2".to_vec(),
+        nat_ip: addr4("45.86.6.2"),
+        min_port: 100,
+        max_port: 200,
+        preferred_underlay_route: ext(4),
+    };
+    let r = c.create_nat(nat.clone()).await.unwrap().into_inner();
+    assert_eq!(r.status, err(401, "VNF_INSERT"));
+    let r = c
+        .create_nat(pb::CreateNatRequest { preferred_underlay_route: ext(5), ..nat })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(5)));
+    let lb = pb::CreateLoadBalancerRequest {
+        loadbalancer_id: b"lb".to_vec(),
+        loadbalanced_ip: addr4("45.86.6.3"),
+        vni: 100,
+        loadbalanced_ports: vec![pb::LbPort { port: 80, protocol: pb::Protocol::Tcp as i32 }],
+        preferred_underlay_route: ext(6),
+    };
+    let r = c.create_load_balancer(lb.clone()).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(6)));
+    // The same again: the address is registered, which dpservice reports first.
+    let r = c.create_load_balancer(lb).await.unwrap().into_inner();
+    assert_eq!(r.status, err(401, "VNF_INSERT"));
+
+    // Deleting frees the address for reuse.
+    c.delete_interface(pb::DeleteInterfaceRequest { interface_id: b"vm1".to_vec() }).await.unwrap();
+    let r = c.create_interface(vm1).await.unwrap().into_inner();
+    assert_eq!((r.status, r.underlay_route), (ok(), ext(1)));
     s.stop().await;
 }

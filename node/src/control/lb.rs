@@ -153,8 +153,23 @@ impl Control {
 
     /// CreateLoadBalancer: returns the load balancer's underlay address. The id must be
     /// new (dpservice would re-point an existing id) and (VNI, IP) unused.
+    #[cfg(test)] // The API passes the preferred address: see `create_lb_at`.
     pub fn create_lb(&self, id: &str, vni: Vni, vip: IpAddr, ports: Vec<(u8, u16)>) -> Result<Ipv6Addr, ApiError> {
+        self.create_lb_at(id, vni, vip, ports, None)
+    }
+
+    /// CreateLoadBalancer with a preferred underlay address (`None`: allocate one).
+    /// dpservice registers the address first, so VNF_INSERT wins over ALREADY_EXISTS.
+    pub fn create_lb_at(
+        &self,
+        id: &str,
+        vni: Vni,
+        vip: IpAddr,
+        ports: Vec<(u8, u16)>,
+        preferred: Option<Ipv6Addr>,
+    ) -> Result<Ipv6Addr, ApiError> {
         self.apply(|st| {
+            st.check_underlay(preferred)?;
             if st.lbs.by_id.contains_key(id)
                 || st.lbs.by_id.values().any(|l| l.info.vni == vni && l.info.vip == vip)
             {
@@ -165,7 +180,7 @@ impl Control {
             }
             let used: Vec<u16> = st.lbs.by_id.values().map(|l| l.slot).collect();
             let slot = (0..).find(|s| !used.contains(s)).ok_or(ApiError::OutOfMemory)?;
-            let underlay = st.alloc_underlay();
+            let underlay = st.take_underlay(preferred)?;
             st.lbs.next_uid = st.lbs.next_uid.wrapping_add(1);
             let mut lb = Lb {
                 info: LbInfo { vni, vip, ports, underlay },
