@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod member;
 pub mod network;
 pub mod raft_types;
+pub mod reconcile;
 pub mod state;
 pub mod store;
 
