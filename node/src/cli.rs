@@ -149,6 +149,22 @@ pub struct Options {
     /// dpfleet: never sleep when idle (lowest latency, one busy core per worker).
     #[arg(long)]
     pub busy_poll: bool,
+    /// dpfleet: this node's name in the fleet (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub fleet_node_name: Option<String>,
+    /// dpfleet: join the fleet's gossip, listening on this UDP address (off by default).
+    #[arg(long, value_name = "IP:PORT")]
+    pub gossip_listen: Option<std::net::SocketAddr>,
+    /// dpfleet: a gossip peer to contact (coordinator or node; repeatable or comma-separated).
+    #[arg(long, value_name = "IP:PORT", value_delimiter = ',')]
+    pub gossip_seed: Vec<std::net::SocketAddr>,
+    /// dpfleet: the gossip address peers reach this node at (default: --gossip-listen).
+    #[arg(long, value_name = "IP:PORT")]
+    pub gossip_advertise: Option<std::net::SocketAddr>,
+    /// dpfleet: the node API endpoint the coordinator dials (default: the
+    /// --gossip-advertise IP with --grpc-port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub api_advertise: Option<String>,
     /// EAL `-a` argument for pf0 (configuration file key `a-pf0`).
     #[arg(long = "a-pf0", value_name = "PCI", hide = true)]
     pub a_pf0: Option<String>,
@@ -334,7 +350,78 @@ fn validate(o: &Options) -> Result<(), CliError> {
         return Err(CliError::Invalid("--metrics-port and --grpc-port must differ".into()));
     }
     virtual_services(o)?;
+    gossip_settings(o, || "node".into())?;
     Ok(())
+}
+
+/// The node's name in the fleet: `--fleet-node-name`, else the host name.
+pub fn fleet_node_name(o: &Options, hostname: impl FnOnce() -> String) -> String {
+    o.fleet_node_name.clone().unwrap_or_else(hostname)
+}
+
+/// The host name (from the kernel), or `localhost` if it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// How the node joins the fleet's gossip (`--gossip-*`, `--api-advertise`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GossipSettings {
+    /// The node's fleet name (`node/<name>` is its gossip id).
+    pub node_name: String,
+    /// The UDP address gossip listens on.
+    pub listen: std::net::SocketAddr,
+    /// The address peers reach it at.
+    pub advertise: std::net::SocketAddr,
+    /// Peers to contact first.
+    pub seeds: Vec<std::net::SocketAddr>,
+    /// The node API endpoint, `host:port`.
+    pub api: String,
+}
+
+/// The gossip settings, `None` without `--gossip-listen`. Refuses gossip options
+/// without `--gossip-listen`, an unspecified address to advertise, and an
+/// `--api-advertise` that is not `host:port`.
+pub fn gossip_settings(
+    o: &Options,
+    hostname: impl FnOnce() -> String,
+) -> Result<Option<GossipSettings>, CliError> {
+    let Some(listen) = o.gossip_listen else {
+        if !o.gossip_seed.is_empty() || o.gossip_advertise.is_some() || o.api_advertise.is_some() {
+            return Err(CliError::Invalid(
+                "--gossip-seed, --gossip-advertise and --api-advertise need --gossip-listen".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let advertise = o.gossip_advertise.unwrap_or(listen);
+    if advertise.ip().is_unspecified() || advertise.port() == 0 {
+        return Err(CliError::Invalid(format!(
+            "cannot advertise gossip address {advertise}: \
+             give --gossip-advertise with a reachable IP and port"
+        )));
+    }
+    let api = match &o.api_advertise {
+        Some(a) => {
+            let ok = a.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+            if !ok {
+                return Err(CliError::Invalid(format!("invalid --api-advertise '{a}' (expected HOST:PORT)")));
+            }
+            a.clone()
+        }
+        None => std::net::SocketAddr::new(advertise.ip(), o.grpc_port).to_string(),
+    };
+    let node_name = fleet_node_name(o, hostname);
+    if node_name.is_empty() {
+        return Err(CliError::Invalid("--fleet-node-name must not be empty".into()));
+    }
+    Ok(Some(GossipSettings { node_name, listen, advertise, seeds: o.gossip_seed.clone(), api }))
 }
 
 #[cfg(test)]
@@ -361,6 +448,41 @@ mod tests {
         assert!(run("--udp-virtsvc 1.2.3.4,53,::1,53 --udp-virtsvc 1.2.3.4,53,::2,53").is_err(), "dup virtual");
         assert!(run("--udp-virtsvc 1.2.3.4,53,::1,53 --udp-virtsvc 1.2.3.5,53,::1,53").is_err(), "dup service");
         assert!(run("--udp-virtsvc 1.2.3.4,53,::1,53 --tcp-virtsvc 1.2.3.4,53,::1,53").is_ok(), "per protocol");
+    }
+
+    #[test]
+    fn gossip_options() {
+        let base = "--pf0 a --ipv6 fc00:1::1 --vf-pattern v --grpc-port 1400";
+        let run = |extra: &str| match parse(&strings(&format!("{base} {extra}")), Some("")) {
+            Ok(Command::Run(o)) => Ok(gossip_settings(&o, || "host-a".into()).unwrap()),
+            Ok(Command::Print(_)) => panic!("unexpected print"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(run(""), Ok(None));
+        let seeds = "--gossip-seed 10.0.0.1:7946,10.0.0.2:7946 --gossip-seed [fc00::1]:7946";
+        let s = run(&format!("--gossip-listen 10.0.0.5:7946 {seeds}")).unwrap().unwrap();
+        assert_eq!(s.node_name, "host-a");
+        assert_eq!(s.advertise, s.listen);
+        assert_eq!(s.seeds.len(), 3);
+        assert_eq!(s.api, "10.0.0.5:1400");
+        let s = run("--gossip-listen [::]:7946 --gossip-advertise [fc00::5]:7000 --fleet-node-name n1")
+            .unwrap()
+            .unwrap();
+        assert_eq!((s.node_name.as_str(), s.api.as_str()), ("n1", "[fc00::5]:1400"));
+        assert_eq!(s.listen.to_string(), "[::]:7946");
+        let s = run("--gossip-listen 10.0.0.5:7946 --api-advertise node1.example:1337").unwrap().unwrap();
+        assert_eq!(s.api, "node1.example:1337");
+        for bad in [
+            "--gossip-seed 10.0.0.1:7946",
+            "--api-advertise h:1",
+            "--gossip-listen 0.0.0.0:7946",
+            "--gossip-listen 10.0.0.5:7946 --api-advertise nohost",
+            "--gossip-listen 10.0.0.5:7946 --api-advertise h:0",
+            "--gossip-listen 10.0.0.5:7946 --gossip-seed bogus",
+            "--gossip-listen 10.0.0.5:7946 --fleet-node-name=",
+        ] {
+            assert!(run(bad).is_err(), "accepted: {bad}");
+        }
     }
 
     fn strings(s: &str) -> Vec<String> {

@@ -33,6 +33,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -460,6 +461,11 @@ pub fn random_u64() -> u64 {
 pub struct Control {
     state: Mutex<State>,
     published: Arc<ArcSwap<Snapshot>>,
+    /// The generation of fleet state the coordinator last said this node applied (not
+    /// the snapshot's generation; in memory only, 0 after a restart).
+    applied_generation: AtomicU64,
+    /// Coordinator tables refused because this node built another digest.
+    digest_mismatches: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -581,7 +587,37 @@ impl Control {
             lbs: lb::Lbs::default(),
         };
         let published = Arc::new(ArcSwap::from_pointee(state.compile()));
-        Control { state: Mutex::new(state), published }
+        Control {
+            state: Mutex::new(state),
+            published,
+            applied_generation: AtomicU64::new(0),
+            digest_mismatches: AtomicU64::new(0),
+        }
+    }
+
+    /// The generation of desired state the coordinator last recorded as applied.
+    pub fn applied_generation(&self) -> u64 {
+        self.applied_generation.load(Ordering::Relaxed)
+    }
+
+    /// Records that the node has applied `generation`. A lower one than the current is
+    /// refused (returning the current) unless `force`.
+    pub fn set_applied_generation(&self, generation: u64, force: bool) -> Result<(), u64> {
+        self.applied_generation
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                (force || generation >= cur).then_some(generation)
+            })
+            .map(|_| ())
+    }
+
+    /// Counts a coordinator table refused for a digest mismatch.
+    pub fn count_digest_mismatch(&self) {
+        self.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Coordinator tables refused for a digest mismatch since start.
+    pub fn digest_mismatches(&self) -> u64 {
+        self.digest_mismatches.load(Ordering::Relaxed)
     }
 
     /// The published configuration, for the workers: `load()` it once per burst.
@@ -606,8 +642,7 @@ impl Control {
     fn apply<T>(&self, f: impl FnOnce(&mut State) -> Result<T, ApiError>) -> Result<T, ApiError> {
         let mut st = self.lock();
         let out = f(&mut st)?;
-        st.generation += 1;
-        self.published.store(Arc::new(st.compile()));
+        st.publish(&self.published);
         Ok(out)
     }
 
@@ -1234,6 +1269,12 @@ impl State {
                 v.routes.insert(route_key(&p), RouteTarget::Local { port });
             }
         }
+    }
+
+    /// Publishes the state after a change, as a new generation.
+    fn publish(&mut self, to: &ArcSwap<Snapshot>) {
+        self.generation += 1;
+        to.store(Arc::new(self.compile()));
     }
 
     /// The dataplane's view of this state.

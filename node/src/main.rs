@@ -220,7 +220,8 @@ fn serve(
             }
         };
         let grpc_addr = SocketAddr::new(opts.listen_addr, opts.grpc_port);
-        let grpc = tokio::spawn(api::serve(grpc_addr, control, shutdown()));
+        let node_name = cli::fleet_node_name(opts, cli::hostname);
+        let grpc = tokio::spawn(api::serve(grpc_addr, control, node_name, shutdown()));
         info!(%grpc_addr, "node API listening");
         let metrics = if opts.metrics_port != 0 {
             let hw: metrics::HwStatsFn = Box::new(move |id| {

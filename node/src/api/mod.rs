@@ -1,4 +1,5 @@
-//! The node's gRPC API: dpservice's `dpdkironcore.v1.DPDKironcore` service.
+//! The node's gRPC API: dpservice's `dpdkironcore.v1.DPDKironcore` service, and beside
+//! it on the same server dpfleet's own `dpfleet.node.v1.FleetNode` ([`fleet`]).
 //!
 //! This layer only translates: it checks a request's form ([`conv`]), calls the
 //! [`Control`] plane, and writes the answer. Proto types stop here.
@@ -24,6 +25,7 @@
 //!   dpservice sends 64 bytes of an unfilled reply buffer.
 
 pub mod conv;
+pub mod fleet;
 
 #[cfg(test)]
 mod tests;
@@ -66,27 +68,31 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves the node API on `addr` until `shutdown` completes.
+/// Serves the node APIs on `addr` until `shutdown` completes; `node_name` is the
+/// node's fleet name (GetNodeStatus).
 pub async fn serve(
     addr: SocketAddr,
     control: Arc<Control>,
+    node_name: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    serve_listener(listener, control, shutdown).await
+    serve_listener(listener, control, node_name, shutdown).await
 }
 
-/// Serves the node API on an already bound listener until `shutdown` completes.
+/// Serves the node APIs on an already bound listener until `shutdown` completes.
 pub async fn serve_listener(
     listener: tokio::net::TcpListener,
     control: Arc<Control>,
+    node_name: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tonic::transport::Server::builder()
-        .add_service(NodeApi::new(control).into_server())
+        .add_service(NodeApi::new(Arc::clone(&control)).into_server())
+        .add_service(fleet::FleetApi::new(control, node_name).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

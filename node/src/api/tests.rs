@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use dpfleet_proto::dpdkironcore::v1 as pb;
 use dpfleet_proto::dpdkironcore::v1::dpd_kironcore_client::DpdKironcoreClient;
+use dpfleet_proto::dpfleet::node::v1 as fpb;
+use dpfleet_proto::dpfleet::node::v1::fleet_node_client::FleetNodeClient;
+use dpfleet_proto::maglev::{MaglevInput, MaglevTable, Target};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -15,6 +18,7 @@ type Client = DpdKironcoreClient<Channel>;
 
 struct Server {
     client: Client,
+    fleet: FleetNodeClient<Channel>,
     control: Arc<Control>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
@@ -25,16 +29,18 @@ async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve_listener(listener, Arc::clone(&control), async {
+    let task = tokio::spawn(serve_listener(listener, Arc::clone(&control), "node-a".into(), async {
         let _ = stopped.await;
     }));
     let client = DpdKironcoreClient::connect(format!("http://{addr}")).await.unwrap();
-    Server { client, control, stop, task }
+    let fleet = FleetNodeClient::connect(format!("http://{addr}")).await.unwrap();
+    Server { client, fleet, control, stop, task }
 }
 
 impl Server {
     async fn stop(self) {
         drop(self.client);
+        drop(self.fleet);
         self.stop.send(()).unwrap();
         self.task.await.unwrap().unwrap();
     }
@@ -846,5 +852,140 @@ async fn preferred_underlay_routes() {
     c.delete_interface(pb::DeleteInterfaceRequest { interface_id: b"vm1".to_vec() }).await.unwrap();
     let r = c.create_interface(vm1).await.unwrap().into_inner();
     assert_eq!((r.status, r.underlay_route), (ok(), ext(1)));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn applied_generation() {
+    let s = start().await;
+    let mut f = s.fleet.clone();
+    let status = f.get_node_status(fpb::GetNodeStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        (status.node_name.as_str(), status.version.as_str(), status.applied_generation),
+        ("node-a", env!("CARGO_PKG_VERSION"), 0)
+    );
+    let set = |generation, force| fpb::SetAppliedGenerationRequest { generation, force };
+    f.set_applied_generation(set(7, false)).await.unwrap();
+    f.set_applied_generation(set(7, false)).await.unwrap();
+    let e = f.set_applied_generation(set(6, false)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(s.control.applied_generation(), 7);
+    f.set_applied_generation(set(3, true)).await.unwrap();
+    let status = f.get_node_status(fpb::GetNodeStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.applied_generation, 3);
+    s.stop().await;
+}
+
+fn maglev_target(n: u16, weight: u32) -> Target {
+    Target { addr: std::net::Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0x8000, 0, n), weight }
+}
+
+/// A SetLoadBalancerTable request for `targets` with the digest the coordinator would send.
+fn table_req(id: &str, epoch: u64, targets: &[Target]) -> (fpb::SetLoadBalancerTableRequest, MaglevTable) {
+    let input = MaglevInput { targets: targets.to_vec(), table_size: 1009, seed: 42 };
+    let table = MaglevTable::build(&input).unwrap();
+    let req = fpb::SetLoadBalancerTableRequest {
+        loadbalancer_id: id.as_bytes().to_vec(),
+        epoch,
+        table_size: input.table_size,
+        seed: input.seed,
+        targets: targets
+            .iter()
+            .map(|t| fpb::MaglevTarget { underlay_address: t.addr.octets().to_vec(), weight: t.weight })
+            .collect(),
+        expected_digest: table.digest(),
+    };
+    (req, table)
+}
+
+#[tokio::test]
+async fn load_balancer_tables() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    let mut f = s.fleet.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    let lb = pb::CreateLoadBalancerRequest {
+        loadbalancer_id: b"lb".to_vec(),
+        loadbalanced_ip: addr4("45.86.6.3"),
+        vni: 100,
+        loadbalanced_ports: vec![pb::LbPort { port: 80, protocol: pb::Protocol::Tcp as i32 }],
+        preferred_underlay_route: Vec::new(),
+    };
+    assert_eq!(c.create_load_balancer(lb).await.unwrap().into_inner().status, ok());
+    let vip: std::net::IpAddr = "45.86.6.3".parse().unwrap();
+    let targets = [maglev_target(1, 1), maglev_target(2, 3), maglev_target(3, 1)];
+
+    // Unknown load balancer; bad input; digest mismatch: refused, nothing changes.
+    let before = s.control.snapshot();
+    let (req, table) = table_req("nope", 1, &targets);
+    assert_eq!(f.set_load_balancer_table(req).await.unwrap_err().code(), Code::NotFound);
+    let (mut bad, _) = table_req("lb", 1, &targets);
+    bad.targets[1].underlay_address.pop();
+    assert_eq!(f.set_load_balancer_table(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    let (mut bad, _) = table_req("lb", 1, &targets);
+    bad.table_size = 1000;
+    assert_eq!(f.set_load_balancer_table(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    let (mut bad, _) = table_req("lb", 1, &targets);
+    bad.expected_digest ^= 1;
+    let e = f.set_load_balancer_table(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    assert!(e.message().contains("digest mismatch"), "{}", e.message());
+    assert_eq!(s.control.digest_mismatches(), 1);
+    assert!(Arc::ptr_eq(&before, &s.control.snapshot()));
+
+    // Installed: the node's table is the coordinator's, whatever --lb-selection says.
+    let (req, _) = table_req("lb", 5, &targets);
+    let r = f.set_load_balancer_table(req.clone()).await.unwrap().into_inner();
+    assert_eq!(r.digest, table.digest());
+    let snap = s.control.snapshot();
+    let installed = &snap.lbs[&(100, vip)];
+    let m = installed.maglev.as_ref().expect("the coordinator's table");
+    assert_eq!((m.targets.as_slice(), m.entries.as_slice()), (table.targets(), table.entries()));
+    assert_eq!(installed.targets.len(), 3);
+    let status = f.get_node_status(fpb::GetNodeStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        status.load_balancers,
+        vec![fpb::LoadBalancerTableStatus {
+            loadbalancer_id: b"lb".to_vec(),
+            epoch: 5,
+            digest: table.digest(),
+            table_size: 1009,
+            targets: 3
+        }]
+    );
+    let listed = c
+        .list_load_balancer_targets(pb::ListLoadBalancerTargetsRequest { loadbalancer_id: b"lb".to_vec() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.target_ips.len(), 3);
+
+    // The same epoch and table again: a no-op. An older epoch, or the same epoch with
+    // another table: FAILED_PRECONDITION.
+    let g = s.control.snapshot().generation;
+    f.set_load_balancer_table(req).await.unwrap();
+    assert_eq!(s.control.snapshot().generation, g);
+    let (old, _) = table_req("lb", 4, &targets);
+    assert_eq!(f.set_load_balancer_table(old).await.unwrap_err().code(), Code::FailedPrecondition);
+    let (other, _) = table_req("lb", 5, &targets[..2]);
+    assert_eq!(f.set_load_balancer_table(other).await.unwrap_err().code(), Code::FailedPrecondition);
+    // A newer epoch replaces it.
+    let (newer, t2) = table_req("lb", 6, &targets[..2]);
+    assert_eq!(f.set_load_balancer_table(newer).await.unwrap().into_inner().digest, t2.digest());
+
+    // dpservice's target calls drop back to the node's own selection, epoch 0.
+    let t = pb::CreateLoadBalancerTargetRequest {
+        loadbalancer_id: b"lb".to_vec(),
+        target_ip: addr6("fc00:9::1"),
+    };
+    assert_eq!(c.create_load_balancer_target(t).await.unwrap().into_inner().status, ok());
+    let snap = s.control.snapshot();
+    assert!(snap.lbs[&(100, vip)].maglev.is_none(), "round robin again");
+    assert_eq!(snap.lbs[&(100, vip)].targets.len(), 3);
+    let status = f.get_node_status(fpb::GetNodeStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((status.load_balancers[0].epoch, status.load_balancers[0].digest), (0, 0));
+    // ... after which any epoch is accepted again.
+    let (again, _) = table_req("lb", 1, &targets);
+    f.set_load_balancer_table(again).await.unwrap();
     s.stop().await;
 }

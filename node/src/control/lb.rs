@@ -11,6 +11,14 @@
 //! With [`LbSelection::Maglev`] each load balancer's Maglev table is built here with the
 //! fleet's builder whenever its targets change, and handed to the dataplane with the
 //! fleet's flow hash.
+//!
+//! The coordinator may install its own table instead ([`Control::set_lb_table`], the
+//! `dpfleet.node.v1` SetLoadBalancerTable call): the load balancer's targets become
+//! exactly that table's targets (in canonical order), new flows select by that table
+//! whatever `--lb-selection` says, and the table's epoch is kept. A later
+//! CreateLoadBalancerTarget or DeleteLoadBalancerTarget on that load balancer drops the
+//! coordinator's table: the node's own selection applies again, over the targets as they
+//! then are, with epoch 0. Established flows keep their target in every case (no flush).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -19,7 +27,7 @@ use std::sync::Arc;
 use dpfleet_dataplane::config::{Snapshot, UnderlayTarget, Vni};
 use dpfleet_dataplane::tables::lb::{LbFlow, LoadBalancer, Maglev, MAX_LBS, MAX_TARGETS};
 use dpfleet_proto::flowhash::FlowKey;
-use dpfleet_proto::maglev::{MaglevInput, MaglevTable, Target};
+use dpfleet_proto::maglev::{MaglevError, MaglevInput, MaglevTable, Target};
 
 use super::{ApiError, Control, State, VniState};
 
@@ -65,6 +73,13 @@ pub struct LbInfo {
     pub underlay: Ipv6Addr,
 }
 
+/// A Maglev table installed by the coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FleetTable {
+    epoch: u64,
+    digest: u64,
+}
+
 #[derive(Clone, Debug)]
 struct Lb {
     info: LbInfo,
@@ -73,30 +88,136 @@ struct Lb {
     slot: u16,
     uid: u32,
     maglev: Option<Arc<Maglev>>,
+    /// The digest of `maglev` (0 without a table).
+    digest: u64,
+    /// Set while the coordinator's table is in force (then `maglev` is that table).
+    fleet: Option<FleetTable>,
 }
 
 impl Lb {
+    /// Rebuilds the node's own table after a target change; drops the coordinator's.
     fn rebuild(&mut self, sel: LbSelection) {
+        self.fleet = None;
         while self.targets.last() == Some(&None) {
             self.targets.pop();
         }
-        self.maglev = match sel {
-            LbSelection::RoundRobin => None,
-            LbSelection::Maglev => Some(Arc::new(build_maglev(self.targets.iter().flatten().copied()))),
+        (self.maglev, self.digest) = match sel {
+            LbSelection::RoundRobin => (None, 0),
+            LbSelection::Maglev => {
+                let (m, digest) = build_maglev(self.targets.iter().flatten().copied());
+                (Some(Arc::new(m)), digest)
+            }
         };
     }
 }
 
-/// The Maglev table of these targets (equal weights, default size, [`MAGLEV_SEED`]);
-/// empty without targets.
-pub fn build_maglev(targets: impl Iterator<Item = Ipv6Addr>) -> Maglev {
+/// A table for the dataplane from a built one.
+fn dataplane_table(t: &MaglevTable) -> Maglev {
+    Maglev { targets: t.targets().to_vec(), entries: t.entries().to_vec(), hash: flow_hash }
+}
+
+/// The Maglev table of these targets (equal weights, default size, [`MAGLEV_SEED`]) and
+/// its digest; empty (digest 0) without targets.
+pub fn build_maglev(targets: impl Iterator<Item = Ipv6Addr>) -> (Maglev, u64) {
     let targets: Vec<Target> = targets.map(Target::new).collect();
     let built = MaglevInput::with_default_size(targets, MAGLEV_SEED).and_then(|i| MaglevTable::build(&i));
     match built {
-        Ok(t) => Maglev { targets: t.targets().to_vec(), entries: t.entries().to_vec(), hash: flow_hash },
+        Ok(t) => (dataplane_table(&t), t.digest()),
         // No targets (or more than the builder takes, which MAX_TARGETS rules out).
-        Err(_) => Maglev { targets: Vec::new(), entries: Vec::new(), hash: flow_hash },
+        Err(_) => (Maglev { targets: Vec::new(), entries: Vec::new(), hash: flow_hash }, 0),
     }
+}
+
+/// A Maglev table from the coordinator, built and checked off the control lock by
+/// [`FleetTableRequest::build`], ready for [`Control::set_lb_table`].
+#[derive(Clone, Debug)]
+pub struct BuiltFleetTable {
+    /// The epoch the coordinator gave it.
+    pub epoch: u64,
+    /// The table (its digest equals the coordinator's).
+    pub table: MaglevTable,
+}
+
+/// What SetLoadBalancerTable asks for, in domain types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetTableRequest {
+    /// Epoch of the table (higher replaces lower).
+    pub epoch: u64,
+    /// Targets, table size and seed.
+    pub input: MaglevInput,
+    /// The digest the coordinator computed.
+    pub expected_digest: u64,
+}
+
+/// Why SetLoadBalancerTable was refused. Nothing changes in any case.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FleetTableError {
+    /// No load balancer with this id.
+    #[error("no load balancer {0:?}")]
+    NoLb(String),
+    /// The input is not a valid Maglev input.
+    #[error("invalid Maglev input: {0}")]
+    Invalid(#[from] MaglevError),
+    /// More targets than a load balancer holds.
+    #[error("{0} targets is more than the {MAX_TARGETS} a load balancer holds")]
+    TooManyTargets(usize),
+    /// The epoch is older than the installed one.
+    #[error("epoch {requested} is older than the installed epoch {installed}")]
+    StaleEpoch {
+        /// Asked for.
+        requested: u64,
+        /// In force.
+        installed: u64,
+    },
+    /// The installed table has this epoch but another digest.
+    #[error("epoch {epoch} is installed with digest {installed:#018x}, not {requested:#018x}")]
+    EpochConflict {
+        /// The epoch.
+        epoch: u64,
+        /// Digest in force.
+        installed: u64,
+        /// Digest asked for.
+        requested: u64,
+    },
+    /// The node built another table than the coordinator: an alarm.
+    #[error("Maglev digest mismatch: built {built:#018x}, coordinator expects {expected:#018x}")]
+    DigestMismatch {
+        /// What the coordinator sent.
+        expected: u64,
+        /// What this node built.
+        built: u64,
+    },
+}
+
+impl FleetTableRequest {
+    /// Validates and builds the table and compares digests: the costly, lock-free part.
+    pub fn build(&self) -> Result<BuiltFleetTable, FleetTableError> {
+        let input = self.input.canonical()?;
+        if input.targets.len() > MAX_TARGETS {
+            return Err(FleetTableError::TooManyTargets(input.targets.len()));
+        }
+        let table = MaglevTable::build(&input)?;
+        if table.digest() != self.expected_digest {
+            let (expected, built) = (self.expected_digest, table.digest());
+            return Err(FleetTableError::DigestMismatch { expected, built });
+        }
+        Ok(BuiltFleetTable { epoch: self.epoch, table })
+    }
+}
+
+/// A load balancer's table, as GetNodeStatus reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LbTableStatus {
+    /// The load balancer's id.
+    pub id: String,
+    /// The coordinator's epoch, 0 under the node's own selection.
+    pub epoch: u64,
+    /// The digest of the Maglev table in use, 0 without one (round robin).
+    pub digest: u64,
+    /// Slots of that table, 0 without one.
+    pub table_size: u32,
+    /// Targets of the load balancer.
+    pub targets: u32,
 }
 
 /// The load balancers of a node.
@@ -110,6 +231,23 @@ pub(super) struct Lbs {
 impl Lbs {
     pub(super) fn underlays(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
         self.by_id.values().map(|l| l.info.underlay)
+    }
+
+    /// Where the load balancers' targets are selected, for GetNodeStatus.
+    pub(super) fn table_status(&self) -> Vec<LbTableStatus> {
+        self.by_id
+            .iter()
+            .map(|(id, l)| LbTableStatus {
+                id: id.clone(),
+                epoch: l.fleet.map_or(0, |f| f.epoch),
+                digest: l.digest,
+                table_size: l
+                    .maglev
+                    .as_ref()
+                    .map_or(0, |m| u32::try_from(m.entries.len()).unwrap_or(u32::MAX)),
+                targets: u32::try_from(l.targets.iter().flatten().count()).unwrap_or(u32::MAX),
+            })
+            .collect()
     }
 
     pub(super) fn compile(&self, s: &mut Snapshot) {
@@ -144,7 +282,8 @@ impl Control {
         // Infallible: the closure never fails.
         let _ = self.apply(|st| {
             st.lbs.selection = sel;
-            for l in st.lbs.by_id.values_mut() {
+            // The coordinator's tables stay in force.
+            for l in st.lbs.by_id.values_mut().filter(|l| l.fleet.is_none()) {
                 l.rebuild(sel);
             }
             Ok(())
@@ -188,6 +327,8 @@ impl Control {
                 slot,
                 uid: st.lbs.next_uid,
                 maglev: None,
+                digest: 0,
+                fleet: None,
             };
             lb.rebuild(st.lbs.selection);
             st.lbs.by_id.insert(id.to_owned(), lb);
@@ -248,6 +389,38 @@ impl Control {
             lb.rebuild(sel);
             Ok(())
         })
+    }
+
+    /// Installs the coordinator's Maglev table (built by [`FleetTableRequest::build`]) for
+    /// load balancer `id` and returns its digest. An older epoch than the installed one
+    /// is refused; the installed epoch again with the same digest changes nothing.
+    pub fn set_lb_table(&self, id: &str, t: BuiltFleetTable) -> Result<u64, FleetTableError> {
+        let digest = t.table.digest();
+        let mut st = self.lock();
+        let lb = st.lbs.by_id.get_mut(id).ok_or_else(|| FleetTableError::NoLb(id.to_owned()))?;
+        if let Some(f) = lb.fleet {
+            if t.epoch < f.epoch {
+                return Err(FleetTableError::StaleEpoch { requested: t.epoch, installed: f.epoch });
+            }
+            if t.epoch == f.epoch {
+                if f.digest == digest {
+                    return Ok(digest);
+                }
+                let (epoch, installed) = (f.epoch, f.digest);
+                return Err(FleetTableError::EpochConflict { epoch, installed, requested: digest });
+            }
+        }
+        lb.targets = t.table.targets().iter().copied().map(Some).collect();
+        lb.maglev = Some(Arc::new(dataplane_table(&t.table)));
+        lb.digest = digest;
+        lb.fleet = Some(FleetTable { epoch: t.epoch, digest });
+        st.publish(&self.published);
+        Ok(digest)
+    }
+
+    /// The table of every load balancer, by id.
+    pub fn lb_tables(&self) -> Vec<LbTableStatus> {
+        self.lock().lbs.table_status()
     }
 
     /// ListLoadBalancerTargets: in slot order.
