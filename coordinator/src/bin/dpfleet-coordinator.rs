@@ -78,6 +78,13 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => return Err(e).context("initializing the cluster"),
         }
     }
+    // The reconciler drives the nodes while this member leads.
+    let reconciler = dpfleet_coordinator::reconcile::Reconciler::start(
+        args.id,
+        member.raft().clone(),
+        member.state().clone(),
+        dpfleet_coordinator::reconcile::ReconcilerConfig::default(),
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     member
@@ -88,5 +95,6 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .await?;
+    reconciler.stop().await;
     Ok(())
 }
