@@ -11,6 +11,7 @@ pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod raft_types;
+pub mod reconcile;
 pub mod state;
 pub mod store;
 

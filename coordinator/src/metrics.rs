@@ -53,6 +53,11 @@ impl ReconcileMetrics {
         self.errors.with_label_values(&[node]).inc();
     }
 
+    /// Counts `n` failed reconciliation steps of `node`.
+    pub fn add_errors(&self, node: &str, n: u64) {
+        self.errors.with_label_values(&[node]).inc_by(n);
+    }
+
     /// Drops `node`'s series (the node was removed from the fleet).
     pub fn forget(&self, node: &str) {
         let _ = self.lag.remove_label_values(&[node]);
@@ -412,4 +417,39 @@ mod tests {
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
     }
+}
+
+/// Keeps the reconcile metrics equal to what the reconciler reports: lag per node, and
+/// its error counts as counter increments (a new leader's counts start again at 0).
+pub fn spawn_reconcile_observer(
+    metrics: Arc<CoordinatorMetrics>,
+    mut status: tokio::sync::watch::Receiver<crate::reconcile::ReconcileStatus>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        loop {
+            {
+                let now = status.borrow_and_update();
+                let r = metrics.reconcile();
+                for (node, st) in now.iter() {
+                    r.set_lag(node, st.lag_generations);
+                    let before = seen.get(node).copied().unwrap_or(0);
+                    if st.errors_total > before {
+                        r.add_errors(node, st.errors_total - before);
+                    }
+                    seen.insert(node.clone(), st.errors_total);
+                }
+                seen.retain(|node, _| {
+                    let keep = now.contains_key(node);
+                    if !keep {
+                        r.set_lag(node, 0);
+                    }
+                    keep
+                });
+            }
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }

@@ -127,7 +127,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // The reconciler drives the nodes while this member leads.
+    let reconciler = dpfleet_coordinator::reconcile::Reconciler::start(
+        args.id,
+        member.raft().clone(),
+        member.state().clone(),
+        dpfleet_coordinator::reconcile::ReconcilerConfig::default(),
+    );
     let metrics = Arc::new(CoordinatorMetrics::new());
+    let _reconcile_observer = metrics::spawn_reconcile_observer(metrics.clone(), reconciler.status());
     let _raft_observer = metrics::spawn_raft_observer(metrics.clone(), member.raft());
     let mut gossip = None;
     let mut membership = None;
@@ -195,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(g) = gossip {
         g.shutdown().await;
     }
+    reconciler.stop().await;
     let _ = stop_metrics.send(());
     Ok(())
 }
