@@ -313,9 +313,32 @@ impl Inner {
     }
 
     /// Proposes `cmd` and waits until it is committed and applied here.
+    ///
+    /// A follower's Raft refuses the write before appending it, so forwarding it is
+    /// safe. A leader that loses its leadership while the write is in flight also answers
+    /// `ForwardToLeader`, but the entry may still be committed by the next leader: the
+    /// write is forwarded then only if it carries a request id (the state machine applies
+    /// it once); without one the client is told the outcome is unknown.
     async fn write(&self, cmd: Command) -> Answer<StateResponse> {
+        let has_id = cmd.request_id.is_some();
+        let was_leader = self.raft.metrics().borrow().current_leader == Some(self.id);
         match self.raft.client_write(cmd).await {
             Ok(reply) => Ok(reply.data?),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) if was_leader && !has_id => {
+                let next = self
+                    .leader(f)
+                    .map_or_else(|| "unknown".to_owned(), |(id, a)| format!("member {id} at {a}"));
+                Err(status(
+                    Code::Unavailable,
+                    "leader_changed",
+                    format!(
+                        "coordinator member {} lost its leadership while the write was in flight; it may or may \
+                         not be applied (the new leader is {next}); send writes with a request_id to retry them safely",
+                        self.id
+                    ),
+                )
+                .into())
+            }
             Err(e) => Err(self.write_error(e)),
         }
     }

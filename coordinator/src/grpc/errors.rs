@@ -9,9 +9,10 @@
 //! | `RequestIdReused` | ALREADY_EXISTS | `request_id_reused` |
 //! | `InUse`, `AddressInUse`, `OverlappingRange`, `VniMismatch`, `NodeNotAccepting` | FAILED_PRECONDITION | `in_use`, `address_in_use`, `overlapping_range`, `vni_mismatch`, `node_not_accepting` |
 //! | `PoolExhausted`, `NoCapacity` | RESOURCE_EXHAUSTED | `pool_exhausted`, `no_capacity` |
-//! | no leader, leader unreachable, second forwarding hop, no quorum, member stopping | UNAVAILABLE | `no_leader`, `not_leader`, `no_quorum`, `stopping` |
+//! | no leader, leader unreachable, second forwarding hop, leadership lost during a write without request id, no quorum, member stopping | UNAVAILABLE | `no_leader`, `leader_unreachable`, `not_leader`, `leader_changed`, `no_quorum`, `stopping` |
 //! | a membership change in progress | ABORTED | `membership_change_in_progress` |
-//! | the last voter removed | FAILED_PRECONDITION | `empty_membership` |
+//! | the last voter removed; a member id taken by another address | FAILED_PRECONDITION | `empty_membership`, `member_exists` |
+//! | a new member not caught up within the deadline (it stays a learner) | UNAVAILABLE | `member_lagging` |
 //!
 //! `RequestIdReused` is ALREADY_EXISTS because the request id (not the object) already
 //! exists, bound to another request; the trailer tells it apart from an object that exists.
