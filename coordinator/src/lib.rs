@@ -5,6 +5,7 @@
 
 pub mod fleet;
 pub mod gossip;
+pub mod client;
 pub mod grpc;
 pub mod member;
 pub mod membership;

@@ -1,6 +1,6 @@
 //! One coordinator member: its durable store, its Raft instance and the gRPC server that
-//! other members reach it on. No clock or policy of its own: timing comes from the
-//! openraft [`Config`].
+//! other members reach it on, which also serves the cluster API. No clock or policy of
+//! its own: timing comes from the openraft [`Config`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::grpc::RaftService;
+use crate::grpc::{ClusterApi, RaftService};
 use crate::network::NetworkFactory;
 use crate::raft_types::{MemberId, Raft};
 use crate::store::{self, StateMachineStore, StoreError};
@@ -81,13 +81,15 @@ impl Member {
         let (stop_server, stopped) = oneshot::channel::<()>();
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let service = RaftService::new(raft.clone()).into_server();
+        // The cluster API shares the port: a member's Raft address is its API endpoint.
+        let cluster_api = ClusterApi::new(id, raft.clone(), state.clone()).into_server();
         let server = tokio::spawn(
-            tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-                incoming,
-                async {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .add_service(cluster_api)
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
-                },
-            ),
+                }),
         );
         tracing::info!(id, %addr, dir = %data_dir.display(), "coordinator member started");
         Ok(Member { id, addr, raft, state, server, stop_server })

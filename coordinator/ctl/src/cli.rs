@@ -1,4 +1,6 @@
-//! The command line: `dpfleetctl [GLOBAL OPTIONS] node <noun> <verb> [ARGS]`.
+//! The command line: `dpfleetctl [GLOBAL OPTIONS] node <noun> <verb> [ARGS]` for one
+//! node's API, `dpfleetctl [GLOBAL OPTIONS] cluster <noun> <verb> [ARGS]` for the
+//! coordinator's (see [`crate::cluster_cli`]).
 //!
 //! Parsing only checks the form of each argument (an address is an address, a port
 //! range is ordered); whether the node accepts the request is the node's business.
@@ -10,12 +12,16 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cluster_cli::ClusterArgs;
+
 /// The exit codes, shown at the end of `--help`.
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  usage or client error, or the node cannot be reached (or did not answer in time)
-  2  the node refused the request (nonzero status code in the answer, or a gRPC error)";
+  1  usage or client error; the node, or every coordinator member, cannot be reached or did
+     not answer in time
+  2  the node or the coordinator refused the request (nonzero status code in the answer, or
+     a gRPC error)";
 
 /// `dpfleetctl`: operate a dpfleet fleet.
 #[derive(Debug, Parser)]
@@ -30,6 +36,17 @@ pub struct Cli {
         default_value = "http://[::1]:1337"
     )]
     pub node: String,
+    /// Cluster API endpoints: coordinator members, comma-separated, tried in order
+    /// (`http://HOST:PORT`; `HOST:PORT` means http).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "DPFLEET_COORDINATOR",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7001"
+    )]
+    pub coordinator: Vec<String>,
     /// Output format.
     #[arg(
         long,
@@ -70,6 +87,9 @@ pub enum Command {
     /// Talk to one node's API (`dpdkironcore.v1.DPDKironcore`, dpservice-compatible).
     #[command(subcommand, after_help = EXIT_CODES)]
     Node(NodeCmd),
+    /// Talk to the coordinator's cluster API (`dpfleet.cluster.v1`): the whole fleet.
+    #[command(after_help = EXIT_CODES)]
+    Cluster(ClusterArgs),
 }
 
 /// Commands of the node API; each maps to one RPC.

@@ -1,12 +1,15 @@
 //! `dpfleetctl`: the operator's command line for dpfleet.
 //!
-//! `dpfleetctl node ...` talks to one node's gRPC API (dpservice-compatible); a
-//! `cluster` group for the coordinator's API will sit beside it. Results go to stdout
+//! `dpfleetctl node ...` talks to one node's gRPC API (dpservice-compatible);
+//! `dpfleetctl cluster ...` to the coordinator's cluster API (`dpfleet.cluster.v1`). Results go to stdout
 //! (table or JSON), errors to stderr as `error: ...`; the exit code says who failed
 //! (see [`cli::EXIT_CODES`]).
 #![forbid(unsafe_code)]
 
 mod cli;
+mod cluster;
+mod cluster_cli;
+mod cluster_output;
 mod error;
 mod node;
 mod output;
@@ -18,6 +21,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
+use crate::cluster::ClusterCall;
 use crate::error::CtlError;
 use crate::request::NodeCall;
 
@@ -44,12 +48,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<String, CtlError> {
-    let Command::Node(cmd) = &cli.command;
-    let call = NodeCall::try_from(cmd)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CtlError::Usage(format!("cannot start the async runtime: {e}")))?;
-    let output = runtime.block_on(node::run(&cli.node, cli.timeout, call))?;
+    let output = match &cli.command {
+        Command::Node(cmd) => {
+            let call = NodeCall::try_from(cmd)?;
+            runtime.block_on(node::run(&cli.node, cli.timeout, call))?
+        }
+        Command::Cluster(args) => {
+            let call = ClusterCall::from_args(args, &cluster::fresh_request_id)?;
+            runtime.block_on(cluster::run(&cli.coordinator, cli.timeout, call))?
+        }
+    };
     Ok(output.render(cli.output))
 }

@@ -435,7 +435,8 @@ pub fn route_view(vni: u32, r: &pb::Route) -> RouteView {
 }
 
 fn created_prefix(iface: &[u8], p: Option<&pb::Prefix>, underlay: &[u8]) -> Change<PrefixView> {
-    let object = PrefixView { interface_id: text(iface), prefix: prefix_text(p), underlay_route: text(underlay) };
+    let object =
+        PrefixView { interface_id: text(iface), prefix: prefix_text(p), underlay_route: text(underlay) };
     Change { result: "created", object }
 }
 

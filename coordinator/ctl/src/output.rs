@@ -20,8 +20,8 @@ pub trait Record: Serialize {
 /// A command's result, ready to print in either format.
 #[derive(Debug, PartialEq)]
 pub struct Output {
-    headers: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
+    /// Tables printed one after the other, separated by an empty line.
+    sections: Vec<(Vec<&'static str>, Vec<Vec<String>>)>,
     /// Rendered at once, so that fields keep their declared order.
     json: String,
 }
@@ -29,18 +29,40 @@ pub struct Output {
 impl Output {
     /// One record.
     pub fn one<T: Record>(r: &T) -> Output {
-        Output { headers: T::headers(), rows: vec![r.cells()], json: to_json(r) }
+        Output { sections: vec![(T::headers(), vec![r.cells()])], json: to_json(r) }
     }
 
     /// A list of records.
     pub fn many<T: Record>(rs: &[T]) -> Output {
-        Output { headers: T::headers(), rows: rs.iter().map(Record::cells).collect(), json: to_json(&rs) }
+        Output { sections: vec![(T::headers(), rs.iter().map(Record::cells).collect())], json: to_json(&rs) }
+    }
+
+    /// One record shown as `FIELD  VALUE` lines (for records with many fields); JSON as
+    /// for [`Output::one`].
+    pub fn fields<T: Record>(r: &T) -> Output {
+        let rows = T::headers().into_iter().zip(r.cells()).map(|(h, c)| vec![h.to_string(), c]).collect();
+        Output { sections: vec![(vec!["field", "value"], rows)], json: to_json(r) }
+    }
+
+    /// This output with the tables of `more` after its own (the JSON stays this one's).
+    pub fn and_table(mut self, more: Output) -> Output {
+        self.sections.extend(more.sections);
+        self
+    }
+
+    /// This output's tables with `json` as its JSON form.
+    pub fn with_json<J: Serialize + ?Sized>(mut self, json: &J) -> Output {
+        self.json = to_json(json);
+        self
     }
 
     /// The text to print, ending in a newline.
     pub fn render(&self, format: OutputFormat) -> String {
         match format {
-            OutputFormat::Table => table(&self.headers, &self.rows),
+            OutputFormat::Table => {
+                let tables: Vec<String> = self.sections.iter().map(|(h, rows)| table(h, rows)).collect();
+                tables.join("\n")
+            }
             OutputFormat::Json => format!("{}\n", self.json),
         }
     }

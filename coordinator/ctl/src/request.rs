@@ -455,7 +455,7 @@ mod tests {
     fn call(args: &[&str]) -> Result<NodeCall, CtlError> {
         let argv = ["dpfleetctl", "node"].iter().chain(args);
         let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        let Command::Node(cmd) = &cli.command;
+        let Command::Node(cmd) = &cli.command else { panic!("{args:?}: not a node command") };
         NodeCall::try_from(cmd)
     }
 

@@ -357,7 +357,7 @@ fn help_documents_exit_codes() {
     let r = ctl("unused", &["--help"]);
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("Exit codes:"), "{}", r.stdout);
-    assert!(r.stdout.contains("2  the node refused the request"), "{}", r.stdout);
+    assert!(r.stdout.contains("2  the node or the coordinator refused the request"), "{}", r.stdout);
     let r = ctl("unused", &["node", "--help"]);
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("Exit codes:"), "{}", r.stdout);
