@@ -179,7 +179,8 @@ pub fn parse_virtsvc(
     proto: u8,
     value: &str,
 ) -> Result<dpfleet_dataplane::stages::virtsvc::VirtualService, CliError> {
-    let bad = || CliError::Invalid(format!("invalid virtual service '{value}' (expected IPv4,port,IPv6,port)"));
+    let bad =
+        || CliError::Invalid(format!("invalid virtual service '{value}' (expected IPv4,port,IPv6,port)"));
     let parts: Vec<&str> = value.split(',').collect();
     let [v4, vport, v6, sport] = parts.as_slice() else { return Err(bad()) };
     let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&p| p != 0);
@@ -204,7 +205,8 @@ pub fn virtual_services(
     for v in &opts.tcp_virtsvc {
         list.push(parse_virtsvc(6, v)?);
     }
-    dpfleet_dataplane::stages::virtsvc::VirtualServices::new(list).map_err(|e| CliError::Invalid(e.to_string()))
+    dpfleet_dataplane::stages::virtsvc::VirtualServices::new(list)
+        .map_err(|e| CliError::Invalid(e.to_string()))
 }
 
 /// Why the options could not be read.
@@ -407,9 +409,9 @@ pub fn gossip_settings(
     }
     let api = match &o.api_advertise {
         Some(a) => {
-            let ok = a.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-            });
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
             if !ok {
                 return Err(CliError::Invalid(format!("invalid --api-advertise '{a}' (expected HOST:PORT)")));
             }
@@ -436,18 +438,29 @@ mod tests {
             Ok(Command::Print(_)) => panic!("unexpected print"),
             Err(e) => Err(e.to_string()),
         };
-        let list = run("--udp-virtsvc 1.2.3.4,5353,2a00:da8:fff6::1,53 --tcp-virtsvc 5.6.7.8,4443,2a00:da8:fff6::2,443")
-            .unwrap()
-            .unwrap();
+        let list = run(
+            "--udp-virtsvc 1.2.3.4,5353,2a00:da8:fff6::1,53 --tcp-virtsvc 5.6.7.8,4443,2a00:da8:fff6::2,443",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!((list[0].proto, list[0].virtual_port, list[0].service_port), (17, 5353, 53));
         assert_eq!(list[1].service_ip, "2a00:da8:fff6::2".parse::<Ipv6Addr>().unwrap());
         assert!(run("--udp-virtsvc 1.2.3.4,0,::1,53").is_err(), "port 0");
         assert!(run("--udp-virtsvc 1.2.3.4,70000,::1,53").is_err(), "port range");
         assert!(run("--udp-virtsvc 1.2.3.4,53,::1").is_err(), "three fields");
-        assert!(run("--udp-virtsvc 1.2.3.4,53,::1,53 --udp-virtsvc 1.2.3.4,53,::2,53").is_err(), "dup virtual");
-        assert!(run("--udp-virtsvc 1.2.3.4,53,::1,53 --udp-virtsvc 1.2.3.5,53,::1,53").is_err(), "dup service");
-        assert!(run("--udp-virtsvc 1.2.3.4,53,::1,53 --tcp-virtsvc 1.2.3.4,53,::1,53").is_ok(), "per protocol");
+        assert!(
+            run("--udp-virtsvc 1.2.3.4,53,::1,53 --udp-virtsvc 1.2.3.4,53,::2,53").is_err(),
+            "dup virtual"
+        );
+        assert!(
+            run("--udp-virtsvc 1.2.3.4,53,::1,53 --udp-virtsvc 1.2.3.5,53,::1,53").is_err(),
+            "dup service"
+        );
+        assert!(
+            run("--udp-virtsvc 1.2.3.4,53,::1,53 --tcp-virtsvc 1.2.3.4,53,::1,53").is_ok(),
+            "per protocol"
+        );
     }
 
     #[test]
@@ -546,7 +559,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dpfleet-cli-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("dp_service.conf");
-        std::fs::write(&conf, "pf0 eth0\nipv6 fc00::9\nvf-pattern eth0vf\ndhcp-dns 1.1.1.1\nno-stats\n").unwrap();
+        std::fs::write(&conf, "pf0 eth0\nipv6 fc00::9\nvf-pattern eth0vf\ndhcp-dns 1.1.1.1\nno-stats\n")
+            .unwrap();
         let Command::Run(o) =
             parse(&strings("--pf0=eth1 --dhcp-dns=9.9.9.9"), Some(conf.to_str().unwrap())).unwrap()
         else {

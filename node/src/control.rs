@@ -38,13 +38,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use dpfleet_dataplane::config::{
-    DnatTarget, Flush, Interface, NodeConfig, PortId, PortInfo, PortRole, PxeConfig, RouteTarget,
-    Snapshot, UnderlayTarget, Vni, VniTables,
+    DnatTarget, Flush, Interface, NodeConfig, PortId, PortInfo, PortRole, PxeConfig, RouteTarget, Snapshot,
+    UnderlayTarget, Vni, VniTables,
 };
-use dpfleet_dataplane::tables::nat::{validate_disjoint, LocalNat, NeighborNat, NeighborNats, PortRange};
 use dpfleet_dataplane::tables::firewall::{
     Action, Cidr, Direction, Filter, PortRange as FwPortRange, Rule, RuleSet,
 };
+use dpfleet_dataplane::tables::nat::{validate_disjoint, LocalNat, NeighborNat, NeighborNats, PortRange};
 use dpfleet_proto::types::Prefix;
 
 pub mod lb;
@@ -80,6 +80,10 @@ pub enum ApiError {
     /// 209: the load balancer already has the maximum number of targets.
     #[error("limit reached")]
     LimitReached,
+    /// 211: the feature is not active (packet capture: it samples offloaded traffic, and
+    /// this node offloads none).
+    #[error("not active")]
+    NotActive,
     /// 301: the VNI already has a route for this prefix.
     #[error("route already exists")]
     RouteExists,
@@ -128,6 +132,7 @@ impl ApiError {
             ApiError::NoVni => 206,
             ApiError::OutOfMemory => 208,
             ApiError::LimitReached => 209,
+            ApiError::NotActive => 211,
             ApiError::NoLb => 422,
             ApiError::RouteExists => 301,
             ApiError::RouteNotFound => 302,
@@ -153,6 +158,7 @@ impl ApiError {
             ApiError::NoVni => "NO_VNI",
             ApiError::OutOfMemory => "OUT_OF_MEMORY",
             ApiError::LimitReached => "LIMIT_REACHED",
+            ApiError::NotActive => "NOT_ACTIVE",
             ApiError::NoLb => "NO_LB",
             ApiError::RouteExists => "ROUTE_EXISTS",
             ApiError::RouteNotFound => "ROUTE_NOT_FOUND",
@@ -323,10 +329,7 @@ impl PortFilter {
     }
 
     fn compile(&self) -> (FwPortRange, FwPortRange) {
-        (
-            PortFilter::range(self.src_lower, self.src_upper),
-            PortFilter::range(self.dst_lower, self.dst_upper),
-        )
+        (PortFilter::range(self.src_lower, self.src_upper), PortFilter::range(self.dst_lower, self.dst_upper))
     }
 }
 
@@ -677,11 +680,8 @@ impl Control {
     /// CreateInterface: attaches a VM interface to the VF port named `device_name`.
     pub fn create_interface(&self, spec: InterfaceSpec) -> Result<CreatedInterface, ApiError> {
         self.apply(|st| {
-            let port = st
-                .ports
-                .iter()
-                .find(|p| p.device_name == spec.device_name)
-                .ok_or(ApiError::NotFound)?;
+            let port =
+                st.ports.iter().find(|p| p.device_name == spec.device_name).ok_or(ApiError::NotFound)?;
             // PFs are always in use; a VF carries at most one interface.
             if port.role != PortRole::Vf || st.ifaces.contains_key(&port.id) {
                 return Err(ApiError::AlreadyExists);
@@ -829,11 +829,7 @@ impl Control {
                 return Err(ApiError::RouteExists);
             }
             let underlay = st.take_underlay(preferred)?;
-            st.vnis
-                .entry(vni)
-                .or_default()
-                .routes
-                .insert(route_key(&prefix), RouteTarget::Local { port });
+            st.vnis.entry(vni).or_default().routes.insert(route_key(&prefix), RouteTarget::Local { port });
             let iface = st.ifaces.get_mut(&port).ok_or(ApiError::NoVm)?;
             iface.prefixes.push(AliasPrefix { prefix, underlay });
             Ok(underlay)
@@ -921,11 +917,7 @@ impl Control {
     }
 
     /// GetFirewallRule.
-    pub fn get_firewall_rule(
-        &self,
-        id: &str,
-        rule_id: &[u8],
-    ) -> Result<FirewallRuleSpec, ApiError> {
+    pub fn get_firewall_rule(&self, id: &str, rule_id: &[u8]) -> Result<FirewallRuleSpec, ApiError> {
         let st = self.lock();
         let (_, iface) = st.iface_of(id).ok_or(ApiError::NoVm)?;
         let idx = iface.rule_index(rule_id).ok_or(ApiError::NotFound)?;
@@ -1197,12 +1189,8 @@ impl State {
 
     fn info(&self, port: PortId) -> Option<InterfaceInfo> {
         let i = self.ifaces.get(&port)?;
-        let device_name = self
-            .ports
-            .iter()
-            .find(|p| p.id == port)
-            .map(|p| p.device_name.clone())
-            .unwrap_or_default();
+        let device_name =
+            self.ports.iter().find(|p| p.id == port).map(|p| p.device_name.clone()).unwrap_or_default();
         Some(InterfaceInfo {
             id: i.id.as_str().to_owned(),
             vni: i.vni,
@@ -1499,14 +1487,8 @@ pub(crate) mod tests {
         assert_eq!(c.list_routes(100).unwrap(), vec![]);
         let s = c.snapshot();
         let t = &s.vnis[&100];
-        assert_eq!(
-            t.routes4.lookup("172.23.3.9".parse().unwrap()),
-            Some(&RouteTarget::Local { port: 2 })
-        );
-        assert_eq!(
-            t.routes4.lookup("10.100.1.1".parse().unwrap()),
-            Some(&RouteTarget::Local { port: 2 })
-        );
+        assert_eq!(t.routes4.lookup("172.23.3.9".parse().unwrap()), Some(&RouteTarget::Local { port: 2 }));
+        assert_eq!(t.routes4.lookup("10.100.1.1".parse().unwrap()), Some(&RouteTarget::Local { port: 2 }));
         assert_eq!(t.routes4.lookup("10.100.2.1".parse().unwrap()), None);
     }
 
@@ -1517,10 +1499,7 @@ pub(crate) mod tests {
         let created = c.create_interface(vm1()).unwrap();
         assert_eq!(
             created,
-            CreatedInterface {
-                underlay: "fc00:1::1:0:1".parse().unwrap(),
-                vf_name: "dtapvf_0".into()
-            }
+            CreatedInterface { underlay: "fc00:1::1:0:1".parse().unwrap(), vf_name: "dtapvf_0".into() }
         );
         let s = c.snapshot();
         assert_eq!(s.generation, g0 + 1);
@@ -1619,10 +1598,7 @@ pub(crate) mod tests {
         let t = &s.vnis[&100];
         assert_eq!(t.routes4.get_exact("10.100.1.1".parse().unwrap(), 32), None);
         assert_eq!(t.routes4.get_exact("172.23.3.0".parse().unwrap(), 24), None);
-        assert_eq!(
-            t.routes4.lookup("10.100.1.2".parse().unwrap()),
-            Some(&RouteTarget::Local { port: 3 })
-        );
+        assert_eq!(t.routes4.lookup("10.100.1.2".parse().unwrap()), Some(&RouteTarget::Local { port: 3 }));
         assert_eq!(c.list_routes(100).unwrap().len(), 1);
         // The port is free again.
         c.create_interface(spec("vm4", "net_tap2", 100, "10.100.1.4", "::")).unwrap();
@@ -1641,10 +1617,7 @@ pub(crate) mod tests {
         assert_eq!(c.create_route(100, pfx("10.100.2.0/24"), 0, nh), Err(ApiError::NoVni));
         c.create_interface(vm1()).unwrap();
         let before = c.snapshot();
-        assert_eq!(
-            c.create_route(100, pfx("10.100.2.0/24"), 0, ip("10.0.0.1")),
-            Err(ApiError::BadIpver)
-        );
+        assert_eq!(c.create_route(100, pfx("10.100.2.0/24"), 0, ip("10.0.0.1")), Err(ApiError::BadIpver));
         assert_eq!(c.create_route(100, pfx("10.100.1.1/32"), 0, nh), Err(ApiError::RouteExists));
         assert_eq!(c.delete_route(100, pfx("10.100.1.1/32")), Err(ApiError::RouteBadPort));
         assert_eq!(c.delete_route(100, pfx("10.100.9.0/24")), Err(ApiError::RouteNotFound));
@@ -1705,10 +1678,7 @@ pub(crate) mod tests {
 
         let s = c.snapshot();
         let t = &s.vnis[&100];
-        assert_eq!(
-            t.routes4.lookup("172.23.3.200".parse().unwrap()),
-            Some(&RouteTarget::Local { port: 3 })
-        );
+        assert_eq!(t.routes4.lookup("172.23.3.200".parse().unwrap()), Some(&RouteTarget::Local { port: 3 }));
         assert_eq!(
             t.routes6.lookup("2a10:defe:dede:f4::9".parse().unwrap()),
             Some(&RouteTarget::Local { port: 3 })
@@ -1776,14 +1746,8 @@ pub(crate) mod tests {
         let s = c.snapshot();
         let t = &s.vnis[&300];
         assert_eq!(t.routes6.iter().count(), 0);
-        assert_eq!(
-            t.routes4.lookup("10.30.1.4".parse().unwrap()),
-            Some(&RouteTarget::Local { port: 5 })
-        );
-        assert_eq!(
-            t.routes4.lookup("172.23.3.1".parse().unwrap()),
-            Some(&RouteTarget::Local { port: 5 })
-        );
+        assert_eq!(t.routes4.lookup("10.30.1.4".parse().unwrap()), Some(&RouteTarget::Local { port: 5 }));
+        assert_eq!(t.routes4.lookup("172.23.3.1".parse().unwrap()), Some(&RouteTarget::Local { port: 5 }));
         assert_eq!(t.routes4.iter().count(), 2);
     }
 
@@ -1807,10 +1771,7 @@ pub(crate) mod tests {
     #[test]
     fn firewall_rules() {
         let c = control();
-        assert_eq!(
-            c.create_firewall_rule("vm1", accept_tcp("fw0", "1.2.3.4/16")),
-            Err(ApiError::NoVm)
-        );
+        assert_eq!(c.create_firewall_rule("vm1", accept_tcp("fw0", "1.2.3.4/16")), Err(ApiError::NoVm));
         c.create_interface(vm1()).unwrap();
         c.create_interface(vm2()).unwrap();
         let flow = tcp_flow("1.2.200.1", "10.100.1.1", 22);
@@ -1855,10 +1816,7 @@ pub(crate) mod tests {
         assert_eq!(fw.rules(Direction::Ingress), [rule.compile()]);
         assert_eq!(fw.rules(Direction::Egress), [egress.compile()]);
         assert_eq!(fw.verdict(Direction::Ingress, &flow), Action::Accept);
-        assert_eq!(
-            fw.verdict(Direction::Ingress, &tcp_flow("1.3.0.1", "10.100.1.1", 22)),
-            Action::Drop
-        );
+        assert_eq!(fw.verdict(Direction::Ingress, &tcp_flow("1.3.0.1", "10.100.1.1", 22)), Action::Drop);
         let dns = FlowKey { l4: L4::Udp { src_port: 5000, dst_port: 53 }, ..flow };
         assert_eq!(fw.verdict(Direction::Egress, &dns), Action::Accept);
         assert_eq!(fw.verdict(Direction::Egress, &flow), Action::Drop);
@@ -2017,12 +1975,18 @@ pub(crate) mod tests {
         c.create_neighbor_nat(nat, 100, range(500, 520), under).unwrap();
         assert_eq!(c.create_neighbor_nat(nat, 100, range(500, 520), under), Err(ApiError::AlreadyExists));
         let (got, gu) = c.get_nat("vm1").unwrap();
-        assert_eq!((got.nat_ip, got.range, got.vni, gu), (Ipv4Addr::new(172, 21, 1, 1), range(100, 102), 100, u));
+        assert_eq!(
+            (got.nat_ip, got.range, got.vni, gu),
+            (Ipv4Addr::new(172, 21, 1, 1), range(100, 102), 100, u)
+        );
         let locals = c.list_local_nats(nat).unwrap();
-        assert_eq!(locals.iter().map(|(a, n)| (*a, n.range)).collect::<Vec<_>>(), vec![
-            (Ipv4Addr::new(10, 100, 1, 1), range(100, 102)),
-            (Ipv4Addr::new(10, 100, 1, 2), range(112, 113)),
-        ]);
+        assert_eq!(
+            locals.iter().map(|(a, n)| (*a, n.range)).collect::<Vec<_>>(),
+            vec![
+                (Ipv4Addr::new(10, 100, 1, 1), range(100, 102)),
+                (Ipv4Addr::new(10, 100, 1, 2), range(112, 113)),
+            ]
+        );
         assert_eq!(c.list_neighbor_nats(nat).unwrap().len(), 1);
         let s = c.snapshot();
         assert_eq!(s.underlay_targets.get(&u), Some(&UnderlayTarget::Nat { port: 2, vni: 100 }));

@@ -170,11 +170,14 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
         };
         match lcores.get(w) {
             Some(&lcore) => {
-                eal.launch(lcore, move || worker.run()).with_context(|| format!("launching worker on lcore {lcore}"))?;
+                eal.launch(lcore, move || worker.run())
+                    .with_context(|| format!("launching worker on lcore {lcore}"))?;
                 info!(worker = w, lcore, "worker started");
             }
             None => {
-                threads.push(std::thread::Builder::new().name("dpfleet-worker".into()).spawn(move || worker.run())?);
+                threads.push(
+                    std::thread::Builder::new().name("dpfleet-worker".into()).spawn(move || worker.run())?,
+                );
                 warn!("no EAL worker lcore (give -l with two or more cores); polling from a plain thread");
             }
         }
@@ -182,7 +185,8 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
 
     // Servers.
     let dpdk_ports = Arc::new(dpdk_ports);
-    let devices = port_infos.iter().filter(|p| p.role == PortRole::Vf).map(|p| p.device_name.clone()).collect();
+    let devices =
+        port_infos.iter().filter(|p| p.role == PortRole::Vf).map(|p| p.device_name.clone()).collect();
     let result = serve(&opts, control, snapshot, worker_counters, dpdk_ports.clone(), devices);
 
     // Shutdown.
@@ -317,7 +321,8 @@ fn serve(
 
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         std::future::pending::<()>().await;
         unreachable!()
     };

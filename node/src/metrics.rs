@@ -96,17 +96,44 @@ impl Families {
                 "Packets freed because the port's TX queue was full",
                 port,
             ),
-            hw_missed: counter_vec("dpfleet_port_rx_missed_total", "Packets the driver dropped (RX queue full)", port),
-            hw_rx_errors: counter_vec("dpfleet_port_rx_errors_total", "Erroneous packets reported by the driver", port),
+            hw_missed: counter_vec(
+                "dpfleet_port_rx_missed_total",
+                "Packets the driver dropped (RX queue full)",
+                port,
+            ),
+            hw_rx_errors: counter_vec(
+                "dpfleet_port_rx_errors_total",
+                "Erroneous packets reported by the driver",
+                port,
+            ),
             hw_nombuf: counter_vec("dpfleet_port_rx_nombuf_total", "RX mbuf allocation failures", port),
-            hw_tx_errors: counter_vec("dpfleet_port_tx_errors_total", "Failed transmissions reported by the driver", port),
-            drops: counter_vec("dpfleet_dropped_packets_total", "Packets dropped by the pipeline, by reason", &["reason"]),
-            stages: counter_vec("dpfleet_stage_packets_total", "Packets that entered each pipeline stage", &["stage"]),
-            generation: IntGauge::new("dpfleet_config_generation", "Generation of the configuration in force")
-                .expect("valid metric definition"),
+            hw_tx_errors: counter_vec(
+                "dpfleet_port_tx_errors_total",
+                "Failed transmissions reported by the driver",
+                port,
+            ),
+            drops: counter_vec(
+                "dpfleet_dropped_packets_total",
+                "Packets dropped by the pipeline, by reason",
+                &["reason"],
+            ),
+            stages: counter_vec(
+                "dpfleet_stage_packets_total",
+                "Packets that entered each pipeline stage",
+                &["stage"],
+            ),
+            generation: IntGauge::new(
+                "dpfleet_config_generation",
+                "Generation of the configuration in force",
+            )
+            .expect("valid metric definition"),
             interfaces: gauge_vec("dpfleet_interfaces", "Configured VM interfaces, by VNI", &["vni"]),
             flows: gauge_vec("dpfleet_flows", "Flows in each worker's flow table", &["worker"]),
-            flow_capacity: gauge_vec("dpfleet_flow_capacity", "Most flows each worker's table holds", &["worker"]),
+            flow_capacity: gauge_vec(
+                "dpfleet_flow_capacity",
+                "Most flows each worker's table holds",
+                &["worker"],
+            ),
             nat_mappings: gauge_vec(
                 "dpfleet_nat_mappings",
                 "Live NAT port mappings (a NAT port in use towards one destination), per NAT of an interface",
@@ -117,8 +144,11 @@ impl Families {
                 "Ports in the NAT range of an interface (each usable once per destination)",
                 &["port", "nat_ip"],
             ),
-            nat_capacity: IntGauge::new("dpfleet_nat_mapping_capacity", "Most NAT port mappings the workers hold")
-                .expect("valid metric definition"),
+            nat_capacity: IntGauge::new(
+                "dpfleet_nat_mapping_capacity",
+                "Most NAT port mappings the workers hold",
+            )
+            .expect("valid metric definition"),
             applied_generation: IntGauge::new(
                 "dpfleet_applied_generation",
                 "Generation of fleet state the coordinator recorded as applied (0 after a start)",
@@ -222,8 +252,7 @@ impl Collector for NodeCollector {
             if let Some(nat) = &iface.nat {
                 let labels = [iface.port.to_string(), nat.nat_ip.to_string()];
                 let labels = [labels[0].as_str(), labels[1].as_str()];
-                let live: u64 =
-                    self.workers.iter().map(|w| occupancy_of(w, iface.port)).sum();
+                let live: u64 = self.workers.iter().map(|w| occupancy_of(w, iface.port)).sum();
                 f.nat_mappings.with_label_values(&labels).set(gauge(live));
                 let ports = u64::from(nat.range.max()) - u64::from(nat.range.min());
                 f.nat_ports.with_label_values(&labels).set(gauge(ports));
@@ -326,7 +355,10 @@ mod tests {
         let reg = NodeCollector::new(vec![w1, w2], snap, hw, fleet).into_registry();
         let mut text = String::new();
         prometheus::TextEncoder::new().encode_utf8(&reg.gather(), &mut text).unwrap();
-        assert!(text.contains("dpfleet_port_rx_packets_total{name=\"dtap0\",port=\"0\",role=\"pf\"} 7"), "{text}");
+        assert!(
+            text.contains("dpfleet_port_rx_packets_total{name=\"dtap0\",port=\"0\",role=\"pf\"} 7"),
+            "{text}"
+        );
         assert!(text.contains("dpfleet_port_rx_missed_total{name=\"dtap0\",port=\"0\",role=\"pf\"} 9"));
         assert!(text.contains("dpfleet_dropped_packets_total{reason=\"no_route\"} 1"));
         assert!(text.contains("dpfleet_config_generation 0"));

@@ -103,10 +103,14 @@ mod tests {
 
     #[test]
     fn suite_layout() {
-        let found = [tap(0, "dtap0"), tap(1, "dtap1"), tap(2, "dtapvf_0"), tap(3, "dtapvf_1"), tap(4, "other")];
+        let found =
+            [tap(0, "dtap0"), tap(1, "dtap1"), tap(2, "dtapvf_0"), tap(3, "dtapvf_1"), tap(4, "other")];
         let ports = assign(&found, "dtap0", Some("dtap1"), "dtapvf_").unwrap();
         let roles: Vec<_> = ports.iter().map(|p| (p.id, p.role)).collect();
-        assert_eq!(roles, vec![(0, PortRole::Pf(0)), (1, PortRole::Pf(1)), (2, PortRole::Vf), (3, PortRole::Vf)]);
+        assert_eq!(
+            roles,
+            vec![(0, PortRole::Pf(0)), (1, PortRole::Pf(1)), (2, PortRole::Vf), (3, PortRole::Vf)]
+        );
         assert_eq!(ports[2].device_name, "net_tap2");
         assert_eq!(ports[2].if_name, "dtapvf_0");
     }

@@ -172,12 +172,8 @@ pub fn ipv6_text(a: Ipv6Addr) -> Vec<u8> {
 /// An `IpAddress` message for `a`.
 pub fn ip_address(a: IpAddr) -> pb::IpAddress {
     match a {
-        IpAddr::V4(v4) => {
-            pb::IpAddress { ipver: pb::IpVersion::Ipv4 as i32, address: ipv4_text(v4) }
-        }
-        IpAddr::V6(v6) => {
-            pb::IpAddress { ipver: pb::IpVersion::Ipv6 as i32, address: ipv6_text(v6) }
-        }
+        IpAddr::V4(v4) => pb::IpAddress { ipver: pb::IpVersion::Ipv4 as i32, address: ipv4_text(v4) },
+        IpAddr::V6(v6) => pb::IpAddress { ipver: pb::IpVersion::Ipv6 as i32, address: ipv6_text(v6) },
     }
 }
 
@@ -330,10 +326,7 @@ const UDP_ERRORS: PortErrors = PortErrors {
 
 /// The ports of a TCP or UDP filter (source lower, source upper, destination lower,
 /// destination upper), checked in dpservice's order.
-fn port_filter(
-    [src_lo, src_hi, dst_lo, dst_hi]: [i32; 4],
-    e: &PortErrors,
-) -> Result<PortFilter, BadRequest> {
+fn port_filter([src_lo, src_hi, dst_lo, dst_hi]: [i32; 4], e: &PortErrors) -> Result<PortFilter, BadRequest> {
     let f = PortFilter {
         src_lower: rule_port(src_lo, e.src_lower)?,
         dst_lower: rule_port(dst_lo, e.dst_lower)?,
@@ -341,8 +334,7 @@ fn port_filter(
         dst_upper: rule_port(dst_hi, e.dst_upper)?,
     };
     // An upper bound of -1 stands for the largest value, so it is never too low.
-    let inverted =
-        |lo: Option<u16>, hi: Option<u16>| matches!((lo, hi), (Some(l), Some(h)) if h < l);
+    let inverted = |lo: Option<u16>, hi: Option<u16>| matches!((lo, hi), (Some(l), Some(h)) if h < l);
     if inverted(f.src_lower, f.src_upper) {
         return Err(BadRequest(e.src_range));
     }
@@ -389,25 +381,13 @@ impl TryFrom<&pb::FirewallRule> for FirewallRuleSpec {
             },
             None => RuleFilter::Any,
         };
-        Ok(FirewallRuleSpec {
-            id: c_str(&r.id).to_vec(),
-            direction,
-            action,
-            priority,
-            src,
-            dst,
-            filter,
-        })
+        Ok(FirewallRuleSpec { id: c_str(&r.id).to_vec(), direction, action, priority, src, dst, filter })
     }
 }
 
 /// A rule prefix as dpservice reports it: the address as given, the length.
 fn rule_prefix_message(c: Cidr) -> pb::Prefix {
-    pb::Prefix {
-        ip: Some(ip_address(c.addr())),
-        length: u32::from(c.len()),
-        underlay_route: Vec::new(),
-    }
+    pb::Prefix { ip: Some(ip_address(c.addr())), length: u32::from(c.len()), underlay_route: Vec::new() }
 }
 
 /// A firewall rule as Get/ListFirewallRules report it: as given, -1 for "any", and an
@@ -594,8 +574,14 @@ mod tests {
         // Any other bits beside the flag are the caller's.
         assert_eq!(ok("fc00:1::ffff:ffff:ffff"), Ok(Some("fc00:1::ffff:ffff:ffff".parse().unwrap())));
         let bad = Err(BadRequest("Invalid preferred_underlay_route"));
-        let refused =
-            ["fc00:1::1:0:7", "fc00:1::7f00:0:7", "fc00:2::8000:0:7", "10.0.0.1", "junk", "fc00:1::8000:0:7%x"];
+        let refused = [
+            "fc00:1::1:0:7",
+            "fc00:1::7f00:0:7",
+            "fc00:2::8000:0:7",
+            "10.0.0.1",
+            "junk",
+            "fc00:1::8000:0:7%x",
+        ];
         for t in refused {
             assert_eq!(ok(t), bad, "{t}");
         }
@@ -679,12 +665,10 @@ mod tests {
 
         // No PXE when the server is empty; IPv4-only VM boots from an IPv4 server.
         let mut r = request();
-        r.pxe_config =
-            Some(pb::PxeConfig { next_server: String::new(), boot_filename: "x".into() });
+        r.pxe_config = Some(pb::PxeConfig { next_server: String::new(), boot_filename: "x".into() });
         assert_eq!(InterfaceSpec::try_from(&r).unwrap().pxe, None);
         r.ipv6_config = Some(pb::IpConfig { primary_address: b"::".to_vec() });
-        r.pxe_config =
-            Some(pb::PxeConfig { next_server: "10.1".into(), boot_filename: "x".into() });
+        r.pxe_config = Some(pb::PxeConfig { next_server: "10.1".into(), boot_filename: "x".into() });
         let s = InterfaceSpec::try_from(&r).unwrap();
         assert_eq!(s.ipv6, None);
         assert_eq!(s.pxe.unwrap().next_server, "10.0.0.1");
@@ -701,10 +685,7 @@ mod tests {
             prefix_arg(Some(&p(0, b"10.0.0.0", 24)), "ip", "len", true),
             Ok(("10.0.0.0".parse().unwrap(), 24))
         );
-        assert_eq!(
-            prefix_arg(Some(&p(0, b"10.0.0.0", 256)), "ip", "len", true),
-            Err(BadRequest("len"))
-        );
+        assert_eq!(prefix_arg(Some(&p(0, b"10.0.0.0", 256)), "ip", "len", true), Err(BadRequest("len")));
         assert_eq!(prefix_arg(Some(&p(0, b"bad", 256)), "ip", "len", true), Err(BadRequest("len")));
         assert_eq!(prefix_arg(Some(&p(0, b"bad", 256)), "ip", "len", false), Err(BadRequest("ip")));
         assert_eq!(prefix_arg(None, "ip", "len", false), Err(BadRequest("ip")));
@@ -750,16 +731,10 @@ mod tests {
         let r = fw_rule();
         let spec = FirewallRuleSpec::try_from(&r).unwrap();
         assert_eq!(spec.id, b"fw0-vm3");
-        assert_eq!(
-            (spec.direction, spec.action, spec.priority),
-            (Direction::Ingress, Action::Accept, 1000)
-        );
+        assert_eq!((spec.direction, spec.action, spec.priority), (Direction::Ingress, Action::Accept, 1000));
         assert_eq!(spec.src, Cidr::new("1.2.3.4".parse().unwrap(), 16));
         assert_eq!(spec.dst, Cidr::new("2001:db8::".parse().unwrap(), 32));
-        assert_eq!(
-            spec.filter,
-            RuleFilter::Tcp(PortFilter { dst_lower: Some(80), ..PortFilter::default() })
-        );
+        assert_eq!(spec.filter, RuleFilter::Tcp(PortFilter { dst_lower: Some(80), ..PortFilter::default() }));
         // Reported exactly as given.
         assert_eq!(firewall_rule_message(&spec), r);
 
@@ -773,10 +748,7 @@ mod tests {
 
         let mut icmp = fw_rule();
         icmp.protocol_filter = Some(pb::ProtocolFilter {
-            filter: Some(pb::protocol_filter::Filter::Icmp(pb::IcmpFilter {
-                icmp_type: 8,
-                icmp_code: -1,
-            })),
+            filter: Some(pb::protocol_filter::Filter::Icmp(pb::IcmpFilter { icmp_type: 8, icmp_code: -1 })),
         });
         let spec = FirewallRuleSpec::try_from(&icmp).unwrap();
         assert_eq!(spec.filter, RuleFilter::Icmp { icmp_type: Some(8), icmp_code: None });
@@ -830,10 +802,7 @@ mod tests {
             (|r| r.source_prefix = None, "Invalid source_prefix.ip"),
             (|r| r.source_prefix.as_mut().unwrap().length = 33, "Invalid source_prefix.length"),
             (
-                |r| {
-                    r.source_prefix.as_mut().unwrap().ip.as_mut().unwrap().address =
-                        b"1.2.3.x".to_vec()
-                },
+                |r| r.source_prefix.as_mut().unwrap().ip.as_mut().unwrap().address = b"1.2.3.x".to_vec(),
                 "Invalid source_prefix.ip",
             ),
             (

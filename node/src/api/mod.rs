@@ -39,14 +39,11 @@ use dpfleet_proto::dpdkironcore::v1 as pb;
 use dpfleet_proto::dpdkironcore::v1::dpd_kironcore_server::{DpdKironcore, DpdKironcoreServer};
 use tonic::{Request, Response, Status};
 
-use crate::control::{
-    random_u64, ApiError, Control, FirewallRuleSpec, InterfaceInfo, InterfaceSpec,
-};
+use crate::control::{random_u64, ApiError, Control, FirewallRuleSpec, InterfaceInfo, InterfaceSpec};
 use conv::{
-    c_str, err_status, firewall_rule_message, fits, ip_address, ipv4_text, ipv6_text, lookup_key,
-    ok_status, parse_ip, parse_ipv6, preferred_underlay, prefix_arg, prefix_fits, status_of, vni_family,
-    BadRequest, IFACE_ID_CAP,
-    RULE_ID_CAP, VERSION_CAP,
+    c_str, err_status, firewall_rule_message, fits, ip_address, ipv4_text, ipv6_text, lookup_key, ok_status,
+    parse_ip, parse_ipv6, preferred_underlay, prefix_arg, prefix_fits, status_of, vni_family, BadRequest,
+    IFACE_ID_CAP, RULE_ID_CAP, VERSION_CAP,
 };
 
 /// What GetVersion reports as both the protocol and the service version.
@@ -76,9 +73,8 @@ pub async fn serve(
     node_name: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
     serve_listener(listener, control, node_name, shutdown).await
 }
 
@@ -158,10 +154,6 @@ fn iface_message(i: InterfaceInfo) -> pb::Interface {
     }
 }
 
-fn not_implemented(call: &str) -> Status {
-    Status::unimplemented(format!("{call} is not implemented by dpfleet-node yet"))
-}
-
 /// The rule id of a Get/DeleteFirewallRule, refused as dpservice refuses it.
 fn rule_id_arg(id: &[u8]) -> Result<&[u8], BadRequest> {
     if !fits(id, RULE_ID_CAP) {
@@ -231,10 +223,7 @@ impl DpdKironcore for NodeApi {
         _: Request<pb::CheckInitializedRequest>,
     ) -> Result<Response<pb::CheckInitializedResponse>, Status> {
         self.need_init()?;
-        Ok(Response::new(pb::CheckInitializedResponse {
-            status: ok_status(),
-            uuid: self.uuid.clone(),
-        }))
+        Ok(Response::new(pb::CheckInitializedResponse { status: ok_status(), uuid: self.uuid.clone() }))
     }
 
     async fn initialize(
@@ -354,8 +343,7 @@ impl DpdKironcore for NodeApi {
         self.need_init()?;
         let r = req.get_ref();
         let id = iface_id_arg(&r.interface_id)?;
-        let arg =
-            prefix_arg(r.prefix.as_ref(), "Invalid prefix.ip", "Invalid prefix.length", false)?;
+        let arg = prefix_arg(r.prefix.as_ref(), "Invalid prefix.ip", "Invalid prefix.length", false)?;
         let preferred = self.preferred(&r.preferred_underlay_route)?;
         let r = prefix_fits(arg, ApiError::RouteInsert)
             .and_then(|p| self.control.create_prefix_at(&id, p, preferred));
@@ -372,10 +360,8 @@ impl DpdKironcore for NodeApi {
         self.need_init()?;
         let r = req.get_ref();
         let id = iface_id_arg(&r.interface_id)?;
-        let arg =
-            prefix_arg(r.prefix.as_ref(), "Invalid prefix.ip", "Invalid prefix.length", false)?;
-        let r = prefix_fits(arg, ApiError::RouteNotFound)
-            .and_then(|p| self.control.delete_prefix(&id, p));
+        let arg = prefix_arg(r.prefix.as_ref(), "Invalid prefix.ip", "Invalid prefix.length", false)?;
+        let r = prefix_fits(arg, ApiError::RouteNotFound).and_then(|p| self.control.delete_prefix(&id, p));
         Ok(Response::new(pb::DeletePrefixResponse { status: status_of(&r) }))
     }
 
@@ -434,10 +420,9 @@ impl DpdKironcore for NodeApi {
         self.need_init()?;
         let r = req.get_ref();
         let prefix = r.route.as_ref().and_then(|rt| rt.prefix.as_ref());
-        let arg =
-            prefix_arg(prefix, "Invalid route.prefix.ip", "Invalid route.prefix.length", true)?;
-        let result = prefix_fits(arg, ApiError::RouteNotFound)
-            .and_then(|p| self.control.delete_route(r.vni, p));
+        let arg = prefix_arg(prefix, "Invalid route.prefix.ip", "Invalid route.prefix.length", true)?;
+        let result =
+            prefix_fits(arg, ApiError::RouteNotFound).and_then(|p| self.control.delete_route(r.vni, p));
         Ok(Response::new(pb::DeleteRouteResponse { status: status_of(&result) }))
     }
 
@@ -593,10 +578,7 @@ impl DpdKironcore for NodeApi {
         }))
     }
 
-    async fn get_vip(
-        &self,
-        req: Request<pb::GetVipRequest>,
-    ) -> Result<Response<pb::GetVipResponse>, Status> {
+    async fn get_vip(&self, req: Request<pb::GetVipRequest>) -> Result<Response<pb::GetVipResponse>, Status> {
         self.need_init()?;
         let id = iface_id_arg(&req.get_ref().interface_id)?;
         let r = self.control.get_vip(&id);
@@ -657,7 +639,10 @@ impl DpdKironcore for NodeApi {
                 loadbalanced_ports: lb
                     .ports
                     .iter()
-                    .map(|&(protocol, port)| pb::LbPort { port: u32::from(port), protocol: i32::from(protocol) })
+                    .map(|&(protocol, port)| pb::LbPort {
+                        port: u32::from(port),
+                        protocol: i32::from(protocol),
+                    })
                     .collect(),
                 underlay_route: ipv6_text(lb.underlay),
             },
@@ -732,10 +717,7 @@ impl DpdKironcore for NodeApi {
         }))
     }
 
-    async fn get_nat(
-        &self,
-        req: Request<pb::GetNatRequest>,
-    ) -> Result<Response<pb::GetNatResponse>, Status> {
+    async fn get_nat(&self, req: Request<pb::GetNatRequest>) -> Result<Response<pb::GetNatResponse>, Status> {
         self.need_init()?;
         let id = iface_id_arg(&req.get_ref().interface_id)?;
         let r = self.control.get_nat(&id);
@@ -834,24 +816,84 @@ impl DpdKironcore for NodeApi {
         Ok(Response::new(pb::ListNeighborNatsResponse { status, nat_entries }))
     }
 
+    // Packet capture in dpservice samples traffic that the NIC handles in hardware
+    // (rte_flow sampling rules), and is only available with offloading; this node
+    // offloads nothing, so every packet already takes the software path. It answers as
+    // dpservice does without offloading: the request is validated the same way, then
+    // refused with NOT_ACTIVE; stopping finds nothing active; the status is inactive.
     async fn capture_start(
         &self,
-        _: Request<pb::CaptureStartRequest>,
+        req: Request<pb::CaptureStartRequest>,
     ) -> Result<Response<pb::CaptureStartResponse>, Status> {
-        Err(not_implemented("capture_start"))
+        self.need_init()?;
+        let cfg = req.get_ref().capture_config.clone().unwrap_or_default();
+        check_capture_config(&cfg)?;
+        tracing::info!(
+            interfaces = cfg.interfaces.len(),
+            "CaptureStart refused: no offloading, nothing to capture"
+        );
+        Ok(Response::new(pb::CaptureStartResponse { status: err_status(ApiError::NotActive) }))
     }
 
     async fn capture_stop(
         &self,
         _: Request<pb::CaptureStopRequest>,
     ) -> Result<Response<pb::CaptureStopResponse>, Status> {
-        Err(not_implemented("capture_stop"))
+        self.need_init()?;
+        Ok(Response::new(pb::CaptureStopResponse {
+            status: err_status(ApiError::NotActive),
+            stopped_interface_cnt: 0,
+        }))
     }
 
     async fn capture_status(
         &self,
         _: Request<pb::CaptureStatusRequest>,
     ) -> Result<Response<pb::CaptureStatusResponse>, Status> {
-        Err(not_implemented("capture_status"))
+        self.need_init()?;
+        Ok(Response::new(pb::CaptureStatusResponse { status: None, is_active: false, capture_config: None }))
     }
+}
+
+/// Most interfaces one capture can name (dpservice's `DP_CAPTURE_MAX_PORT_NUM`).
+const CAPTURE_MAX_INTERFACES: usize = 16;
+
+/// dpservice's checks of a CaptureStart request, in its order.
+fn check_capture_config(cfg: &pb::CaptureConfig) -> Result<(), BadRequest> {
+    if cfg.udp_src_port > u32::from(u16::MAX) {
+        return Err(BadRequest("Invalid udp_src_port"));
+    }
+    if cfg.udp_dst_port > u32::from(u16::MAX) {
+        return Err(BadRequest("Invalid udp_dst_port"));
+    }
+    let sink = cfg.sink_node_ip.as_ref().map_or(&[][..], |ip| &ip.address[..]);
+    if parse_ipv6(sink).is_none() {
+        return Err(BadRequest("Invalid sink_node_ip"));
+    }
+    if cfg.interfaces.len() > CAPTURE_MAX_INTERFACES {
+        return Err(BadRequest("Too many interfaces to be captured"));
+    }
+    for i in &cfg.interfaces {
+        match pb::CaptureInterfaceType::try_from(i.interface_type) {
+            Ok(pb::CaptureInterfaceType::SingleVf) => {
+                let name = match &i.spec {
+                    Some(pb::captured_interface::Spec::VfName(n)) => &n[..],
+                    _ => &[][..],
+                };
+                // dpservice copies the name into its 64-byte id (snprintf): longer fails.
+                if c_str(name).len() >= IFACE_ID_CAP {
+                    return Err(BadRequest("Invalid interface_id"));
+                }
+            }
+            Ok(pb::CaptureInterfaceType::SinglePf) => {
+                if let Some(pb::captured_interface::Spec::PfIndex(x)) = i.spec {
+                    if x > u32::from(u8::MAX) {
+                        return Err(BadRequest("Invalid pf_index"));
+                    }
+                }
+            }
+            Err(_) => return Err(BadRequest("Invalid interfaces.interface_type")),
+        }
+    }
+    Ok(())
 }

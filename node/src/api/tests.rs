@@ -81,13 +81,7 @@ fn iface_req(id: &str, dev: &str, v4: &str, v6: &str) -> pb::CreateInterfaceRequ
     }
 }
 
-fn route_req(
-    vni: u32,
-    a: &str,
-    len: u32,
-    nh_vni: u32,
-    nh: Option<pb::IpAddress>,
-) -> pb::CreateRouteRequest {
+fn route_req(vni: u32, a: &str, len: u32, nh_vni: u32, nh: Option<pb::IpAddress>) -> pb::CreateRouteRequest {
     pb::CreateRouteRequest {
         vni,
         route: Some(pb::Route {
@@ -100,10 +94,7 @@ fn route_req(
 }
 
 fn del_route_req(vni: u32, a: &str, len: u32) -> pb::DeleteRouteRequest {
-    pb::DeleteRouteRequest {
-        vni,
-        route: Some(pb::Route { prefix: prefix(a, len), ..Default::default() }),
-    }
+    pb::DeleteRouteRequest { vni, route: Some(pb::Route { prefix: prefix(a, len), ..Default::default() }) }
 }
 
 fn pfx_req(id: &str, a: &str, len: u32) -> pb::CreatePrefixRequest {
@@ -126,11 +117,7 @@ fn del_req(id: &str) -> pb::DeleteInterfaceRequest {
     pb::DeleteInterfaceRequest { interface_id: id.as_bytes().to_vec() }
 }
 
-fn assert_grpc_error<T: std::fmt::Debug>(
-    r: Result<tonic::Response<T>, Status>,
-    code: Code,
-    msg: &str,
-) {
+fn assert_grpc_error<T: std::fmt::Debug>(r: Result<tonic::Response<T>, Status>, code: Code, msg: &str) {
     let e = r.expect_err("gRPC-level error expected");
     assert_eq!((e.code(), e.message()), (code, msg));
 }
@@ -169,7 +156,7 @@ async fn before_initialize_only_initialize_works() {
 }
 
 #[tokio::test]
-async fn version_and_unimplemented() {
+async fn version() {
     let s = start().await;
     let mut c = s.client.clone();
     c.initialize(pb::InitializeRequest {}).await.unwrap();
@@ -184,9 +171,70 @@ async fn version_and_unimplemented() {
     assert_eq!(v.service_version, SERVICE_VERSION);
     let no_name = pb::GetVersionRequest { client_name: String::new(), ..req };
     assert_grpc_error(c.get_version(no_name).await, Code::InvalidArgument, "Invalid client_name");
+    s.stop().await;
+}
 
-    let e = c.capture_status(pb::CaptureStatusRequest::default()).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+fn capture(sink: &str, ifaces: Vec<pb::CapturedInterface>) -> pb::CaptureStartRequest {
+    pb::CaptureStartRequest {
+        capture_config: Some(pb::CaptureConfig {
+            sink_node_ip: Some(pb::IpAddress {
+                ipver: pb::IpVersion::Ipv6 as i32,
+                address: sink.as_bytes().to_vec(),
+            }),
+            udp_src_port: 3000,
+            udp_dst_port: 3010,
+            interfaces: ifaces,
+        }),
+    }
+}
+
+fn vf(name: &str) -> pb::CapturedInterface {
+    pb::CapturedInterface {
+        interface_type: pb::CaptureInterfaceType::SingleVf as i32,
+        filter: vec![],
+        spec: Some(pb::captured_interface::Spec::VfName(name.as_bytes().to_vec())),
+    }
+}
+
+#[tokio::test]
+async fn capture_answers_as_dpservice_without_offloading() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    c.initialize(pb::InitializeRequest {}).await.unwrap();
+    // A valid request is refused: nothing is offloaded, so there is nothing to sample.
+    let r = c.capture_start(capture("fc00::1", vec![vf("vm1")])).await.unwrap().into_inner();
+    assert_eq!(r.status, err(211, "NOT_ACTIVE"));
+    let r = c.capture_stop(pb::CaptureStopRequest {}).await.unwrap().into_inner();
+    assert_eq!((r.status, r.stopped_interface_cnt), (err(211, "NOT_ACTIVE"), 0));
+    let r = c.capture_status(pb::CaptureStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((r.status, r.is_active, r.capture_config), (None, false, None));
+    // Malformed requests are refused first, with dpservice's messages.
+    assert_grpc_error(
+        c.capture_start(capture("10.0.0.1", vec![])).await,
+        Code::InvalidArgument,
+        "Invalid sink_node_ip",
+    );
+    let many = (0..17).map(|i| vf(&format!("vm{i}"))).collect();
+    assert_grpc_error(
+        c.capture_start(capture("fc00::1", many)).await,
+        Code::InvalidArgument,
+        "Too many interfaces to be captured",
+    );
+    let long = vf(&"x".repeat(64));
+    assert_grpc_error(
+        c.capture_start(capture("fc00::1", vec![long])).await,
+        Code::InvalidArgument,
+        "Invalid interface_id",
+    );
+    let mut bad_port = capture("fc00::1", vec![]);
+    bad_port.capture_config.as_mut().unwrap().udp_dst_port = 70_000;
+    assert_grpc_error(c.capture_start(bad_port).await, Code::InvalidArgument, "Invalid udp_dst_port");
+    let bad_type = pb::CapturedInterface { interface_type: 7, filter: vec![], spec: None };
+    assert_grpc_error(
+        c.capture_start(capture("fc00::1", vec![bad_type])).await,
+        Code::InvalidArgument,
+        "Invalid interfaces.interface_type",
+    );
     s.stop().await;
 }
 
@@ -197,8 +245,7 @@ async fn interfaces() {
     c.initialize(pb::InitializeRequest {}).await.unwrap();
 
     let mut vm1 = iface_req("vm1", "net_tap2", "10.100.1.1", "2000:100:1::1");
-    vm1.pxe_config =
-        Some(pb::PxeConfig { next_server: "2001:dede::1".into(), boot_filename: "ipxe".into() });
+    vm1.pxe_config = Some(pb::PxeConfig { next_server: "2001:dede::1".into(), boot_filename: "ipxe".into() });
     let r = c.create_interface(vm1.clone()).await.unwrap().into_inner();
     assert_eq!(r.status, ok());
     assert_eq!(r.underlay_route, b"fc00:1::1:0:1");
@@ -216,10 +263,7 @@ async fn interfaces() {
     ];
     for (req, code, name) in cases {
         let r = c.create_interface(req).await.unwrap().into_inner();
-        assert_eq!(
-            r,
-            pb::CreateInterfaceResponse { status: err(code, name), ..Default::default() }
-        );
+        assert_eq!(r, pb::CreateInterfaceResponse { status: err(code, name), ..Default::default() });
     }
     // Malformed requests fail at the gRPC level.
     let malformed = [
@@ -228,10 +272,7 @@ async fn interfaces() {
             "Invalid ipv4_config.primary_address and ipv6_config.primary_address combination",
         ),
         (iface_req("vm4", "net_tap5", "10.100.1.300", "::"), "Invalid ipv4_config.primary_address"),
-        (
-            iface_req("vm4", "net_tap5", "10.100.1.4", "2000::x"),
-            "Invalid ipv6_config.primary_address",
-        ),
+        (iface_req("vm4", "net_tap5", "10.100.1.4", "2000::x"), "Invalid ipv6_config.primary_address"),
         (iface_req("vm 4", "net_tap5", "10.100.1.4", "::"), "Invalid interface_id"),
         (iface_req("vm4", "", "10.100.1.4", "::"), "Invalid device_name"),
     ];
@@ -252,21 +293,10 @@ async fn interfaces() {
     };
     assert_eq!(got, pb::GetInterfaceResponse { status: ok(), interface: Some(vm1_msg.clone()) });
     let missing = c.get_interface(get_req("nope")).await.unwrap().into_inner();
-    assert_eq!(
-        missing,
-        pb::GetInterfaceResponse { status: err(201, "NOT_FOUND"), interface: None }
-    );
-    assert_grpc_error(
-        c.get_interface(get_req("")).await,
-        Code::InvalidArgument,
-        "Invalid interface_id",
-    );
+    assert_eq!(missing, pb::GetInterfaceResponse { status: err(201, "NOT_FOUND"), interface: None });
+    assert_grpc_error(c.get_interface(get_req("")).await, Code::InvalidArgument, "Invalid interface_id");
 
-    let r = c
-        .create_interface(iface_req("vm3", "net_tap4", "10.200.1.3", "::"))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = c.create_interface(iface_req("vm3", "net_tap4", "10.200.1.3", "::")).await.unwrap().into_inner();
     assert_eq!(r.underlay_route, b"fc00:1::1:0:2");
     let list = c.list_interfaces(pb::ListInterfacesRequest {}).await.unwrap().into_inner();
     assert_eq!(list.status, ok());
@@ -279,11 +309,7 @@ async fn interfaces() {
     assert_eq!(d.status, ok());
     let d = c.delete_interface(del_req("invalid_name")).await.unwrap().into_inner();
     assert_eq!(d.status, err(201, "NOT_FOUND"));
-    assert_grpc_error(
-        c.delete_interface(del_req("")).await,
-        Code::InvalidArgument,
-        "Invalid interface_id",
-    );
+    assert_grpc_error(c.delete_interface(del_req("")).await, Code::InvalidArgument, "Invalid interface_id");
     let list = c.list_interfaces(pb::ListInterfacesRequest {}).await.unwrap().into_inner();
     assert_eq!(list.interfaces, vec![vm1_msg]);
     s.stop().await;
@@ -375,8 +401,7 @@ async fn prefixes() {
 
     let r = c.create_prefix(pfx_req("vm2", "172.23.3.0", 24)).await.unwrap().into_inner();
     assert_eq!((r.status, r.underlay_route.as_slice()), (ok(), &b"fc00:1::1:0:2"[..]));
-    let r6 =
-        c.create_prefix(pfx_req("vm2", "2a10:defe:dede:f4::1", 124)).await.unwrap().into_inner();
+    let r6 = c.create_prefix(pfx_req("vm2", "2a10:defe:dede:f4::1", 124)).await.unwrap().into_inner();
     assert_eq!(r6.status, ok());
 
     let refused = [
@@ -400,10 +425,8 @@ async fn prefixes() {
         .unwrap()
         .into_inner();
     assert_eq!(list.status, ok());
-    let entry = |a: &str, len: u32, ul: &[u8]| pb::Prefix {
-        underlay_route: ul.to_vec(),
-        ..prefix(a, len).unwrap()
-    };
+    let entry =
+        |a: &str, len: u32, ul: &[u8]| pb::Prefix { underlay_route: ul.to_vec(), ..prefix(a, len).unwrap() };
     assert_eq!(
         list.prefixes,
         vec![
@@ -418,8 +441,7 @@ async fn prefixes() {
         .into_inner();
     assert_eq!(none.status, err(205, "NO_VM"));
 
-    let d =
-        c.delete_prefix(del_pfx_req("invalid_name", "172.23.3.0", 24)).await.unwrap().into_inner();
+    let d = c.delete_prefix(del_pfx_req("invalid_name", "172.23.3.0", 24)).await.unwrap().into_inner();
     assert_eq!(d.status, err(205, "NO_VM"));
     let d = c.delete_prefix(del_pfx_req("vm2", "172.23.9.0", 24)).await.unwrap().into_inner();
     assert_eq!(d.status, err(302, "ROUTE_NOT_FOUND"));
@@ -458,21 +480,12 @@ async fn vnis() {
     c.create_route(route_req(100, "10.100.2.0", 24, 0, addr6("fc00:2::64:0:1"))).await.unwrap();
     let r = c.reset_vni(reset(100, pb::VniType::VniIpv4)).await.unwrap().into_inner();
     assert_eq!(r.status, err(203, "WRONG_TYPE"));
-    assert_eq!(
-        c.list_routes(pb::ListRoutesRequest { vni: 100 }).await.unwrap().into_inner().routes.len(),
-        1
-    );
+    assert_eq!(c.list_routes(pb::ListRoutesRequest { vni: 100 }).await.unwrap().into_inner().routes.len(), 1);
     let r = c.reset_vni(reset(999, pb::VniType::VniBoth)).await.unwrap().into_inner();
     assert_eq!(r.status, ok());
     let r = c.reset_vni(reset(100, pb::VniType::VniBoth)).await.unwrap().into_inner();
     assert_eq!(r.status, ok());
-    assert!(c
-        .list_routes(pb::ListRoutesRequest { vni: 100 })
-        .await
-        .unwrap()
-        .into_inner()
-        .routes
-        .is_empty());
+    assert!(c.list_routes(pb::ListRoutesRequest { vni: 100 }).await.unwrap().into_inner().routes.is_empty());
     // The interface's own route survived the reset.
     let snap = s.control.snapshot();
     assert!(snap.vnis[&100].routes4.lookup("10.100.1.1".parse().unwrap()).is_some());
@@ -492,10 +505,7 @@ fn lbpfx_req(id: &str, a: &str, len: u32) -> pb::CreateLoadBalancerPrefixRequest
 }
 
 fn del_lbpfx_req(id: &str, a: &str, len: u32) -> pb::DeleteLoadBalancerPrefixRequest {
-    pb::DeleteLoadBalancerPrefixRequest {
-        interface_id: id.as_bytes().to_vec(),
-        prefix: prefix(a, len),
-    }
+    pb::DeleteLoadBalancerPrefixRequest { interface_id: id.as_bytes().to_vec(), prefix: prefix(a, len) }
 }
 
 fn list_lbpfx_req(id: &str) -> pb::ListLoadBalancerPrefixesRequest {
@@ -529,10 +539,7 @@ async fn lb_prefixes() {
         let r = c.create_load_balancer_prefix(req).await.unwrap().into_inner();
         assert_eq!(
             r,
-            pb::CreateLoadBalancerPrefixResponse {
-                status: err(code, name),
-                underlay_route: vec![]
-            }
+            pb::CreateLoadBalancerPrefixResponse { status: err(code, name), underlay_route: vec![] }
         );
     }
     let malformed = [
@@ -546,16 +553,11 @@ async fn lb_prefixes() {
 
     let list = c.list_load_balancer_prefixes(list_lbpfx_req("vm2")).await.unwrap().into_inner();
     assert_eq!(list.status, ok());
-    let entry = |a: &str, len: u32, ul: &[u8]| pb::Prefix {
-        underlay_route: ul.to_vec(),
-        ..prefix(a, len).unwrap()
-    };
+    let entry =
+        |a: &str, len: u32, ul: &[u8]| pb::Prefix { underlay_route: ul.to_vec(), ..prefix(a, len).unwrap() };
     assert_eq!(
         list.prefixes,
-        vec![
-            entry("172.22.2.1", 32, b"fc00:1::1:0:2"),
-            entry("2a10:defe:e01f:f4::2", 128, b"fc00:1::1:0:3"),
-        ]
+        vec![entry("172.22.2.1", 32, b"fc00:1::1:0:2"), entry("2a10:defe:e01f:f4::2", 128, b"fc00:1::1:0:3"),]
     );
     // Alias prefixes are kept apart.
     let aliases = c
@@ -621,10 +623,7 @@ fn fw_req(iface: &str, rule: pb::FirewallRule) -> pb::CreateFirewallRuleRequest 
 }
 
 fn get_fw_req(iface: &str, rule: &str) -> pb::GetFirewallRuleRequest {
-    pb::GetFirewallRuleRequest {
-        interface_id: iface.as_bytes().to_vec(),
-        rule_id: rule.as_bytes().to_vec(),
-    }
+    pb::GetFirewallRuleRequest { interface_id: iface.as_bytes().to_vec(), rule_id: rule.as_bytes().to_vec() }
 }
 
 fn del_fw_req(iface: &str, rule: &str) -> pb::DeleteFirewallRuleRequest {
@@ -649,10 +648,7 @@ async fn firewall_rules() {
     let rule = fw_rule("fw0-vm3", "1.2.3.4", 16);
     let drop = pb::FirewallRule { action: pb::FirewallAction::Drop as i32, ..rule.clone() };
     let r = c.create_firewall_rule(fw_req("vm3", drop.clone())).await.unwrap().into_inner();
-    assert_eq!(
-        r,
-        pb::CreateFirewallRuleResponse { status: err(441, "NO_DROP_SUPPORT"), rule_id: vec![] }
-    );
+    assert_eq!(r, pb::CreateFirewallRuleResponse { status: err(441, "NO_DROP_SUPPORT"), rule_id: vec![] });
     let r = c.create_firewall_rule(fw_req("vm3", rule.clone())).await.unwrap().into_inner();
     assert_eq!(r, pb::CreateFirewallRuleResponse { status: ok(), rule_id: b"fw0-vm3".to_vec() });
     let refused = [
@@ -666,10 +662,7 @@ async fn firewall_rules() {
     }
     let malformed = [
         (fw_req("", rule.clone()), "Invalid interface_id"),
-        (
-            pb::CreateFirewallRuleRequest { interface_id: b"vm3".to_vec(), rule: None },
-            "Invalid rule id",
-        ),
+        (pb::CreateFirewallRuleRequest { interface_id: b"vm3".to_vec(), rule: None }, "Invalid rule id"),
         (
             fw_req("vm3", pb::FirewallRule { priority: 70000, ..fw_rule("fw9", "1.2.3.4", 16) }),
             "Invalid priority",
@@ -683,10 +676,8 @@ async fn firewall_rules() {
     // Reported as given.
     let got = c.get_firewall_rule(get_fw_req("vm3", "fw0-vm3")).await.unwrap().into_inner();
     assert_eq!(got, pb::GetFirewallRuleResponse { status: ok(), rule: Some(rule.clone()) });
-    let refused = [
-        (get_fw_req("vm3", "fw9"), 201, "NOT_FOUND"),
-        (get_fw_req("nope", "fw0-vm3"), 205, "NO_VM"),
-    ];
+    let refused =
+        [(get_fw_req("vm3", "fw9"), 201, "NOT_FOUND"), (get_fw_req("nope", "fw0-vm3"), 205, "NO_VM")];
     for (req, code, name) in refused {
         let r = c.get_firewall_rule(req).await.unwrap().into_inner();
         assert_eq!(r, pb::GetFirewallRuleResponse { status: err(code, name), rule: None });
@@ -728,10 +719,8 @@ async fn firewall_rules() {
     let none = c.list_firewall_rules(list_fw_req("invalid_name")).await.unwrap().into_inner();
     assert_eq!(none, pb::ListFirewallRulesResponse { status: err(205, "NO_VM"), rules: vec![] });
 
-    let refused = [
-        (del_fw_req("vm3", "fw9"), 201, "NOT_FOUND"),
-        (del_fw_req("nope", "fw0-vm3"), 205, "NO_VM"),
-    ];
+    let refused =
+        [(del_fw_req("vm3", "fw9"), 201, "NOT_FOUND"), (del_fw_req("nope", "fw0-vm3"), 205, "NO_VM")];
     for (req, code, name) in refused {
         let r = c.delete_firewall_rule(req).await.unwrap().into_inner();
         assert_eq!(r.status, err(code, name));
@@ -748,10 +737,7 @@ async fn firewall_rules() {
     let list = c.list_firewall_rules(list_fw_req("vm3")).await.unwrap().into_inner();
     assert_eq!(list.rules, vec![egress]);
     let snap = s.control.snapshot();
-    assert_eq!(
-        snap.firewall(4).unwrap().verdict(Direction::Ingress, &flow("1.2.99.9")),
-        Action::Drop
-    );
+    assert_eq!(snap.firewall(4).unwrap().verdict(Direction::Ingress, &flow("1.2.99.9")), Action::Drop);
 
     // A new interface under the same name starts without rules.
     c.delete_interface(del_req("vm3")).await.unwrap();

@@ -49,15 +49,8 @@ pub const MAGLEV_SEED: u64 = 0;
 
 /// The fleet's flow hash of a load-balanced flow.
 pub fn flow_hash(f: &LbFlow) -> u64 {
-    FlowKey {
-        vni: f.vni,
-        src: f.src,
-        dst: f.dst,
-        proto: f.proto,
-        src_port: f.src_port,
-        dst_port: f.dst_port,
-    }
-    .flow_hash()
+    FlowKey { vni: f.vni, src: f.src, dst: f.dst, proto: f.proto, src_port: f.src_port, dst_port: f.dst_port }
+        .flow_hash()
 }
 
 /// A load balancer's configuration, as GetLoadBalancer reports it.
@@ -293,7 +286,13 @@ impl Control {
     /// CreateLoadBalancer: returns the load balancer's underlay address. The id must be
     /// new (dpservice would re-point an existing id) and (VNI, IP) unused.
     #[cfg(test)] // The API passes the preferred address: see `create_lb_at`.
-    pub fn create_lb(&self, id: &str, vni: Vni, vip: IpAddr, ports: Vec<(u8, u16)>) -> Result<Ipv6Addr, ApiError> {
+    pub fn create_lb(
+        &self,
+        id: &str,
+        vni: Vni,
+        vip: IpAddr,
+        ports: Vec<(u8, u16)>,
+    ) -> Result<Ipv6Addr, ApiError> {
         self.create_lb_at(id, vni, vip, ports, None)
     }
 
@@ -449,7 +448,10 @@ mod tests {
         let c = control();
         let u = c.create_lb("my_lb", 100, ip("172.22.2.1"), vec![(6, 80), (17, 53)]).unwrap();
         let info = c.get_lb("my_lb").unwrap();
-        assert_eq!(info, LbInfo { vni: 100, vip: ip("172.22.2.1"), ports: vec![(6, 80), (17, 53)], underlay: u });
+        assert_eq!(
+            info,
+            LbInfo { vni: 100, vip: ip("172.22.2.1"), ports: vec![(6, 80), (17, 53)], underlay: u }
+        );
         let s = c.snapshot();
         assert_eq!(s.underlay_targets.get(&u), Some(&UnderlayTarget::Lb { vni: 100 }));
         assert!(s.lbs.contains_key(&(100, ip("172.22.2.1"))));
@@ -544,12 +546,14 @@ mod tests {
         let s = c.snapshot();
         let lb = &s.lbs[&(100, ip("172.22.2.1"))];
         let m = lb.maglev.as_ref().expect("maglev table");
-        let input = MaglevInput::with_default_size(targets.iter().copied().map(Target::new).collect(), MAGLEV_SEED)
-            .unwrap();
+        let input =
+            MaglevInput::with_default_size(targets.iter().copied().map(Target::new).collect(), MAGLEV_SEED)
+                .unwrap();
         let reference = MaglevTable::build(&input).unwrap();
         assert!(reference.table_size() >= 500);
         for sp in 1000..3000u16 {
-            let f = LbFlow { vni: 100, src: ip("45.86.6.6"), dst: lb.vip, proto: 6, src_port: sp, dst_port: 80 };
+            let f =
+                LbFlow { vni: 100, src: ip("45.86.6.6"), dst: lb.vip, proto: 6, src_port: sp, dst_port: 80 };
             let key = FlowKey { vni: 100, src: f.src, dst: f.dst, proto: 6, src_port: sp, dst_port: 80 };
             assert_eq!(m.select(&f), Some(reference.lookup_addr(key.flow_hash())), "{sp}");
         }
