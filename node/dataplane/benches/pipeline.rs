@@ -52,8 +52,7 @@ fn bench(c: &mut Criterion) {
         ("vf_to_vf", vm_mac(1), [10, 100, 1, 2], ports::VM2),
         ("vf_to_pf_encap", PF0_MAC, [10, 100, 2, 102], ports::PF0),
     ] {
-        let frames: Vec<Vec<u8>> =
-            (0..BURST).map(|i| frame(dst_mac, dst, 1000 + i as u16)).collect();
+        let frames: Vec<Vec<u8>> = (0..BURST).map(|i| frame(dst_mac, dst, 1000 + i as u16)).collect();
         let mut bufs: Vec<TestBuf> = frames.iter().map(|f| TestBuf::new(f)).collect();
         let mut verdicts = vec![Verdict::Drop(DropReason::TxFull); BURST];
         let mut p = Pipeline::default();

@@ -47,11 +47,11 @@ use crate::stages::conntrack::{self as ct_stage, FlowAction, FlowKind, Flows, Or
 use crate::tables::conntrack::{self as ct, Conntrack, Flow};
 use crate::tables::nat::{MappingsConfig, NatConfigError, NatMappings};
 
+#[cfg(test)]
+mod stateful_tests;
 pub mod testkit;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod stateful_tests;
 
 /// What happens to a packet at the end of the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,7 +274,6 @@ impl Next {
     pub fn drop(reason: DropReason) -> Next {
         Next::Done(Verdict::Drop(reason))
     }
-
 }
 
 /// The stages after classification, in graph order: every edge goes from a stage to a
@@ -459,7 +458,9 @@ impl Pipeline {
             flows: Flows {
                 table: Conntrack::new(&cfg.flows)?,
                 nat: NatMappings::new(cfg.nat)?,
-                addrs: crate::tables::addrpool::AddrPool::new(crate::tables::addrpool::AddrPool::DEFAULT_CAPACITY),
+                addrs: crate::tables::addrpool::AddrPool::new(
+                    crate::tables::addrpool::AddrPool::DEFAULT_CAPACITY,
+                ),
                 enforce_firewall: cfg.enforce_firewall,
                 lb: crate::tables::lb::RoundRobin::default(),
             },
@@ -614,9 +615,7 @@ impl Pipeline {
             (Next::Nd, Some(i)) => Next::Done(stages::nd::process(ctx, i, buf)),
             (Next::Dhcp, Some(i)) => Next::Done(stages::dhcp::process(ctx, i, buf)),
             (Next::Dhcpv6, Some(i)) => Next::Done(stages::dhcpv6::process(ctx, i, buf)),
-            (Next::Arp | Next::Nd | Next::Dhcp | Next::Dhcpv6, None) => {
-                Next::drop(DropReason::NoInterface)
-            }
+            (Next::Arp | Next::Nd | Next::Dhcp | Next::Dhcpv6, None) => Next::drop(DropReason::NoInterface),
             (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf),
             (Next::Conntrack(origin), _) => stages::conntrack::process(ctx, &mut self.flows, origin, buf),
             (Next::VirtsvcRequest(svc), _) => stages::virtsvc::request(ctx, &mut self.virtsvc, svc, buf),

@@ -45,7 +45,12 @@ fn stateful_lab() -> Snapshot {
     s.underlay_targets.insert(vip_ul(), UnderlayTarget::Vip(VM2));
     s.dnat.insert((100, NAT_IP), DnatTarget::Nat);
     s.dnat.insert((100, VIP), DnatTarget::Vip(VM2));
-    let n = NeighborNat { nat_ip: NAT_IP, range: PortRange::new(500, 520).unwrap(), vni: 100, underlay: neigh_ul() };
+    let n = NeighborNat {
+        nat_ip: NAT_IP,
+        range: PortRange::new(500, 520).unwrap(),
+        vni: 100,
+        underlay: neigh_ul(),
+    };
     s.neighbor_nats = Arc::new(NeighborNats::new(vec![n]).unwrap());
     s
 }
@@ -355,7 +360,8 @@ fn firewall_verdicts_are_stateful_and_enforced_only_when_asked() {
     let (v, _) = run(&mut p, &snap, PF0, &from_router(vm1_ul, &tcp4(PUBLIC, VM1_IP, 7, 8, true)));
     assert_eq!(v, Verdict::Drop(DropReason::FirewallDenied));
     // Egress with no egress rules is allowed, and so are the replies from the tunnel.
-    let (v, _) = run(&mut p, &snap, VM2, &from_vm(1, &tcp4(VM2_IP, Ipv4Addr::new(10, 100, 2, 5), 9, 10, true)));
+    let (v, _) =
+        run(&mut p, &snap, VM2, &from_vm(1, &tcp4(VM2_IP, Ipv4Addr::new(10, 100, 2, 5), 9, 10, true)));
     assert_eq!(v, Verdict::Tx(PF0));
     let vm2_ul = snap.iface(VM2).unwrap().underlay_ipv6;
     let from_remote = tcp4(Ipv4Addr::new(10, 100, 2, 5), VM2_IP, 10, 9, false);
@@ -382,7 +388,8 @@ fn untrackable_icmp_is_dropped_and_flows_age_out() {
     assert_eq!(run(&mut p, &snap, VM1, &from_vm(0, &ip)).0, Verdict::Drop(DropReason::UntrackedIcmp));
     run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1, 80, true)));
     assert_eq!((p.flows().len(), p.nat_mappings().len()), (1, 1));
-    let later = 1_000_000_000 + u64::from(crate::tables::conntrack::Config::DEFAULT_FLOW_TIMEOUT_S + 2) * 1_000_000_000;
+    let later = 1_000_000_000
+        + u64::from(crate::tables::conntrack::Config::DEFAULT_FLOW_TIMEOUT_S + 2) * 1_000_000_000;
     assert_eq!(p.age(later, PipelineConfig::SMALL_CAPACITY), 1);
     assert_eq!((p.flows().len(), p.nat_mappings().len()), (0, 0));
 }

@@ -8,8 +8,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::{
-    Interface, Mac, NodeConfig, PortId, PortInfo, PortRole, RouteTarget, Snapshot, UnderlayTarget,
-    Vni,
+    Interface, Mac, NodeConfig, PortId, PortInfo, PortRole, RouteTarget, Snapshot, UnderlayTarget, Vni,
 };
 
 /// Builds a [`Snapshot`] step by step.
@@ -120,14 +119,7 @@ impl SnapshotBuilder {
 }
 
 fn port(id: PortId, mac: Mac, role: PortRole, neigh_mac: Option<Mac>) -> PortInfo {
-    PortInfo {
-        id,
-        mac,
-        role,
-        device_name: format!("net_tap{id}"),
-        if_name: format!("dtap{id}"),
-        neigh_mac,
-    }
+    PortInfo { id, mac, role, device_name: format!("net_tap{id}"), if_name: format!("dtap{id}"), neigh_mac }
 }
 
 /// pf0's MAC in the lab.

@@ -144,9 +144,7 @@ fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, svcs: &VirtualServices, frame: &Fr
     match frame.ethertype() {
         ethernet::ETHERTYPE_ARP => Next::Arp,
         ethernet::ETHERTYPE_IPV4 => match inspect_ipv4(frame.payload()) {
-            Ok(i) if i.protocol == ipv4::PROTO_UDP && i.dst_port == Some(DHCP_SERVER_PORT) => {
-                Next::Dhcp
-            }
+            Ok(i) if i.protocol == ipv4::PROTO_UDP && i.dst_port == Some(DHCP_SERVER_PORT) => Next::Dhcp,
             Ok(i) => match virtual_target(svcs, frame.payload(), &i) {
                 Some(svc) => Next::VirtsvcRequest(svc),
                 None => Next::Conntrack(Origin::Vf),
@@ -161,9 +159,7 @@ fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, svcs: &VirtualServices, frame: &Fr
                     Next::drop(DropReason::Ipv6Disabled)
                 }
             }
-            Ok(i) if i.protocol == ipv6::NH_UDP && i.dst_port == Some(DHCPV6_SERVER_PORT) => {
-                Next::Dhcpv6
-            }
+            Ok(i) if i.protocol == ipv6::NH_UDP && i.dst_port == Some(DHCPV6_SERVER_PORT) => Next::Dhcpv6,
             Ok(_) => Next::Conntrack(Origin::Vf),
             Err(r) => Next::drop(r),
         },

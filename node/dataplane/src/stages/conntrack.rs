@@ -85,16 +85,15 @@ use super::lb::{Choice as LbChoice, Decision as LbDecision};
 use crate::buf::PacketBuf;
 use crate::config::{DnatTarget, PortId, RouteTarget, Snapshot, UnderlayTarget, Vni, VniTables};
 use crate::graph::{Ctx, DropReason, Next};
+use crate::tables::addrpool::{AddrId, AddrPool};
 use crate::tables::conntrack::{
     Conntrack, Flow, FlowKey, InsertError, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
-use crate::tables::addrpool::{AddrId, AddrPool};
 use crate::tables::firewall::{self, forward_verdict, L4};
 use crate::tables::jhash::{DpsFlowKey, VnfType};
 use crate::tables::lb::RoundRobin;
 use crate::tables::nat::{
-    rewrite_icmp_error_ipv4, rewrite_ipv4, AllocError, NatKey, NatMappings, NatProto, Original,
-    Side,
+    rewrite_icmp_error_ipv4, rewrite_ipv4, AllocError, NatKey, NatMappings, NatProto, Original, Side,
 };
 use crate::wire::checksum::{checksum, update16};
 use crate::wire::{ethernet, ipv4, ipv6};
@@ -482,8 +481,11 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
         Err(r) => return Next::drop(r),
     };
     pkt.key = pkt.key.with_zone(packet_zone(ctx, origin, pkt.src));
-    // Only a VM's packets can leave by the underlay with a PF to pick.
-    let flow_hash = if origin == Origin::Vf { dps_flow_hash(ctx, &pkt) } else { 0 };
+    // Only a VM's packets can leave by the underlay with a PF to pick, and the hash only
+    // matters when `--wcmp` splits traffic over two PFs: skip it otherwise (it is a
+    // jhash over a 44-byte key, a sizeable share of an established flow's cost).
+    let flow_hash =
+        if origin == Origin::Vf && super::encap::wcmp_splits(ctx) { dps_flow_hash(ctx, &pkt) } else { 0 };
     if pkt.quoted {
         return match flows.table.lookup_quoted(&pkt.key, ctx.now_ns) {
             Some(hit) => finish(ctx, flows, origin, hit.action, true, flow_hash, buf),
@@ -665,7 +667,8 @@ fn new_flow<B: PacketBuf>(
             let Some(iface) = ctx.iface else { return Err(drop(DropReason::NoInterface)) };
             let me = ctx.in_port;
             let mut dst = pkt.dst;
-            let (mut fwd, mut back, mut kind, mut owner) = (Rewrite::None, Rewrite::None, FlowKind::Plain, me);
+            let (mut fwd, mut back, mut kind, mut owner) =
+                (Rewrite::None, Rewrite::None, FlowKind::Plain, me);
             // DNAT: the VIP of a VM in this VNI.
             if let IpAddr::V4(d) = dst {
                 if let Some(&DnatTarget::Vip(p)) = snap.dnat.get(&(vni, d)) {
@@ -795,7 +798,12 @@ fn new_flow<B: PacketBuf>(
                     return Err(drop(DropReason::NatPortUnowned));
                 };
                 let relay = flows.addrs.acquire(n.underlay).ok_or(drop(DropReason::FlowTableFull))?;
-                let a = FlowAction { out: Out::Relay(relay), kind: FlowKind::Neighbor, port, ..FlowAction::default() };
+                let a = FlowAction {
+                    out: Out::Relay(relay),
+                    kind: FlowKind::Neighbor,
+                    port,
+                    ..FlowAction::default()
+                };
                 insert(ctx, flows, pkt, pkt.key, [a, a]).map_err(drop)?;
                 Ok(a)
             }

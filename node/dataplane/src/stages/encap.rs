@@ -42,6 +42,13 @@ pub(crate) fn pick_pf(ctx: &Ctx<'_>, flow_hash: Option<u32>) -> Option<PortId> {
     }
 }
 
+/// Whether [`pick_pf`] looks at the flow hash (two PFs and `--wcmp` below 100).
+#[inline]
+pub(crate) fn wcmp_splits(ctx: &Ctx<'_>) -> bool {
+    let node = &ctx.snap.node;
+    node.pf_ports.len() > 1 && node.wcmp_percent < 100
+}
+
 /// Encapsulates the IP packet after the Ethernet header towards `underlay`, out of
 /// `via` if given (a relay goes back out of the PF it came in on), else out of the PF
 /// `--wcmp` picks with `flow_hash`.
@@ -70,14 +77,8 @@ pub fn process<B: PacketBuf>(
     if !buf.prepend(ipv6::HEADER_LEN) {
         return Next::drop(DropReason::NoRoom);
     }
-    let repr = ipv6::Repr {
-        src,
-        dst: underlay,
-        next_header,
-        payload_len,
-        hop_limit: HOP_LIMIT,
-        vtc_flow: VTC_FLOW,
-    };
+    let repr =
+        ipv6::Repr { src, dst: underlay, next_header, payload_len, hop_limit: HOP_LIMIT, vtc_flow: VTC_FLOW };
     // The old Ethernet header now sits where the IPv6 header goes; pf_tx writes a new one.
     let emitted = buf.data_mut().get_mut(ethernet::HEADER_LEN..).is_some_and(|h| repr.emit(h));
     if emitted {

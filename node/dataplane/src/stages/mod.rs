@@ -1,15 +1,15 @@
 //! The stages of the graph, one per file.
 
 pub mod arp;
-pub mod dhcp;
-pub mod dhcpv6;
-pub mod nd;
 pub mod classify;
 pub mod conntrack;
 pub mod decap;
+pub mod dhcp;
+pub mod dhcpv6;
 pub mod encap;
 pub mod lb;
 pub mod nat64;
+pub mod nd;
 pub mod pf_tx;
 pub mod route4;
 pub mod route6;

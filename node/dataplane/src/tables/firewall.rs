@@ -361,20 +361,11 @@ mod tests {
     fn verdicts() {
         use Action::{Accept, Drop};
         use Direction::{Egress, Ingress};
-        let web = accept_in(
-            "0.0.0.0/0",
-            "0.0.0.0/0",
-            Filter::Tcp { src: PortRange::ANY, dst: ports(80, 443) },
-        );
+        let web =
+            accept_in("0.0.0.0/0", "0.0.0.0/0", Filter::Tcp { src: PortRange::ANY, dst: ports(80, 443) });
         let cases: Vec<(&str, Vec<Rule>, Direction, FlowKey, Action)> = vec![
             ("no rules: ingress drops", vec![], Ingress, tcp("1.1.1.1", "10.0.0.1", 999, 80), Drop),
-            (
-                "no rules: egress accepts",
-                vec![],
-                Egress,
-                tcp("10.0.0.1", "1.1.1.1", 999, 80),
-                Accept,
-            ),
+            ("no rules: egress accepts", vec![], Egress, tcp("10.0.0.1", "1.1.1.1", 999, 80), Accept),
             (
                 "ingress rules do not make egress drop",
                 vec![web],

@@ -225,11 +225,10 @@ mod tests {
     /// `rte_jhash(buf, len, 0xfee1900d)` for `buf[i] = i * 7 + 1`, len 0..=30, computed
     /// by DPDK 22.11's `rte_jhash.h` in a throwaway C program on x86-64.
     const SEQ: [u32; 31] = [
-        0xdd8f4efc, 0xab090c6e, 0x441b9497, 0x364ee606, 0xcc571837, 0x88cab703, 0x01e43611,
-        0x0d0ef9e5, 0xd29fd277, 0x084a33a4, 0xe1f27108, 0x7cdb0fb1, 0xa48169f0, 0x21a38691,
-        0x36fe2912, 0x22ca1012, 0x042101f7, 0x41c15298, 0x12495ee8, 0x7321087e, 0xdc8eeb7c,
-        0xd3c9a700, 0x4fcd750d, 0x0cf38de0, 0xc58247ba, 0x0be6c87c, 0xc2e86023, 0xc7f8686e,
-        0x69f8fdcf, 0xcb80dacc, 0xddc93b85,
+        0xdd8f4efc, 0xab090c6e, 0x441b9497, 0x364ee606, 0xcc571837, 0x88cab703, 0x01e43611, 0x0d0ef9e5,
+        0xd29fd277, 0x084a33a4, 0xe1f27108, 0x7cdb0fb1, 0xa48169f0, 0x21a38691, 0x36fe2912, 0x22ca1012,
+        0x042101f7, 0x41c15298, 0x12495ee8, 0x7321087e, 0xdc8eeb7c, 0xd3c9a700, 0x4fcd750d, 0x0cf38de0,
+        0xc58247ba, 0x0be6c87c, 0xc2e86023, 0xc7f8686e, 0x69f8fdcf, 0xcb80dacc, 0xddc93b85,
     ];
 
     #[test]
@@ -251,7 +250,14 @@ mod tests {
     const VM2: Ipv4Addr = Ipv4Addr::new(10, 100, 1, 2);
     const PUBLIC: Ipv4Addr = Ipv4Addr::new(45, 86, 6, 6);
 
-    fn key(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, port_src: u16, port_dst: u16, vnf: VnfType) -> DpsFlowKey {
+    fn key(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        port_src: u16,
+        port_dst: u16,
+        vnf: VnfType,
+    ) -> DpsFlowKey {
         DpsFlowKey { dst: dst.into(), src: src.into(), port_dst, port_src, vni: 100, proto, vnf }
     }
 

@@ -173,10 +173,11 @@ impl<K: Bits, T> Table<K, T> {
         self.index.insert((net, len), new);
         let entries = &self.entries;
         // The new prefix takes every interval inside it that no longer prefix owns.
-        let changed = relabel(&mut self.starts, &mut self.owners, net, len, |o| match entries.get(o as usize) {
-            Some(e) if e.len > len => o,
-            _ => new,
-        });
+        let changed =
+            relabel(&mut self.starts, &mut self.owners, net, len, |o| match entries.get(o as usize) {
+                Some(e) if e.len > len => o,
+                _ => new,
+            });
         self.recompile(changed);
         None
     }
@@ -186,11 +187,10 @@ impl<K: Bits, T> Table<K, T> {
         let gone = self.index.remove(&(net, len))?;
         // Intervals the removed prefix owned fall to the longest shorter prefix that
         // contains it (every such prefix contains all of it, prefixes being nested).
-        let parent = (0..len)
-            .rev()
-            .find_map(|l| self.index.get(&(net.and(K::mask(l)), l)).copied())
-            .unwrap_or(NONE);
-        let changed = relabel(&mut self.starts, &mut self.owners, net, len, |o| if o == gone { parent } else { o });
+        let parent =
+            (0..len).rev().find_map(|l| self.index.get(&(net.and(K::mask(l)), l)).copied()).unwrap_or(NONE);
+        let changed =
+            relabel(&mut self.starts, &mut self.owners, net, len, |o| if o == gone { parent } else { o });
         self.recompile(changed);
         let last = u32::try_from(self.entries.len() - 1).unwrap_or(NONE);
         let removed = self.entries.swap_remove(gone as usize);
@@ -201,7 +201,8 @@ impl<K: Bits, T> Table<K, T> {
                 (m.net, m.len)
             };
             self.index.insert((mnet, mlen), gone);
-            let changed = relabel(&mut self.starts, &mut self.owners, mnet, mlen, |o| if o == last { gone } else { o });
+            let changed =
+                relabel(&mut self.starts, &mut self.owners, mnet, mlen, |o| if o == last { gone } else { o });
             self.recompile(changed);
         }
         Some(removed.value)
@@ -226,11 +227,8 @@ impl<K: Bits, T> Table<K, T> {
                 return;
             }
             let keep = changed / BLOCK;
-            let mut level = if depth < self.levels.len() {
-                std::mem::take(&mut self.levels[depth])
-            } else {
-                Vec::new()
-            };
+            let mut level =
+                if depth < self.levels.len() { std::mem::take(&mut self.levels[depth]) } else { Vec::new() };
             level.truncate(keep);
             if depth == 0 {
                 let rest = self.ends.get(keep * BLOCK..).unwrap_or_default();
@@ -299,7 +297,13 @@ fn pad<K: Bits>(list: &mut Vec<K>) {
 /// Applies `f` to the owner of every interval inside `net/len`, splitting intervals
 /// at the prefix's bounds first and merging equal neighbours afterwards. Returns the
 /// first interval whose start, owner or position may have changed.
-fn relabel<K: Bits>(starts: &mut Vec<K>, owners: &mut Vec<u32>, net: K, len: u8, f: impl Fn(u32) -> u32) -> usize {
+fn relabel<K: Bits>(
+    starts: &mut Vec<K>,
+    owners: &mut Vec<u32>,
+    net: K,
+    len: u8,
+    f: impl Fn(u32) -> u32,
+) -> usize {
     let last_addr = net.or_not(K::mask(len));
     let first = split_at(starts, owners, net);
     let end = if last_addr == K::MAX { starts.len() } else { split_at(starts, owners, last_addr.succ()) };
@@ -511,7 +515,10 @@ mod tests {
 
     /// Longest match by brute force over (network, length) -> value.
     fn brute<K: Bits>(set: &BTreeMap<(K, u8), u32>, a: K) -> Option<u32> {
-        set.iter().filter(|((n, l), _)| a.and(K::mask(*l)) == *n).max_by_key(|((_, l), _)| *l).map(|(_, v)| *v)
+        set.iter()
+            .filter(|((n, l), _)| a.and(K::mask(*l)) == *n)
+            .max_by_key(|((_, l), _)| *l)
+            .map(|(_, v)| *v)
     }
 
     /// Runs `ops` (insert when the flag is set, else remove) on a table and on a
@@ -555,9 +562,8 @@ mod tests {
     /// IPv6 addresses from a few /8 blocks with few distinct bits below, so that
     /// prefixes of all lengths overlap.
     fn addr6() -> impl Strategy<Value = u128> {
-        (0u128..3, any::<u16>(), any::<u16>(), 0u128..4).prop_map(|(top, a, b, low)| {
-            (top << 120) | (u128::from(a) << 100) | (u128::from(b) << 40) | low
-        })
+        (0u128..3, any::<u16>(), any::<u16>(), 0u128..4)
+            .prop_map(|(top, a, b, low)| (top << 120) | (u128::from(a) << 100) | (u128::from(b) << 40) | low)
     }
 
     proptest! {

@@ -124,10 +124,7 @@ mod tests {
     fn options_iterate() {
         let raw = [0, 14, 0, 0, 0, 8, 0, 2, 0, 0, 0, 1, 0, 1, 0xaa, 0, 2, 0];
         let v: Vec<_> = Options::new(&raw).collect();
-        assert_eq!(
-            v,
-            [Ok((14, &[][..])), Ok((8, &[0, 0][..])), Ok((1, &[0xaa][..])), Err(BadOption)]
-        );
+        assert_eq!(v, [Ok((14, &[][..])), Ok((8, &[0, 0][..])), Ok((1, &[0xaa][..])), Err(BadOption)]);
         assert_eq!(Options::new(&raw[..3]).collect::<Vec<_>>(), [Err(BadOption)]);
         assert_eq!(Options::new(&raw[..15]).count(), 3);
         assert_eq!(Options::new(&raw[..14]).last(), Some(Err(BadOption)));

@@ -162,8 +162,7 @@ mod tests {
     #[test]
     fn na_layout() {
         let mut b = [0xaau8; 40];
-        assert!(!NaRepr { flags: 0, target: Ipv6Addr::LOCALHOST, target_mac: [0; 6] }
-            .emit(&mut b[..31]));
+        assert!(!NaRepr { flags: 0, target: Ipv6Addr::LOCALHOST, target_mac: [0; 6] }.emit(&mut b[..31]));
         let na = NaRepr {
             flags: NA_SOLICITED | NA_OVERRIDE,
             target: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
@@ -192,9 +191,6 @@ mod tests {
         };
         let mut b = [0u8; 24];
         assert!(ra.emit(&mut b));
-        assert_eq!(
-            b,
-            [134, 0, 0, 0, 255, 0xc0, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 1, 2, 3, 4, 5, 6]
-        );
+        assert_eq!(b, [134, 0, 0, 0, 255, 0xc0, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 1, 2, 3, 4, 5, 6]);
     }
 }

@@ -117,10 +117,7 @@ mod tests {
         let mut raw = [0x00, 0x44, 0x00, 0x43, 0x00, 0x0c, 0, 0, 1, 2, 3, 4, 0xee, 0xee];
         assert!(Packet::new_checked(&raw[..11]).is_none());
         let mut p = Packet::new_checked(&mut raw[..]).unwrap();
-        assert_eq!(
-            (p.src_port(), p.dst_port(), p.len(), p.payload()),
-            (68, 67, 12, &[1, 2, 3, 4][..])
-        );
+        assert_eq!((p.src_port(), p.dst_port(), p.len(), p.payload()), (68, 67, 12, &[1, 2, 3, 4][..]));
         let (s, d) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::BROADCAST);
         p.fill_checksum_v4(s, d);
         let sum = checksum::sum_words(checksum::pseudo_v4(s, d, 17, 12), &raw[..12]);

@@ -316,11 +316,8 @@ impl NatMappings {
             return 0;
         }
         let removed = if cur.is_some() { self.remove_slot_mappings(slot) } else { 0 };
-        self.slots[slot] = nat.map(|n| SlotState {
-            nat: *n,
-            share: n.range.split(self.worker, self.workers),
-            live: 0,
-        });
+        self.slots[slot] =
+            nat.map(|n| SlotState { nat: *n, share: n.range.split(self.worker, self.workers), live: 0 });
         removed
     }
 
