@@ -8,14 +8,16 @@
 #
 # Paths: vf-to-vf, vf-to-pf (the node core), and the stateful ones: snat (VF to PF through
 # a NAT gateway, 65,536 live flows), fw (VF to VF with --enforce-firewall and an accepting
-# ingress rule). Every frame after the first round belongs to an established flow.
+# ingress rule), lb (tunnelled client traffic from the PF to a load balancer's VIP, placed
+# by Maglev on a target interface of this node: decapsulation, the LB zone of conntrack,
+# delivery to the VF). Every frame after the first round belongs to an established flow.
 # Prints a markdown table for docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=${1:-10}
 shift || true
 paths=("$@")
-((${#paths[@]})) || paths=(vf-to-vf vf-to-pf snat fw)
+((${#paths[@]})) || paths=(vf-to-vf vf-to-pf snat fw lb)
 bash scripts/setup.sh >/dev/null
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dpfleet/target}
 cargo build --release -q -p dpfleet-node -p dpfleetctl
@@ -47,13 +49,15 @@ ceiling() { # pcap
 }
 
 node_rate() { # pcap out-port-name path
-	local pcap=$1 out=$2 path=$3 extra=()
+	local pcap=$1 out=$2 path=$3 extra=() ports=(--pf0=net_null0 --vf-pattern=net_)
 	mport=19100
 	[[ $path == fw ]] && extra+=(--enforce-firewall)
+	# The LB path's frames arrive on the PF: the pcap port is pf0, the null ports VFs.
+	[[ $path == lb ]] && ports=(--pf0=net_pcap0 --vf-pattern=net_null) extra+=(--lb-selection=maglev)
 	"$node" -l 0,1 --no-pci "${huge[@]}" --file-prefix=dpfleet-bench-node \
 		--vdev=net_pcap0,rx_pcap="$pcap",infinite_rx=1 \
 		--vdev=net_null0,no-rx=1 --vdev=net_null1,no-rx=1 \
-		-- --pf0=net_null0 --vf-pattern=net_ --nic-type=tap --ipv6=fc00:1::1 --no-stats \
+		-- "${ports[@]}" --nic-type=tap --ipv6=fc00:1::1 --no-stats \
 		--grpc-port=19137 --metrics-port=$mport --listen-addr=127.0.0.1 --busy-poll \
 		--mbufs=131071 "${extra[@]}" >"$work/node.log" 2>&1 &
 	local pid=$!
@@ -61,7 +65,7 @@ node_rate() { # pcap out-port-name path
 	for _ in $(seq 100); do "$ctl" --node $api node check-init >/dev/null 2>&1 && break
 		"$ctl" --node $api node init >/dev/null 2>&1 && break; sleep 0.1; done
 	"$ctl" --node $api node init >/dev/null 2>&1 || true
-	"$ctl" --node $api node iface create --id vm1 --vni 100 --ipv4 10.100.1.1 --device net_pcap0 >/dev/null
+	[[ $path == lb ]] || "$ctl" --node $api node iface create --id vm1 --vni 100 --ipv4 10.100.1.1 --device net_pcap0 >/dev/null
 	"$ctl" --node $api node iface create --id vm2 --vni 100 --ipv4 10.100.1.2 --device net_null1 >/dev/null
 	"$ctl" --node $api node route create --vni 100 --prefix 10.200.0.0/16 --next-hop fc00:2::1 >/dev/null
 	case $path in
@@ -71,6 +75,15 @@ node_rate() { # pcap out-port-name path
 		;;
 	fw)
 		"$ctl" --node $api node fw create --iface vm2 --rule-id bench-udp --proto udp >/dev/null
+		;;
+	lb)
+		# The VIP on vm2 (its load-balancer prefix) is the one target; both underlay
+		# addresses are chosen here, as the coordinator does, so the pcap can name them.
+		"$ctl" --node $api node lb create --id lb1 --vni 100 --ip 172.20.0.1 --ports udp/5000 \
+			--underlay fc00:1::8000:0:1 >/dev/null
+		"$ctl" --node $api node lbprefix create --iface vm2 --prefix 172.20.0.1/32 \
+			--underlay fc00:1::8000:0:2 >/dev/null
+		"$ctl" --node $api node lbtarget create --lb lb1 --ip fc00:1::8000:0:2 >/dev/null
 		;;
 	esac
 	sleep 2
@@ -87,6 +100,7 @@ for name in "${paths[@]}"; do
 	vf-to-vf | fw) pcap=$work/vf-to-vf.pcap out=net_null1 ;;
 	vf-to-pf) pcap=$work/vf-to-pf.pcap out=net_null0 ;;
 	snat) pcap=$work/snat.pcap out=net_null0 ;;
+	lb) pcap=$work/lb.pcap out=net_null1 ;;
 	*) echo "unknown path $name" >&2; exit 2 ;;
 	esac
 	c=$(ceiling "$pcap")

@@ -227,6 +227,10 @@ pub enum PrefixCmd {
         /// The prefix.
         #[arg(long)]
         prefix: PrefixArg,
+        /// The underlay address to use (`preferred_underlay_route`: in the node's /64,
+        /// flag byte 0x80); the node picks one when absent.
+        #[arg(long)]
+        underlay: Option<std::net::Ipv6Addr>,
     },
     /// Remove a prefix from an interface.
     Delete {
@@ -509,6 +513,10 @@ pub enum LbCmd {
         /// (`tcp/80,udp/53`).
         #[arg(long, value_delimiter = ',', required = true)]
         ports: Vec<LbPortArg>,
+        /// The underlay address to use (`preferred_underlay_route`: in the node's /64,
+        /// flag byte 0x80); the node picks one when absent.
+        #[arg(long)]
+        underlay: Option<std::net::Ipv6Addr>,
     },
     /// Show a load balancer (GetLoadBalancer).
     Get {

@@ -210,10 +210,10 @@ fn route_call(c: &RouteCmd) -> NodeCall {
 
 fn prefix_call(c: &PrefixCmd) -> NodeCall {
     match c {
-        PrefixCmd::Create { iface, prefix: p } => NodeCall::CreatePrefix(pb::CreatePrefixRequest {
+        PrefixCmd::Create { iface, prefix: p, underlay } => NodeCall::CreatePrefix(pb::CreatePrefixRequest {
             interface_id: iface.clone().into(),
             prefix: Some(prefix(*p)),
-            preferred_underlay_route: Vec::new(),
+            preferred_underlay_route: preferred(*underlay),
         }),
         PrefixCmd::Delete { iface, prefix: p } => NodeCall::DeletePrefix(pb::DeletePrefixRequest {
             interface_id: iface.clone().into(),
@@ -227,11 +227,11 @@ fn prefix_call(c: &PrefixCmd) -> NodeCall {
 
 fn lbprefix_call(c: &PrefixCmd) -> NodeCall {
     match c {
-        PrefixCmd::Create { iface, prefix: p } => {
+        PrefixCmd::Create { iface, prefix: p, underlay } => {
             NodeCall::CreateLbPrefix(pb::CreateLoadBalancerPrefixRequest {
                 interface_id: iface.clone().into(),
                 prefix: Some(prefix(*p)),
-                preferred_underlay_route: Vec::new(),
+                preferred_underlay_route: preferred(*underlay),
             })
         }
         PrefixCmd::Delete { iface, prefix: p } => {
@@ -403,14 +403,20 @@ pub fn lb_port(p: LbPortArg) -> pb::LbPort {
     pb::LbPort { port: u32::from(p.port), protocol: protocol as i32 }
 }
 
+/// A `preferred_underlay_route` as dpservice reads it: the address as text, empty for
+/// "let the node choose".
+fn preferred(underlay: Option<std::net::Ipv6Addr>) -> Vec<u8> {
+    underlay.map(|u| u.to_string().into_bytes()).unwrap_or_default()
+}
+
 fn lb_call(c: &LbCmd) -> NodeCall {
     match c {
-        LbCmd::Create { id, vni, ip, ports } => NodeCall::CreateLb(pb::CreateLoadBalancerRequest {
+        LbCmd::Create { id, vni, ip, ports, underlay } => NodeCall::CreateLb(pb::CreateLoadBalancerRequest {
             loadbalancer_id: id.clone().into(),
             loadbalanced_ip: Some(ip_address(*ip)),
             vni: *vni,
             loadbalanced_ports: ports.iter().copied().map(lb_port).collect(),
-            preferred_underlay_route: Vec::new(),
+            preferred_underlay_route: preferred(*underlay),
         }),
         LbCmd::Get { id } => {
             NodeCall::GetLb(pb::GetLoadBalancerRequest { loadbalancer_id: id.clone().into() })
