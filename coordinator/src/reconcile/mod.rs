@@ -41,7 +41,9 @@ use plan::{diff, Action, FleetIndex, NodeDesired};
 /// Timing of the reconciler.
 #[derive(Clone, Debug)]
 pub struct ReconcilerConfig {
-    /// How often the driver checks leadership and the state's generation.
+    /// How often the driver checks leadership and the state's generation when Raft
+    /// reports nothing new (it also checks whenever Raft's metrics change, e.g. an entry
+    /// is applied, so a write reaches the node tasks at once).
     pub poll: Duration,
     /// How often a node is checked for drift when nothing changed.
     pub repair_interval: Duration,
@@ -153,6 +155,10 @@ async fn drive(
 ) {
     let mut tasks: BTreeMap<String, NodeTask> = BTreeMap::new();
     let mut planned: Option<u64> = None;
+    // Applied entries and leadership changes show in the metrics: waking on them rather
+    // than on the poll alone saves a write up to a whole poll interval on its way to the
+    // nodes (the fleet-apply-latency bench measured every write taking ~200 ms).
+    let mut raft_metrics = Some(raft.metrics());
     let stop_all = |tasks: &mut BTreeMap<String, NodeTask>| {
         for (_, t) in std::mem::take(tasks) {
             t.handle.abort();
@@ -163,6 +169,12 @@ async fn drive(
         tokio::select! {
             _ = stop.changed() => break,
             () = tokio::time::sleep(config.poll) => {}
+            changed = async { raft_metrics.as_mut()?.changed().await.ok() }, if raft_metrics.is_some() => {
+                if changed.is_none() {
+                    // Raft has shut down: no more changes to wait for.
+                    raft_metrics = None;
+                }
+            }
         }
         let leading = raft.metrics().borrow().current_leader == Some(id);
         if !leading {
