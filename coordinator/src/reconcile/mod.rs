@@ -119,7 +119,9 @@ impl Reconciler {
 /// What a node task is given for one generation.
 struct Assignment {
     desired: NodeDesired,
-    /// Every NAT gateway's public IP (where neighbor NATs may be).
+    /// Where neighbor NATs may be: every NAT gateway's public IP, and those of gateways
+    /// deleted (or changed) since this member became leader — the node API lists neighbor
+    /// NATs only by IP, so entries left on a retired IP would never be found otherwise.
     nat_ips: Arc<BTreeSet<Ipv4Addr>>,
 }
 
@@ -129,11 +131,15 @@ struct NodeTask {
     handle: JoinHandle<()>,
 }
 
-/// Plans every node to drive: (endpoint, assignment) by node.
-fn plan_nodes(fleet: &FleetState) -> BTreeMap<String, (String, Assignment)> {
+/// Plans every node to drive: (endpoint, assignment) by node. `nat_ips_seen` holds the
+/// NAT IPs of earlier generations (see [`Assignment::nat_ips`]) and gains this one's.
+fn plan_nodes(
+    fleet: &FleetState,
+    nat_ips_seen: &mut BTreeSet<Ipv4Addr>,
+) -> BTreeMap<String, (String, Assignment)> {
     let index = FleetIndex::new(fleet);
-    let nat_ips: Arc<BTreeSet<Ipv4Addr>> =
-        Arc::new(fleet.nat_gateways().values().flat_map(|g| g.spec().public_ips.iter().copied()).collect());
+    nat_ips_seen.extend(fleet.nat_gateways().values().flat_map(|g| g.spec().public_ips.iter().copied()));
+    let nat_ips = Arc::new(nat_ips_seen.clone());
     fleet
         .nodes()
         .values()
@@ -159,6 +165,8 @@ async fn drive(
     // than on the poll alone saves a write up to a whole poll interval on its way to the
     // nodes (the fleet-apply-latency bench measured every write taking ~200 ms).
     let mut raft_metrics = Some(raft.metrics());
+    // Every NAT IP of this leadership (see `Assignment::nat_ips`).
+    let mut nat_ips_seen: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let stop_all = |tasks: &mut BTreeMap<String, NodeTask>| {
         for (_, t) in std::mem::take(tasks) {
             t.handle.abort();
@@ -183,6 +191,7 @@ async fn drive(
                 stop_all(&mut tasks);
             }
             planned = None;
+            nat_ips_seen.clear();
             continue;
         }
         let generation = state.read(|s| s.fleet.generation());
@@ -190,10 +199,16 @@ async fn drive(
             continue;
         }
         let fleet = state.read(|s| s.fleet.clone());
-        let Ok(plans) = tokio::task::spawn_blocking(move || plan_nodes(&fleet)).await else {
+        let mut seen = nat_ips_seen.clone();
+        let planned_nodes = tokio::task::spawn_blocking(move || {
+            let plans = plan_nodes(&fleet, &mut seen);
+            (plans, seen)
+        });
+        let Ok((plans, seen)) = planned_nodes.await else {
             tracing::error!("planning the nodes failed");
             continue;
         };
+        nat_ips_seen = seen;
         planned = Some(generation);
         tasks.retain(|node, t| {
             let keep = plans.get(node).is_some_and(|(endpoint, _)| *endpoint == t.endpoint);
@@ -373,4 +388,50 @@ async fn reconcile_once(
     mem.last_set = desired.generation;
     mem.node_applied = desired.generation;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use super::*;
+    use crate::state::{Command, NatGatewaySpec, Op};
+
+    fn apply(s: &mut FleetState, op: Op) {
+        s.apply(Command::new(op.clone())).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    }
+
+    #[test]
+    fn neighbor_nats_are_looked_for_on_the_ips_of_deleted_gateways_too() {
+        let mut s = FleetState::new();
+        apply(
+            &mut s,
+            Op::RegisterNode {
+                id: "n1".into(),
+                underlay: Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0, 0, 1),
+                api_endpoint: "[::1]:1337".into(),
+                devices: vec!["net_tap2".into()],
+            },
+        );
+        apply(&mut s, Op::CreateVni { vni: 100 });
+        let gw = |id: &str, ip: [u8; 4]| NatGatewaySpec {
+            id: id.into(),
+            vni: 100,
+            public_ips: vec![Ipv4Addr::from(ip)],
+            port_min: 1024,
+            port_max: 2048,
+            block_size: 256,
+        };
+        apply(&mut s, Op::CreateNatGateway(gw("gw1", [45, 86, 6, 100])));
+        apply(&mut s, Op::CreateNatGateway(gw("gw2", [45, 86, 6, 101])));
+        let mut seen = BTreeSet::new();
+        let plans = plan_nodes(&s, &mut seen);
+        let both: BTreeSet<Ipv4Addr> =
+            ["45.86.6.100".parse().unwrap(), "45.86.6.101".parse().unwrap()].into();
+        assert_eq!(*plans["n1"].1.nat_ips, both);
+        apply(&mut s, Op::DeleteNatGateway { id: "gw1".into() });
+        let plans = plan_nodes(&s, &mut seen);
+        assert_eq!(*plans["n1"].1.nat_ips, both, "gw1's IP is still looked at");
+        assert_eq!(seen, both);
+    }
 }
