@@ -526,6 +526,91 @@ fn a_fleet_provisioned_through_the_cluster_api() {
     assert!(!held(&mut fleet, 1).interfaces.contains_key("a2"));
     ping_across(&mut fleet, a1_ul, b1_ul, true, b"after-failover");
 
+    // ---- 6. Changes and deletions reach the nodes too.
+    // A crash shorter than the down detection: the node keeps its state in the cluster
+    // and the reconciler finds the new, empty instance and repairs it.
+    fleet.node(3).kill();
+    fleet.node(3).restart();
+    fleet.wait_applied(&[1, 2, 3], WAIT);
+    assert_eq!(fleet.cluster_nodes()["n3"].state(), cpb::NodeState::Active);
+    assert_eq!(held(&mut fleet, 3).neighbor_nats, BTreeSet::from([a1_nat, b1_nat]));
+    assert_eq!(lb_table(&mut fleet, 3, "lb1"), Some(want));
+    // A new target moves every node to the new epoch; a removed one loses its prefix.
+    let m = fleet.any();
+    let req = cpb::AddLbTargetRequest {
+        request_id: String::new(),
+        lb: "lb1".into(),
+        target: Some(cpb::add_lb_target_request::Target::Interface("c3".into())),
+        weight: 2,
+    };
+    fleet.on(m, |mut c| async move { c.add_lb_target(req).await }).unwrap();
+    let req = cpb::RemoveLbTargetRequest {
+        request_id: String::new(),
+        lb: "lb1".into(),
+        target: Some(cpb::remove_lb_target_request::Target::Interface("a1".into())),
+    };
+    fleet.on(m, |mut c| async move { c.remove_lb_target(req).await }).unwrap();
+    fleet.wait_applied(&[1, 2, 3], WAIT);
+    let lb = committed_lb(&mut fleet, "lb1");
+    let want2 = (lb.epoch, lb.digest.expect("a digest"));
+    assert!(want2.0 > want.0);
+    for k in [1, 2, 3] {
+        assert_eq!(lb_table(&mut fleet, k, "lb1"), Some(want2), "n{k}'s new Maglev table");
+    }
+    let lb_prefixes = |fleet: &mut Fleet, k: u8, i: &str| {
+        let api = &mut fleet.node(k).api;
+        let req = api::ListLoadBalancerPrefixesRequest { interface_id: i.as_bytes().to_vec() };
+        ok("ListLoadBalancerPrefixes", api.list_load_balancer_prefixes(req)).prefixes.len()
+    };
+    assert_eq!(lb_prefixes(&mut fleet, 1, "a1"), 0, "a1 is no target any more");
+    assert_eq!(lb_prefixes(&mut fleet, 3, "c3"), 1, "c3 on n3 is one now");
+    // Detaching b1's NAT removes its block everywhere.
+    let req = cpb::DetachNatRequest { request_id: String::new(), gateway: "gw1".into(), interface: "b1".into() };
+    fleet.on(m, |mut c| async move { c.detach_nat(req).await }).unwrap();
+    // Deleting b2 (with its VIP and firewall rule) and the route.
+    let req = cpb::DeleteInterfaceRequest { request_id: String::new(), id: "b2".into() };
+    fleet.on(m, |mut c| async move { c.delete_interface(req).await }).unwrap();
+    let req = cpb::DeleteRouteRequest { request_id: String::new(), vni: VNI, prefix: "10.100.9.0/24".into() };
+    fleet.on(m, |mut c| async move { c.delete_route(req).await }).unwrap();
+    fleet.wait_applied(&[1, 2, 3], WAIT);
+    let h1 = held(&mut fleet, 1);
+    assert!(h1.neighbor_nats.is_empty(), "{h1:?}");
+    assert!(h1.routes_v4.contains_key("10.100.1.2/32"), "{h1:?}");
+    assert!(!h1.routes_v4.contains_key("10.100.1.3/32") && !h1.routes_v4.contains_key("10.100.9.0/24"), "{h1:?}");
+    let h2 = held(&mut fleet, 2);
+    assert_eq!(h2.interfaces.keys().collect::<Vec<_>>(), vec!["b1", "c6"]);
+    assert!(h2.nats.is_empty(), "{h2:?}");
+    assert_eq!(held(&mut fleet, 3).neighbor_nats, BTreeSet::from([a1_nat]));
+    let lb = committed_lb(&mut fleet, "lb1");
+    for k in [1, 2, 3] {
+        assert_eq!(lb_table(&mut fleet, k, "lb1"), Some((lb.epoch, lb.digest.unwrap())), "n{k}");
+    }
+    // Deleting everything leaves every node empty.
+    for id in ["lb1"] {
+        let req = cpb::DeleteLoadBalancerRequest { request_id: String::new(), id: id.into() };
+        fleet.on(m, |mut c| async move { c.delete_load_balancer(req).await }).unwrap();
+    }
+    let ifaces: Vec<String> = list_interfaces(&mut fleet, m, false).into_iter().map(|i| i.0).collect();
+    for id in ifaces {
+        let req = cpb::DeleteInterfaceRequest { request_id: String::new(), id };
+        fleet.on(m, |mut c| async move { c.delete_interface(req).await }).unwrap();
+    }
+    for id in ["gw1", "gw2"] {
+        let req = cpb::DeleteNatGatewayRequest { request_id: String::new(), id: id.into() };
+        fleet.on(m, |mut c| async move { c.delete_nat_gateway(req).await }).unwrap();
+    }
+    fleet.on(m, |mut c| async move { c.delete_vni(cpb::VniRequest { request_id: String::new(), vni: VNI }).await }).unwrap();
+    fleet.wait_applied(&[1, 2, 3], WAIT);
+    for k in [1, 2, 3] {
+        let h = held(&mut fleet, k);
+        assert!(h.interfaces.is_empty() && h.neighbor_nats.is_empty() && h.routes_v4.is_empty(), "n{k}: {h:?}");
+        assert!(fleet.node(k).api.get_node_status().unwrap().load_balancers.is_empty(), "n{k}");
+        // Nor on the raced gateway's IP (the node lists neighbor NATs only by IP).
+        let req = api::ListNeighborNatsRequest { nat_ip: Some(api::ip(IpAddr::V4(Ipv4Addr::new(45, 86, 7, 1)))) };
+        let left = ok("ListNeighborNats", fleet.node(k).api.list_neighbor_nats(req)).nat_entries;
+        assert!(left.is_empty(), "n{k}: {left:?}");
+    }
+
     // The new leader reconciled every node without a failed call (the error counter
     // appears with the first error) and none lags.
     let leader = fleet.wait_leader(&[]);
