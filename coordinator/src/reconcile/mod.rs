@@ -25,7 +25,7 @@ pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -167,6 +167,8 @@ async fn drive(
     let mut raft_metrics = Some(raft.metrics());
     // Every NAT IP of this leadership (see `Assignment::nat_ips`).
     let mut nat_ips_seen: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    // The IPv6 routes made on each node during this leadership (see `SharedIpv6Routes`).
+    let mut ipv6_routes: BTreeMap<String, SharedIpv6Routes> = BTreeMap::new();
     let stop_all = |tasks: &mut BTreeMap<String, NodeTask>| {
         for (_, t) in std::mem::take(tasks) {
             t.handle.abort();
@@ -192,6 +194,7 @@ async fn drive(
             }
             planned = None;
             nat_ips_seen.clear();
+            ipv6_routes.clear();
             continue;
         }
         let generation = state.read(|s| s.fleet.generation());
@@ -228,10 +231,12 @@ async fn drive(
                 }
                 None => {
                     let (tx, rx) = watch::channel(assignment);
+                    let routes = ipv6_routes.entry(node.clone()).or_default().clone();
                     let handle = tokio::spawn(node_task(
                         node.clone(),
                         endpoint.clone(),
                         rx,
+                        routes,
                         status.clone(),
                         config.clone(),
                     ));
@@ -243,11 +248,21 @@ async fn drive(
     stop_all(&mut tasks);
 }
 
+/// The IPv6 routes the reconciler made on one node (the node API cannot list them). It
+/// outlives the node's task: a node that goes down (its task stops) and comes back
+/// without a restart still has them, and the new task must know them to remove those no
+/// longer desired.
+type SharedIpv6Routes = Arc<Mutex<Ipv6Routes>>;
+
+fn lock(routes: &SharedIpv6Routes) -> std::sync::MutexGuard<'_, Ipv6Routes> {
+    routes.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// What a node task remembers between rounds.
 #[derive(Default)]
 struct Memory {
     client: Option<NodeClient>,
-    ipv6: Ipv6Routes,
+    ipv6: SharedIpv6Routes,
     /// The desired state last applied without error on this node instance.
     last_good: Option<Arc<Assignment>>,
     /// The generation last recorded on the node.
@@ -261,10 +276,11 @@ async fn node_task(
     node: String,
     endpoint: String,
     mut desired: watch::Receiver<Arc<Assignment>>,
+    ipv6: SharedIpv6Routes,
     status: Arc<watch::Sender<ReconcileStatus>>,
     config: ReconcilerConfig,
 ) {
-    let mut mem = Memory::default();
+    let mut mem = Memory { ipv6, ..Memory::default() };
     let mut backoff = config.backoff_min;
     loop {
         let assignment = desired.borrow_and_update().clone();
@@ -335,12 +351,15 @@ async fn reconcile_once(
         slot @ None => slot.insert(NodeClient::connect(endpoint, config.call_timeout).await?),
     };
     let instance = client.ensure_initialized().await?;
-    if mem.ipv6.instance != instance {
-        if !mem.ipv6.instance.is_empty() {
-            tracing::info!(endpoint, instance = %instance, "the node restarted: repairing it");
+    {
+        let mut routes = lock(&mem.ipv6);
+        if routes.instance != instance {
+            if !routes.instance.is_empty() {
+                tracing::info!(endpoint, instance = %instance, "the node restarted: repairing it");
+            }
+            *routes = Ipv6Routes { instance, routes: BTreeMap::new() };
+            mem.last_good = None;
         }
-        mem.ipv6 = Ipv6Routes { instance, routes: BTreeMap::new() };
-        mem.last_good = None;
     }
     let status = client.status().await?;
     mem.node_applied = status.applied_generation;
@@ -358,7 +377,8 @@ async fn reconcile_once(
         }
         a
     } else {
-        let actual = client.read(&status, &mem.ipv6, &assignment.nat_ips).await?;
+        let routes = lock(&mem.ipv6).clone();
+        let actual = client.read(&status, &routes, &assignment.nat_ips).await?;
         mem.last_full_read = Some(Instant::now());
         diff(&actual, desired)
     };
@@ -370,7 +390,11 @@ async fn reconcile_once(
         if matches!(action, Action::SetAppliedGeneration { .. }) && first_error.is_some() {
             break;
         }
-        if let Err(e) = client.apply(action, &mut mem.ipv6).await {
+        let result = client.call(action).await;
+        if result.is_ok() {
+            lock(&mem.ipv6).record(action);
+        }
+        if let Err(e) = result {
             tracing::warn!(endpoint, "{e}");
             let fatal = !matches!(e, ExecError::Refused { .. });
             first_error.get_or_insert(e);
@@ -383,7 +407,7 @@ async fn reconcile_once(
         mem.last_good = None;
         return Err(e);
     }
-    mem.ipv6.retain_vnis(&desired.vnis);
+    lock(&mem.ipv6).retain_vnis(&desired.vnis);
     mem.last_good = Some(assignment.clone());
     mem.last_set = desired.generation;
     mem.node_applied = desired.generation;
