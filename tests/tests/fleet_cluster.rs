@@ -481,6 +481,44 @@ fn a_fleet_provisioned_through_the_cluster_api() {
     assert_eq!(exhausted, 2);
     fleet.wait_applied(&[1, 2, 3], WAIT);
 
+    // ---- 4b. A partition: n3 loses its management link, is declared down and misses a
+    // change (c6 on n2 is deleted); once the link is back it rejoins and converges,
+    // including the IPv6 host route to c6 that its API cannot list.
+    let n3_ns = fleet.node(3).node.netns().name().to_string();
+    dpfleet_e2e::netns::run("ip", &["-n", &n3_ns, "link", "set", "mgmt0", "down"]).unwrap();
+    fleet.wait_node_state("n3", cpb::NodeState::Down, WAIT);
+    let req = cpb::DeleteInterfaceRequest { request_id: String::new(), id: "c6".into() };
+    fleet.on(m, |mut c| async move { c.delete_interface(req).await }).unwrap();
+    dpfleet_e2e::netns::run("ip", &["-n", &n3_ns, "link", "set", "mgmt0", "up"]).unwrap();
+    fleet.wait_node_state("n3", cpb::NodeState::Active, WAIT);
+    fleet.wait_applied(&[1, 2, 3], WAIT);
+    let h3 = held(&mut fleet, 3);
+    assert!(h3.routes_v4.contains_key("10.100.1.2/32"), "{h3:?}");
+    assert!(!h3.routes_v4.contains_key("10.100.1.15/32"), "no route to the deleted c6: {h3:?}");
+    {
+        // c3 (n3, VF 0) sends to the deleted c6's IPv6 address, then to b1's: only the
+        // second may leave n3's PF0.
+        let (c3, c6, b1_vm) = (vm(3, 0, 12), vm(2, 2, 15), vm(2, 0, 2));
+        let n3 = fleet.node(3);
+        let mut tap = Tap::open(n3.node.netns(), &c3.tap_name()).unwrap();
+        assert_eq!(Fixture::dhcp(&mut tap, &c3).yiaddr, c3.ip);
+        let mut pf = Tap::open(n3.node.netns(), &n3.node.pf(0).iface).unwrap();
+        let gw = n3.node.vf(0).mac;
+        for (dst, payload) in [(c6.ipv6, &b"to-deleted-c6"[..]), (b1_vm.ipv6, &b"to-b1"[..])] {
+            let echo = frames::ipv6_icmp_echo(c3.ipv6, dst, false, 0x43, 1, payload);
+            tap.send(&frames::ethernet(gw, c3.mac, &echo));
+        }
+        let inner_echo = |f: &[u8]| {
+            Ip::from_frame(f).and_then(|ip| ip.decapsulate()).and_then(|inner| Echo::from_ip(&inner))
+        };
+        pf.expect("c3's echo to b1 on n3's PF0", |f| inner_echo(f).is_some_and(|e| e.payload == b"to-b1"));
+        assert!(
+            !pf.backlog().any(|f| inner_echo(f).is_some_and(|e| e.payload == b"to-deleted-c6")),
+            "n3 still routes the deleted c6's IPv6 address:\n{}",
+            pf.describe_backlog()
+        );
+    }
+
     // ---- 5. Kill the Raft leader.
     let m = fleet.any();
     let leader = fleet
@@ -578,7 +616,7 @@ fn a_fleet_provisioned_through_the_cluster_api() {
     assert!(h1.routes_v4.contains_key("10.100.1.2/32"), "{h1:?}");
     assert!(!h1.routes_v4.contains_key("10.100.1.3/32") && !h1.routes_v4.contains_key("10.100.9.0/24"), "{h1:?}");
     let h2 = held(&mut fleet, 2);
-    assert_eq!(h2.interfaces.keys().collect::<Vec<_>>(), vec!["b1", "c6"]);
+    assert_eq!(h2.interfaces.keys().collect::<Vec<_>>(), vec!["b1"]);
     assert!(h2.nats.is_empty(), "{h2:?}");
     assert_eq!(held(&mut fleet, 3).neighbor_nats, BTreeSet::from([a1_nat]));
     let lb = committed_lb(&mut fleet, "lb1");
