@@ -459,6 +459,22 @@ impl Fleet {
         self.rt.block_on(f(clients))
     }
 
+    /// Runs `dpfleetctl --coordinator <every member> ARGS` in the management namespace
+    /// and returns its standard output.
+    ///
+    /// # Panics
+    /// When it cannot be found or run, or fails (with its stderr).
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let bin = must(node::find_program("dpfleetctl", "DPFLEETCTL_BIN", "dpfleetctl"));
+        let members: Vec<String> =
+            self.coordinators.iter().map(|c| coordinator_addr(c.id).to_string()).collect();
+        let members = members.join(",");
+        let mut all = vec!["--coordinator", members.as_str(), "--timeout", "10s"];
+        all.extend_from_slice(args);
+        let out = must(self.mgmt.exec(bin.to_str().unwrap_or_default(), &all));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The Prometheus text of member `id`'s `/metrics`.
     ///
     /// # Panics

@@ -160,6 +160,14 @@ fn a_fleet_provisioned_through_the_cluster_api() {
     let nodes = fleet.cluster_nodes();
     assert_eq!(nodes["n1"].api_endpoint, format!("{}:{}", cluster::node_ip(1), topo::GRPC_PORT));
     assert_eq!(nodes["n2"].underlay, cluster::node_underlay(2).to_string());
+    // dpfleetctl, run in the management namespace, sees the same.
+    let table = fleet.ctl(&["cluster", "node", "list"]);
+    for n in ["n1", "n2"] {
+        assert!(
+            table.lines().any(|l| l.split_whitespace().take(2).eq([n, "active"])),
+            "dpfleetctl cluster node list:\n{table}"
+        );
+    }
 
     // Provisioning through the API only.
     let m = fleet.any();
@@ -531,6 +539,10 @@ fn a_fleet_provisioned_through_the_cluster_api() {
     fleet.coordinator(leader).kill();
     let new_leader = fleet.wait_leader(&[leader]);
     assert_ne!(new_leader, leader);
+    // dpfleetctl, given every member, gets past the dead one.
+    let table = fleet.ctl(&["cluster", "status"]);
+    let leader_addr = cluster::coordinator_addr(new_leader).to_string();
+    assert!(table.contains(&leader_addr), "dpfleetctl cluster status names {leader_addr}:\n{table}");
     assert_eq!(
         list_interfaces(&mut fleet, new_leader, false),
         ifaces_before,
@@ -603,7 +615,8 @@ fn a_fleet_provisioned_through_the_cluster_api() {
     assert_eq!(lb_prefixes(&mut fleet, 1, "a1"), 0, "a1 is no target any more");
     assert_eq!(lb_prefixes(&mut fleet, 3, "c3"), 1, "c3 on n3 is one now");
     // Detaching b1's NAT removes its block everywhere.
-    let req = cpb::DetachNatRequest { request_id: String::new(), gateway: "gw1".into(), interface: "b1".into() };
+    let req =
+        cpb::DetachNatRequest { request_id: String::new(), gateway: "gw1".into(), interface: "b1".into() };
     fleet.on(m, |mut c| async move { c.detach_nat(req).await }).unwrap();
     // Deleting b2 (with its VIP and firewall rule) and the route.
     let req = cpb::DeleteInterfaceRequest { request_id: String::new(), id: "b2".into() };
@@ -614,7 +627,10 @@ fn a_fleet_provisioned_through_the_cluster_api() {
     let h1 = held(&mut fleet, 1);
     assert!(h1.neighbor_nats.is_empty(), "{h1:?}");
     assert!(h1.routes_v4.contains_key("10.100.1.2/32"), "{h1:?}");
-    assert!(!h1.routes_v4.contains_key("10.100.1.3/32") && !h1.routes_v4.contains_key("10.100.9.0/24"), "{h1:?}");
+    assert!(
+        !h1.routes_v4.contains_key("10.100.1.3/32") && !h1.routes_v4.contains_key("10.100.9.0/24"),
+        "{h1:?}"
+    );
     let h2 = held(&mut fleet, 2);
     assert_eq!(h2.interfaces.keys().collect::<Vec<_>>(), vec!["b1"]);
     assert!(h2.nats.is_empty(), "{h2:?}");
@@ -623,11 +639,28 @@ fn a_fleet_provisioned_through_the_cluster_api() {
     for k in [1, 2, 3] {
         assert_eq!(lb_table(&mut fleet, k, "lb1"), Some((lb.epoch, lb.digest.unwrap())), "n{k}");
     }
+    // An interface the coordinator places: it lands on the node the answer names.
+    let req = cpb::CreateInterfaceRequest {
+        request_id: String::new(),
+        id: "p1".into(),
+        vni: VNI,
+        ipv4: "10.100.1.40".into(),
+        ..Default::default()
+    };
+    let p1 = fleet.on(m, |mut c| async move { c.create_interface(req).await }).unwrap().interface.unwrap();
+    let k: u8 = p1.node.trim_start_matches('n').parse().expect("placed on nK");
+    fleet.wait_applied(&[1, 2, 3], WAIT);
+    let api = &mut fleet.node(k).api;
+    let got =
+        ok("GetInterface", api.get_interface(api::GetInterfaceRequest { interface_id: b"p1".to_vec() }));
+    let got = got.interface.expect("interface");
+    assert_eq!(
+        (got.pci_name.as_str(), api::parse_v6(&got.underlay_route)),
+        (p1.device.as_str(), v6(&p1.underlay))
+    );
     // Deleting everything leaves every node empty.
-    for id in ["lb1"] {
-        let req = cpb::DeleteLoadBalancerRequest { request_id: String::new(), id: id.into() };
-        fleet.on(m, |mut c| async move { c.delete_load_balancer(req).await }).unwrap();
-    }
+    let req = cpb::DeleteLoadBalancerRequest { request_id: String::new(), id: "lb1".into() };
+    fleet.on(m, |mut c| async move { c.delete_load_balancer(req).await }).unwrap();
     let ifaces: Vec<String> = list_interfaces(&mut fleet, m, false).into_iter().map(|i| i.0).collect();
     for id in ifaces {
         let req = cpb::DeleteInterfaceRequest { request_id: String::new(), id };
@@ -641,10 +674,14 @@ fn a_fleet_provisioned_through_the_cluster_api() {
     fleet.wait_applied(&[1, 2, 3], WAIT);
     for k in [1, 2, 3] {
         let h = held(&mut fleet, k);
-        assert!(h.interfaces.is_empty() && h.neighbor_nats.is_empty() && h.routes_v4.is_empty(), "n{k}: {h:?}");
+        assert!(
+            h.interfaces.is_empty() && h.neighbor_nats.is_empty() && h.routes_v4.is_empty(),
+            "n{k}: {h:?}"
+        );
         assert!(fleet.node(k).api.get_node_status().unwrap().load_balancers.is_empty(), "n{k}");
         // Nor on the raced gateway's IP (the node lists neighbor NATs only by IP).
-        let req = api::ListNeighborNatsRequest { nat_ip: Some(api::ip(IpAddr::V4(Ipv4Addr::new(45, 86, 7, 1)))) };
+        let req =
+            api::ListNeighborNatsRequest { nat_ip: Some(api::ip(IpAddr::V4(Ipv4Addr::new(45, 86, 7, 1)))) };
         let left = ok("ListNeighborNats", fleet.node(k).api.list_neighbor_nats(req)).nat_entries;
         assert!(left.is_empty(), "n{k}: {left:?}");
     }

@@ -72,7 +72,9 @@ fn main() {
             }
         }
         let all = start.elapsed();
-        println!("write {i:>3}: generation {generation}, acknowledged {acked:>10.1?}, on every node {all:>10.1?}");
+        println!(
+            "write {i:>3}: generation {generation}, acknowledged {acked:>10.1?}, on every node {all:>10.1?}"
+        );
         samples.push(all);
     }
     samples.sort_unstable();
