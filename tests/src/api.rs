@@ -100,6 +100,11 @@ replies!(
     CreateNeighborNatResponse,
     DeleteNeighborNatResponse,
     CreateFirewallRuleResponse,
+    ListNeighborNatsResponse,
+    ListFirewallRulesResponse,
+    ListLoadBalancerPrefixesResponse,
+    GetLoadBalancerResponse,
+    ListLoadBalancerTargetsResponse,
 );
 
 /// Unwraps a call that must succeed at both levels: no gRPC error, status code 0.
@@ -110,11 +115,7 @@ replies!(
 pub fn ok<T: Reply + std::fmt::Debug>(method: &str, r: Result<T, tonic::Status>) -> T {
     match r {
         Ok(resp) if resp.code() == 0 => resp,
-        Ok(resp) => panic!(
-            "{method}: error {} ({}) in reply {resp:?}",
-            resp.code(),
-            resp.message()
-        ),
+        Ok(resp) => panic!("{method}: error {} ({}) in reply {resp:?}", resp.code(), resp.message()),
         Err(status) => panic!("{method}: gRPC failure {status:?}"),
     }
 }
@@ -128,15 +129,8 @@ pub fn ok<T: Reply + std::fmt::Debug>(method: &str, r: Result<T, tonic::Status>)
 pub fn expect_code<T: Reply + std::fmt::Debug>(method: &str, code: u32, r: Result<T, tonic::Status>) {
     match r {
         Ok(resp) => {
-            assert_eq!(
-                resp.code(),
-                code,
-                "{method}: expected error {code}, got reply {resp:?}"
-            );
-            assert!(
-                !resp.message().is_empty(),
-                "{method}: error {code} without a message"
-            );
+            assert_eq!(resp.code(), code, "{method}: expected error {code}, got reply {resp:?}");
+            assert!(!resp.message().is_empty(), "{method}: error {code} without a message");
         }
         Err(status) => panic!("{method}: expected error {code} in the reply, got gRPC failure {status:?}"),
     }
@@ -195,15 +189,8 @@ impl Api {
                 .connect_with_connector(connector)
                 .await
         });
-        let channel = channel.map_err(|e| Error::Grpc {
-            method: "connect",
-            status: format!("{e:?}"),
-        })?;
-        Ok(Api {
-            rt,
-            client: DpdKironcoreClient::new(channel.clone()),
-            fleet: FleetNodeClient::new(channel),
-        })
+        let channel = channel.map_err(|e| Error::Grpc { method: "connect", status: format!("{e:?}") })?;
+        Ok(Api { rt, client: DpdKironcoreClient::new(channel.clone()), fleet: FleetNodeClient::new(channel) })
     }
 
     unary! {
@@ -259,6 +246,16 @@ impl Api {
         create_load_balancer(CreateLoadBalancerRequest) -> CreateLoadBalancerResponse;
         /// CreateLoadBalancerTarget.
         create_load_balancer_target(CreateLoadBalancerTargetRequest) -> CreateLoadBalancerTargetResponse;
+        /// ListNeighborNats.
+        list_neighbor_nats(ListNeighborNatsRequest) -> ListNeighborNatsResponse;
+        /// ListFirewallRules.
+        list_firewall_rules(ListFirewallRulesRequest) -> ListFirewallRulesResponse;
+        /// ListLoadBalancerPrefixes.
+        list_load_balancer_prefixes(ListLoadBalancerPrefixesRequest) -> ListLoadBalancerPrefixesResponse;
+        /// GetLoadBalancer.
+        get_load_balancer(GetLoadBalancerRequest) -> GetLoadBalancerResponse;
+        /// ListLoadBalancerTargets.
+        list_load_balancer_targets(ListLoadBalancerTargetsRequest) -> ListLoadBalancerTargetsResponse;
     }
 
     /// dpfleet.node.v1 GetNodeStatus.
@@ -319,12 +316,8 @@ pub fn interface_request(vm: &Vm) -> pb::CreateInterfaceRequest {
         interface_type: pb::InterfaceType::Virtual as i32,
         interface_id: vm.id.clone().into_bytes(),
         vni: vm.vni,
-        ipv4_config: Some(pb::IpConfig {
-            primary_address: vm.ip.to_string().into_bytes(),
-        }),
-        ipv6_config: Some(pb::IpConfig {
-            primary_address: vm.ipv6.to_string().into_bytes(),
-        }),
+        ipv4_config: Some(pb::IpConfig { primary_address: vm.ip.to_string().into_bytes() }),
+        ipv6_config: Some(pb::IpConfig { primary_address: vm.ipv6.to_string().into_bytes() }),
         device_name: topo::vf(vm.vf).device,
         ..Default::default()
     }
@@ -343,11 +336,7 @@ pub fn ip(addr: IpAddr) -> pb::IpAddress {
 
 /// A `Prefix` message.
 pub fn prefix(addr: IpAddr, len: u32) -> pb::Prefix {
-    pb::Prefix {
-        ip: Some(ip(addr)),
-        length: len,
-        underlay_route: Vec::new(),
-    }
+    pb::Prefix { ip: Some(ip(addr)), length: len, underlay_route: Vec::new() }
 }
 
 /// A `Route` message.
@@ -367,8 +356,7 @@ pub fn route(addr: IpAddr, len: u32, nh_vni: u32, next_hop: Ipv6Addr) -> pb::Rou
 #[track_caller]
 pub fn parse_v6(text: &[u8]) -> Ipv6Addr {
     let s = String::from_utf8_lossy(text);
-    s.parse()
-        .unwrap_or_else(|_| panic!("not an IPv6 address: {s:?}"))
+    s.parse().unwrap_or_else(|_| panic!("not an IPv6 address: {s:?}"))
 }
 
 /// Parses an `IpAddress` message into an address.
@@ -379,6 +367,5 @@ pub fn parse_v6(text: &[u8]) -> Ipv6Addr {
 pub fn parse_ip(ip: Option<&pb::IpAddress>) -> IpAddr {
     let ip = ip.expect("IpAddress present");
     let s = String::from_utf8_lossy(&ip.address);
-    s.parse()
-        .unwrap_or_else(|_| panic!("not an IP address: {s:?}"))
+    s.parse().unwrap_or_else(|_| panic!("not an IP address: {s:?}"))
 }

@@ -46,15 +46,18 @@ pub fn require_root() {
 /// Finds the `dpfleet-node` binary: `$DPFLEET_NODE_BIN`, else the newest of
 /// `{$CARGO_TARGET_DIR, /var/cache/dpfleet/target*, <workspace>/target}/{release,debug}`.
 pub fn find_binary() -> Result<PathBuf, Error> {
-    if let Some(p) = std::env::var_os("DPFLEET_NODE_BIN") {
+    find_program("dpfleet-node", "DPFLEET_NODE_BIN", "dpfleet-node")
+}
+
+/// Finds the binary `name` of package `package`: `$env_var`, else the newest of
+/// `{$CARGO_TARGET_DIR, /var/cache/dpfleet/target*, <workspace>/target}/{release,debug}/name`.
+pub fn find_program(name: &str, env_var: &str, package: &str) -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os(env_var) {
         let p = PathBuf::from(p);
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(Error::Setup(format!(
-                "DPFLEET_NODE_BIN={} is not a file",
-                p.display()
-            )))
+            Err(Error::Setup(format!("{env_var}={} is not a file", p.display())))
         };
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -64,11 +67,7 @@ pub fn find_binary() -> Result<PathBuf, Error> {
     if let Ok(entries) = std::fs::read_dir("/var/cache/dpfleet") {
         let mut more: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("target"))
-            })
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("target")))
             .collect();
         more.sort();
         dirs.extend(more);
@@ -76,18 +75,14 @@ pub fn find_binary() -> Result<PathBuf, Error> {
     dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let newest = dirs
         .iter()
-        .flat_map(|d| ["release", "debug"].map(|p| d.join(p).join("dpfleet-node")))
+        .flat_map(|d| ["release", "debug"].map(|p| d.join(p).join(name)))
         .filter_map(|p| {
             let modified = p.metadata().ok()?.modified().ok()?;
             Some((modified, p))
         })
         .max_by_key(|(m, _)| *m);
     newest.map(|(_, p)| p).ok_or_else(|| {
-        Error::Setup(
-            "dpfleet-node binary not found: build it (cargo build -p dpfleet-node) or set \
-             DPFLEET_NODE_BIN"
-                .into(),
-        )
+        Error::Setup(format!("{name} binary not found: build it (cargo build -p {package}) or set {env_var}"))
     })
 }
 
@@ -139,12 +134,7 @@ impl NodeConfig {
             args.extend(["--no-huge".into(), "-m".into(), "512".into()]);
         }
         for p in self.pfs.iter().chain(&self.vfs) {
-            args.push(format!(
-                "--vdev={},iface={},mac={}",
-                p.device,
-                p.iface,
-                topo::mac_str(p.mac)
-            ));
+            args.push(format!("--vdev={},iface={},mac={}", p.device, p.iface, topo::mac_str(p.mac)));
         }
         args.push("--".into());
         args.extend(self.app_args.iter().cloned());
@@ -178,15 +168,13 @@ pub struct Node {
     child: Option<Child>,
     log_path: PathBuf,
     config: NodeConfig,
-    _turn: MutexGuard<'static, ()>,
+    /// The one-node-at-a-time turn; `None` for fleet nodes, which run side by side.
+    _turn: Option<MutexGuard<'static, ()>>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node")
-            .field("ns", &self.ns.name())
-            .field("log", &self.log_path)
-            .finish()
+        f.debug_struct("Node").field("ns", &self.ns.name()).field("log", &self.log_path).finish()
     }
 }
 
@@ -195,35 +183,71 @@ impl Node {
     /// gRPC port accepts connections and all its TAP interfaces exist.
     pub fn start(tag: &str, config: NodeConfig) -> Result<Node, Error> {
         require_root();
-        let turn = ONE_NODE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let bin = find_binary()?;
+        let turn = ONE_NODE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let ns = Netns::new(tag)?;
-        let prefix = ns.name().to_string();
+        Node::spawn(ns, config, Some(turn))
+    }
+
+    /// Starts a node in `ns`, a namespace the caller prepared (e.g. with a management
+    /// link the node's gossip binds to), and waits until it is ready. Unlike
+    /// [`Node::start`] this does not wait for other nodes of the test binary to stop:
+    /// fleet tests run several nodes side by side (nodes without `--busy-poll` sleep
+    /// when idle).
+    pub fn start_in(ns: Netns, config: NodeConfig) -> Result<Node, Error> {
+        require_root();
+        Node::spawn(ns, config, None)
+    }
+
+    fn spawn(ns: Netns, config: NodeConfig, turn: Option<MutexGuard<'static, ()>>) -> Result<Node, Error> {
         let log_dir = std::env::temp_dir().join("dpfleet-e2e");
         std::fs::create_dir_all(&log_dir).map_err(|e| Error::Io("log dir".into(), e))?;
-        let log_path = log_dir.join(format!("{prefix}.log"));
-        let log = File::create(&log_path).map_err(|e| Error::Io("log file".into(), e))?;
+        let log_path = log_dir.join(format!("{}.log", ns.name()));
+        let mut node = Node { ns, child: None, log_path, config, _turn: turn };
+        node.launch()?;
+        Ok(node)
+    }
+
+    /// Starts the process (again) in the node's namespace and waits until it is ready;
+    /// its output is appended to the log.
+    fn launch(&mut self) -> Result<(), Error> {
+        let bin = find_binary()?;
+        let prefix = self.ns.name().to_string();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|e| Error::Io("log file".into(), e))?;
         let log2 = log.try_clone().map_err(|e| Error::Io("log file".into(), e))?;
-        let child = ns
+        let child = self
+            .ns
             .command(bin.to_str().unwrap_or_default())
-            .args(config.args(&prefix))
+            .args(self.config.args(&prefix))
             .env("DP_CONF", "")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .spawn()
             .map_err(|e| Error::Io(format!("spawn {}", bin.display()), e))?;
-        let mut node = Node {
-            ns,
-            child: Some(child),
-            log_path,
-            config,
-            _turn: turn,
-        };
-        node.wait_ready()?;
-        Ok(node)
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up, as a crash) and reaps it;
+    /// the namespace stays, so [`Node::restart`] starts it again with the same
+    /// configuration.
+    pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// Starts the node again in its namespace with its configuration (after
+    /// [`Node::kill`] or [`Node::stop`]) and waits until it is ready.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        if self.child.is_some() {
+            return Err(Error::Setup("restart of a running node".into()));
+        }
+        self.launch()
     }
 
     /// Starts a node with dpservice's test topology (see [`NodeConfig::default`]).
@@ -233,29 +257,18 @@ impl Node {
 
     fn wait_ready(&mut self) -> Result<(), Error> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let ifaces: Vec<String> = self
-            .config
-            .pfs
-            .iter()
-            .chain(&self.config.vfs)
-            .map(|p| p.iface.clone())
-            .collect();
+        let ifaces: Vec<String> =
+            self.config.pfs.iter().chain(&self.config.vfs).map(|p| p.iface.clone()).collect();
         loop {
             if let Some(status) = self.try_wait()? {
-                return Err(Error::NodeDied {
-                    status: status.to_string(),
-                    log: self.log(),
-                });
+                return Err(Error::NodeDied { status: status.to_string(), log: self.log() });
             }
             let port_open = self.connect_tcp(topo::GRPC_PORT).is_ok();
             if port_open && ifaces.iter().all(|i| self.ns.has_link(i)) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Error::NodeNotReady {
-                    after: START_TIMEOUT,
-                    log: self.log(),
-                });
+                return Err(Error::NodeNotReady { after: START_TIMEOUT, log: self.log() });
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -561,7 +561,9 @@ impl NodeClient {
         Ok(())
     }
 
-    async fn call(&mut self, action: &Action) -> Result<(), ExecError> {
+    /// Makes the call of `action` without recording anything (the caller records route
+    /// changes in its [`Ipv6Routes`], as [`NodeClient::apply`] does).
+    pub async fn call(&mut self, action: &Action) -> Result<(), ExecError> {
         let api = &mut self.api;
         match action {
             Action::DeleteNeighborNat(n) => {
