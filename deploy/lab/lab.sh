@@ -650,18 +650,19 @@ cmd_up() {
 
 how_to() {
 	cat <<-EOF
-	  The cluster (any coordinator answers; export DPFLEET_COORDINATOR=$coords to drop --coordinator):
-	    $ctl_bin --coordinator $coords cluster status
-	    $ctl_bin --coordinator $coords cluster node list       # state, applied generation
-	    $ctl_bin --coordinator $coords cluster iface list
-	    $ctl_bin --coordinator $coords cluster nat get $nat_gw
-	    $ctl_bin --coordinator $coords cluster lb get $lb_id
+	  The cluster (any coordinator answers, followers forward to the leader):
+	    export DPFLEET_COORDINATOR=$coords
+	    $ctl_bin cluster status
+	    $ctl_bin cluster node list          # state, joined and applied generation
+	    $ctl_bin cluster iface list
+	    $ctl_bin cluster nat get $nat_gw
+	    $ctl_bin cluster lb get $lb_id
 	    curl -s http://$(coord_metrics 1)/metrics | grep -E '^dpfleet_coordinator_'    # also $(coord_metrics 2), $(coord_metrics 3)
 	  A node going down and coming back:
-	    kill \$(cat $run/node2.pid)                                   # node2 stops gossiping
-	    $ctl_bin --coordinator $coords cluster node list       # node2 down after ~$node_down_after (+ ~2 s detection)
-	    $ctl_bin --node $(node_api 1) node neighnat list --ip $nat_ip   # node2's block gone from node1 (and node3)
-	    $0 up                                                 # restarts node2: it rejoins, the reconciler repairs it
+	    kill \$(cat $run/node2.pid)        # node2 stops gossiping
+	    $ctl_bin cluster node list          # node2 down after ~$node_down_after + ~1.5 s detection
+	    $ctl_bin --node $(node_api 1) node neighnat list --ip $nat_ip   # node2's block gone (node3 too)
+	    $0 up                               # restarts node2: it rejoins, the reconciler repairs it
 	  The nodes' API and metrics (to look; the coordinators provision them):
 	    $ctl_bin --node $(node_api 2) node iface list
 	    $ctl_bin --node $(node_api 2) node nat list-local --ip $nat_ip
