@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::grpc::{ClusterApi, RaftService};
+use crate::gossip::GossipView;
+use crate::grpc::{ClusterApi, GossipSlot, RaftService};
 use crate::network::NetworkFactory;
 use crate::raft_types::{MemberId, Raft};
 use crate::store::{self, StateMachineStore, StoreError};
@@ -64,6 +65,7 @@ pub struct Member {
     state: StateMachineStore,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_server: oneshot::Sender<()>,
+    gossip: GossipSlot,
 }
 
 impl Member {
@@ -82,7 +84,9 @@ impl Member {
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let service = RaftService::new(raft.clone()).into_server();
         // The cluster API shares the port: a member's Raft address is its API endpoint.
-        let cluster_api = ClusterApi::new(id, raft.clone(), state.clone()).into_server();
+        let cluster_api = ClusterApi::new(id, raft.clone(), state.clone());
+        let gossip = cluster_api.gossip_slot();
+        let cluster_api = cluster_api.into_server();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
@@ -92,7 +96,7 @@ impl Member {
                 }),
         );
         tracing::info!(id, %addr, dir = %data_dir.display(), "coordinator member started");
-        Ok(Member { id, addr, raft, state, server, stop_server })
+        Ok(Member { id, addr, raft, state, server, stop_server, gossip })
     }
 
     /// This member's id.
@@ -113,6 +117,12 @@ impl Member {
     /// The applied state.
     pub fn state(&self) -> &StateMachineStore {
         &self.state
+    }
+
+    /// Gives the cluster API this member's gossip view, from which it reports the
+    /// generation each node has applied (ListNodes, GetNode). Only the first call counts.
+    pub fn set_gossip_view(&self, view: tokio::sync::watch::Receiver<Arc<GossipView>>) {
+        let _ = self.gossip.set(view);
     }
 
     /// Runs until `shutdown` completes or the gRPC server fails, then stops.

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use chitchat::transport::UdpTransport;
 use chitchat::{ChitchatHandle, ChitchatId};
+use dpfleet_coordinator::client::connect_any;
 use dpfleet_coordinator::fleet::{FleetConfig, MembershipLoop};
 use dpfleet_coordinator::gossip::{self, CoordinatorIdentity, Gossip, GossipConfig};
+use dpfleet_coordinator::grpc::cluster_pb::ListNodesRequest;
 use dpfleet_coordinator::membership::MembershipConfig;
 use dpfleet_coordinator::metrics::CoordinatorMetrics;
 use dpfleet_coordinator::state::{FleetState, NodeState};
@@ -66,6 +68,7 @@ impl Cluster {
             let identity =
                 CoordinatorIdentity { raft_id: id, raft_addr: raft_addrs[&id].to_string(), generation_id: 1 };
             let gossip = Gossip::start(&config, &identity).await.unwrap();
+            member.set_gossip_view(gossip.subscribe());
             let fleet = FleetConfig {
                 membership: MembershipConfig { node_down_after: GRACE },
                 ..FleetConfig::default()
@@ -178,6 +181,16 @@ async fn a_gossiping_node_joins_goes_down_and_rejoins() {
     assert!(rejoined > joined);
     publish_applied(&node, rejoined).await;
     cluster.wait_node("n1 active again", NodeState::Active).await;
+
+    // The cluster API lists the generation the node gossips as applied (asked of a
+    // follower, answered by the leader, whose gossip made the node active).
+    let leader_id = cluster.coordinators[&1].member.raft().metrics().borrow().current_leader.unwrap();
+    let follower = cluster.coordinators.values().find(|c| c.member.id() != leader_id).unwrap();
+    let (_, mut api) =
+        connect_any(&[follower.member.addr().to_string()], Duration::from_secs(2)).await.unwrap();
+    let nodes = api.list_nodes(ListNodesRequest { stale_ok: false }).await.unwrap().into_inner().nodes;
+    let n1 = nodes.iter().find(|n| n.id == "n1").expect("n1 listed");
+    assert_eq!(n1.applied_generation, rejoined);
 
     // Five transitions were committed, each exactly once, by the leader only:
     // registered, active, down, joining, active.

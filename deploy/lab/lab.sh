@@ -26,11 +26,16 @@
 # CreateInterface). Each TAP is therefore bridged inside its node's namespace to a veth
 # pair whose other end lives in the VM or router namespace.
 #
-# Services shown: a NAT gateway 203.0.113.10 shared by vm1, vm2 and vm3 (one port block
-# per node, neighbour NAT for the others' blocks), and a load balancer 203.0.113.20:80
-# on all three nodes with targets web2 (node2) and web3 (node3), Maglev on every node.
-# The router spreads replies to the NAT IP and connections to the VIP over all three
-# nodes (an IPv4 multipath route whose next hops each encapsulate to another node).
+# The fleet is driven by the coordinators: they gossip with the nodes (chitchat over
+# the management network), register them, and their leader's reconciler provisions every
+# node through the node API. The script only talks to the cluster API (dpfleetctl
+# --coordinator ... cluster ...): a VNI, the interfaces on chosen nodes, a NAT gateway
+# 203.0.113.10 with vm1, vm2 and vm3 attached (a port block each; every other node gets
+# a neighbour NAT for it), a load balancer 203.0.113.20:80 with targets web2 (node2) and
+# web3 (node3) whose Maglev table the coordinator fixes, and the default route to the
+# router. The router spreads replies to the NAT IP and connections to the VIP over all
+# three nodes (an IPv4 multipath route whose next hops each encapsulate to another
+# node), to the underlay addresses the coordinator chose (read from the cluster API).
 #
 # Environment: DPFLEET_NODE_BIN, DPFLEETCTL_BIN, DPFLEET_COORDINATOR_BIN (default: built
 # here, release), LAB_LCORES (default 0,1; the nodes share them, idle workers back off).
@@ -55,6 +60,13 @@ vip=203.0.113.20         # the load balancer's public IP (port 80/tcp)
 lb_id=web
 grpc_port=1337
 metrics_port=9100
+gossip_port=7946         # each node gossips on $mgmt_net.N:7946; coordinator C on $mgmt_net.254:(7945+C)
+nat_gw=gw                # the NAT gateway's id in the cluster
+nat_pool_min=1024        # its port pool [min, max) and block size
+nat_pool_max=9216
+nat_block=1024
+node_down_after=3s       # the coordinators declare a node down after this long not live
+coords=http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003
 lcores=${LAB_LCORES:-0,1}
 
 # The VMs: namespace dpf-NAME, node, VF index, IPv4, MAC, role.
@@ -64,7 +76,7 @@ declare -A vm_vf=([vm1]=0 [vm2]=0 [vm3]=0 [web2]=1 [web3]=1)
 declare -A vm_ip=([vm1]=10.100.1.1 [vm2]=10.100.2.1 [vm3]=10.100.3.1 [web2]=10.100.2.2 [web3]=10.100.3.2)
 declare -A vm_mac=([vm1]=02:00:00:01:00:01 [vm2]=02:00:00:02:00:01 [vm3]=02:00:00:03:00:01
 	[web2]=02:00:00:02:00:02 [web3]=02:00:00:03:00:02)
-nat_vms=(vm1 vm2 vm3)    # members of the NAT gateway; port block [1024*N, 1024*(N+1)) on node N
+nat_vms=(vm1 vm2 vm3)    # members of the NAT gateway (one port block each, chosen by the coordinator)
 lb_vms=(web2 web3)       # load-balancer targets, each running an HTTP server that says its name
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
@@ -77,9 +89,9 @@ node_ul() { echo "fc00:$1::1"; }
 pf_mac() { echo "22:22:22:22:22:0$1"; }
 router_mac() { echo "02:00:00:00:02:0$1"; }
 node_api() { echo "http://$mgmt_net.$1:$grpc_port"; }
-block_min() { echo $((1024 * $1)); }     # node N's NAT port block: [1024 N, 1024 (N+1))
-block_max() { echo $((1024 * ($1 + 1))); }
-json_field() { sed -n "s/.*\"$1\": *\"\\([^\"]*\\)\".*/\\1/p" | head -1; }
+node_name() { echo "node$1"; }          # --fleet-node-name, the node's id in the cluster
+coord_gossip() { echo "$mgmt_net.254:$((gossip_port - 1 + $1))"; }
+coord_metrics() { echo "127.0.0.1:920$1"; }
 
 bins() {
 	export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/dpfleet/target}
@@ -99,18 +111,13 @@ build_bins() {
 	(cd "$repo" && cargo build --release -q -p dpfleet-node -p dpfleetctl -p dpfleet-coordinator)
 }
 
-# dpfleetctl against node $1's API over the management network.
+# dpfleetctl against node $1's API over the management network (only to look: the
+# coordinators provision the nodes).
 ctl() { local n=$1; shift; "$ctl_bin" --node "$(node_api "$n")" "$@"; }
 
-# Runs a dpfleetctl create; an "already exists" refusal counts as done (idempotent up).
-ctl_create() {
-	local n=$1 out rc=0; shift
-	out=$(ctl "$n" "$@" 2>&1) || rc=$?
-	((rc == 0)) && return
-	((rc == 2)) && grep -qiE 'exist' <<<"$out" && return
-	printf 'node%s: dpfleetctl %s\n%s\n' "$n" "$*" "$out" >&2
-	return 1
-}
+# dpfleetctl against the coordinators' cluster API (any member answers; followers
+# forward to the leader).
+cctl() { "$ctl_bin" --coordinator "$coords" "$@"; }
 
 alive() { # pidfile name-in-cmdline
 	local pid
@@ -129,10 +136,12 @@ stop_pid() { # pidfile name
 }
 
 ensure_busybox() {
-	command -v busybox >/dev/null && command -v curl >/dev/null && command -v tcpdump >/dev/null && return
-	say "installing busybox, curl, tcpdump"
-	apt-get install -y -qq busybox curl tcpdump >/dev/null 2>&1 ||
-		{ apt-get update -qq && apt-get install -y -qq busybox curl tcpdump >/dev/null; }
+	local b
+	for b in busybox curl tcpdump jq; do command -v "$b" >/dev/null || break; done
+	command -v "$b" >/dev/null && return
+	say "installing busybox, curl, tcpdump, jq"
+	apt-get install -y -qq busybox curl tcpdump jq >/dev/null 2>&1 ||
+		{ apt-get update -qq && apt-get install -y -qq busybox curl tcpdump jq >/dev/null; }
 }
 
 # ---------------------------------------------------------------------------------------
@@ -167,8 +176,8 @@ ensure_wire() {
 
 # The management network: bridge dpf-mgmt in the root namespace (10.254.0.254) and a
 # veth into each node namespace (mgmt0, 10.254.0.N). Coordinators and dpfleetctl reach
-# each node's API (gRPC, [::]:1337 in its namespace) and metrics (:9100) there; node
-# gossip will use it too.
+# each node's API (gRPC, [::]:1337 in its namespace) and metrics (:9100) there, and
+# nodes and coordinators gossip over it (UDP; coordinators on 10.254.0.254:7946-7948).
 ensure_mgmt() {
 	local n ns
 	ip link show "$mgmt_br" >/dev/null 2>&1 || ip link add "$mgmt_br" type bridge
@@ -256,7 +265,12 @@ start_node() {
 		-- --pf0=dtap0 --vf-pattern=dtapvf_ --nic-type=tap --ipv6="$(node_ul "$n")" --enable-ipv6-overlay
 		--dhcp-mtu=1450 --dhcp-dns=8.8.4.4 --dhcp-dns=8.8.8.8 --dhcpv6-dns=2001:4860:4860::6464
 		--grpc-port="$grpc_port" --metrics-port="$metrics_port" --lb-selection=maglev
-		--flow-capacity=65536 --no-stats --no-offload)
+		--flow-capacity=65536 --no-stats --no-offload
+		# Fleet gossip: the node publishes its underlay, API endpoint, VF devices and
+		# applied generation; the coordinators register it and their reconciler drives it.
+		--fleet-node-name="$(node_name "$n")" --gossip-listen="$mgmt_net.$n:$gossip_port"
+		--gossip-seed="$(coord_gossip 1),$(coord_gossip 2),$(coord_gossip 3)"
+		--api-advertise="$mgmt_net.$n:$grpc_port")
 	echo "dpf-node$n: starting dpfleet-node (log $run/node$n.log)"
 	echo "$node_bin ${args[*]}" >"$run/node$n.cmdline"
 	ip netns exec "$ns" setsid "$node_bin" "${args[@]}" </dev/null >"$run/node$n.log" 2>&1 &
@@ -265,7 +279,8 @@ start_node() {
 	for i in $(seq 1 150); do
 		[[ -d /proc/$pid ]] || { tail -30 "$run/node$n.log" >&2; die "dpfleet-node $n exited during start"; }
 		# dpfleetctl exits 1 when it cannot reach the node, 2 when the node answers with an
-		# error (before Initialize every call is refused: the API is up).
+		# error (before Initialize every call is refused: the API is up; the coordinator's
+		# reconciler initializes it).
 		rc=0
 		ctl "$n" --timeout 1s node check-init >/dev/null 2>&1 || rc=$?
 		if ip -n "$ns" link show dtapvf_1 >/dev/null 2>&1 && ((rc != 1)); then
@@ -277,27 +292,47 @@ start_node() {
 	die "dpfleet-node $n did not come up within 30 s"
 }
 
-# The coordinators: three Raft members on loopback, data in $state/cN. They hold no
-# desired state yet (no cluster API, gossip or reconciler): provisioning below still
-# talks to each node directly.
+# The coordinators: three Raft members on loopback (Raft and the cluster API on
+# 127.0.0.1:700C, data in $state/cC), gossiping on the management bridge
+# ($mgmt_net.254:7946-7948, each seeded with the other two; the nodes seed with all
+# three), metrics on 127.0.0.1:920C. The leader registers the nodes it sees in gossip,
+# declares them down after $node_down_after not live, and reconciles them.
 start_coordinators() {
-	local c pid peers args
+	local c p pid peers seeds args i
 	for c in 1 2 3; do
 		if pid=$(alive "$run/coord$c.pid" dpfleet-coordinator); then
 			echo "coordinator $c already running (pid $pid)"; continue
 		fi
 		mkdir -p "$state/c$c"
 		peers=$(for p in 1 2 3; do ((p == c)) || printf '%s=127.0.0.1:700%s,' "$p" "$p"; done)
-		args=(--id "$c" --listen "127.0.0.1:700$c" --data-dir "$state/c$c" --peers "${peers%,}")
+		seeds=$(for p in 1 2 3; do ((p == c)) || printf '%s,' "$(coord_gossip "$p")"; done)
+		args=(--id "$c" --listen "127.0.0.1:700$c" --data-dir "$state/c$c" --peers "${peers%,}"
+			--gossip-listen "$(coord_gossip "$c")" --gossip-seeds "${seeds%,}"
+			--node-down-after "$node_down_after" --metrics-listen "$(coord_metrics "$c")")
 		((c == 1)) && args+=(--init)
-		# ---- GOSSIP / CLUSTER API: the coordinator's gossip (on $mgmt_net.254, seeds =
-		# ---- the other coordinators and the nodes' mgmt0 addresses) and its cluster API
-		# ---- listen address go here when dpfleet-coordinator has those flags.
-		echo "coordinator $c: starting on 127.0.0.1:700$c (log $run/coord$c.log)"
+		echo "coordinator $c: starting on 127.0.0.1:700$c, gossip $(coord_gossip "$c"), metrics http://$(coord_metrics "$c")/metrics (log $run/coord$c.log)"
 		echo "$coord_bin ${args[*]}" >"$run/coord$c.cmdline"
 		setsid "$coord_bin" "${args[@]}" </dev/null >"$run/coord$c.log" 2>&1 &
 		echo $! >"$run/coord$c.pid"
 	done
+	for i in $(seq 1 100); do
+		cctl --timeout 1s -o json cluster status 2>/dev/null | jq -e '.leader_id != null' >/dev/null && return
+		sleep 0.2
+	done
+	tail -20 "$run"/coord*.log >&2
+	die "the coordinators elected no leader within 20 s"
+}
+
+# Waits until the cluster lists every node as active (registered from gossip, driven
+# to the generation it joined at), then prints the list.
+wait_nodes_active() {
+	local i want=${#nodes[@]}
+	for i in $(seq 1 300); do
+		(($(cctl -o json cluster node list 2>/dev/null | jq '[.[] | select(.state == "active")] | length' 2>/dev/null || echo 0) == want)) && break
+		((i == 300)) && { cctl cluster node list >&2 || true; die "not all $want nodes became active within 60 s"; }
+		sleep 0.2
+	done
+	cctl cluster node list | sed 's/^/  /'
 }
 
 start_servers() {
@@ -335,78 +370,101 @@ lease() { # vm
 }
 
 # ---------------------------------------------------------------------------------------
-# Provisioning: today node by node through each node's API. With the coordinator's
-# cluster API this section becomes "create VNI, interfaces, NAT gateway, LB" once, and
-# the reconciler does what follows on every node.
+# Provisioning: through the coordinators' cluster API only. The leader's reconciler makes
+# the node API calls on every node (interfaces at the coordinator's underlay addresses,
+# NATs and the neighbour NATs of the other nodes' blocks, the load balancer on every node
+# with the coordinator's Maglev table, the load-balancer prefixes of the targets, the
+# routes to the VMs on other nodes) and records the generation each node has applied.
 # ---------------------------------------------------------------------------------------
 
-declare -A iface_ul nat_ul lb_ul target_ul
+declare -A nat_ul lb_ul nat_min nat_max
+
+# A cluster write with a fixed request id: run again (a second `up`), the coordinator
+# answers as the first time and changes nothing. $1 = request id, then the command.
+cwrite() {
+	local id=$1; shift
+	printf '  $ dpfleetctl cluster %s\n' "${*:2}"
+	cctl "$@" --request-id "lab-$id" | sed 's/^/    /'
+}
+
+# Waits until every node reports (in gossip) the state's generation as applied: the
+# reconciler has made every call; then prints the node list.
+wait_converged() {
+	local i gen
+	for i in $(seq 1 300); do
+		gen=$(cctl -o json cluster status 2>/dev/null | jq -r .generation) || gen=
+		[[ -n $gen ]] && cctl -o json cluster node list 2>/dev/null |
+			jq -e --argjson g "$gen" 'length > 0 and all(.[]; .applied_generation == $g)' >/dev/null && break
+		((i == 300)) && { cctl cluster node list >&2 || true; die "the nodes did not reach generation $gen within 60 s (see $run/coord*.log)"; }
+		sleep 0.2
+	done
+	echo "  every node has applied generation $gen:"
+	cctl cluster node list | sed 's/^/    /'
+}
 
 provision() {
-	local n m vm
-	for n in "${nodes[@]}"; do
-		ctl "$n" node check-init >/dev/null 2>&1 || ctl "$n" node init >/dev/null
-	done
-	# Interfaces, each on its node's VF.
+	local n vm dev leader follower order json
+	# One write through a follower: it forwards the call to the leader.
+	leader=$(cctl -o json cluster status | jq -r .leader_id)
+	for follower in 1 2 3; do ((follower == leader)) || break; done
+	order=http://127.0.0.1:700$follower$(for c in 1 2 3; do ((c == follower)) || printf ',http://127.0.0.1:700%s' "$c"; done)
+	echo "  (the VNI through coordinator $follower, a follower: it forwards to the leader, coordinator $leader)"
+	printf '  $ dpfleetctl --coordinator %s cluster vni create %s\n' "$order" "$vni"
+	"$ctl_bin" --coordinator "$order" cluster vni create "$vni" --request-id "lab-vni-$vni" | sed 's/^/    /'
+	# Interfaces on chosen nodes, on the VF the lab wires to the VM (net_tap1 = dtapvf_0,
+	# net_tap2 = dtapvf_1), as the node publishes its devices in gossip.
+	json=$(cctl -o json cluster node list)
 	for vm in "${vms[@]}"; do
 		n=${vm_node[$vm]}
-		ctl_create "$n" node iface create --id "$vm" --vni "$vni" --ipv4 "${vm_ip[$vm]}" \
-			--device "net_tap$((${vm_vf[$vm]} + 1))"
-		iface_ul[$vm]=$(ctl "$n" -o json node iface get "$vm" | json_field underlay_route)
+		dev=net_tap$((${vm_vf[$vm]} + 1))
+		jq -e --arg n "$(node_name "$n")" --arg d "$dev" '.[] | select(.id == $n) | .devices | index($d)' <<<"$json" >/dev/null ||
+			die "$(node_name "$n") does not publish device $dev: $(jq -c --arg n "$(node_name "$n")" '.[] | select(.id == $n) | .devices' <<<"$json")"
+		cwrite "iface-$vm" cluster iface create --id "$vm" --vni "$vni" --on-node "$(node_name "$n")" --device "$dev" --ipv4 "${vm_ip[$vm]}"
 	done
-	# Routes: the default route to the router's tunnel endpoint, and each remote VM's /32
-	# to its interface's underlay address (what a coordinator announces).
-	for n in "${nodes[@]}"; do
-		ctl_create "$n" node route create --vni "$vni" --prefix 0.0.0.0/0 --next-hop "$router_sid" --next-hop-vni "$vni"
-		for vm in "${vms[@]}"; do
-			((${vm_node[$vm]} == n)) && continue
-			ctl_create "$n" node route create --vni "$vni" --prefix "${vm_ip[$vm]}/32" \
-				--next-hop "${iface_ul[$vm]}" --next-hop-vni "$vni"
-		done
+	# The default route: to the router's tunnel endpoint.
+	cwrite route-default cluster route add --vni "$vni" --prefix 0.0.0.0/0 --next-hop "$router_sid"
+	# NAT gateway: the coordinator gives each member a port block; every other node gets
+	# a neighbour NAT for it.
+	cwrite "nat-$nat_gw" cluster nat create --id "$nat_gw" --vni "$vni" --ips "$nat_ip" \
+		--min-port "$nat_pool_min" --max-port "$nat_pool_max" --block-size "$nat_block"
+	for vm in "${nat_vms[@]}"; do
+		cwrite "nat-attach-$vm" cluster nat attach --gateway "$nat_gw" --iface "$vm"
 	done
-	# NAT gateway: each member gets its node's port block on $nat_ip; the node returns
-	# the NAT's underlay address. Every other node relays that block to it.
+	# Load balancer: on every node (each with its own entry underlay), targets web2 and
+	# web3 (each gets the VIP as a load-balancer prefix); one Maglev table for all.
+	cwrite "lb-$lb_id" cluster lb create --id "$lb_id" --vni "$vni" --ip "$vip" --ports tcp/80
+	for vm in "${lb_vms[@]}"; do
+		cwrite "lb-$lb_id-$vm" cluster lb add-target --lb "$lb_id" --iface "$vm"
+	done
+	say "waiting for the reconciler to apply the state on every node"
+	wait_converged
+	echo "  interfaces:"
+	cctl cluster iface list | sed 's/^/    /'
+	echo "  NAT gateway and load balancer:"
+	cctl cluster nat get "$nat_gw" | sed 's/^/    /'
+	cctl cluster lb get "$lb_id" | sed 's/^/    /'
+	# The router's half: the public IPs spread over the nodes, to the underlay addresses
+	# the coordinator chose (each node's NAT of the gateway's member there; each node's
+	# load-balancer entry point).
+	json=$(cctl -o json cluster nat get "$nat_gw")
 	for vm in "${nat_vms[@]}"; do
 		n=${vm_node[$vm]}
-		ctl_create "$n" node nat create --iface "$vm" --ip "$nat_ip" --min-port "$(block_min "$n")" --max-port "$(block_max "$n")"
-		nat_ul[$n]=$(ctl "$n" -o json node nat get --iface "$vm" | json_field underlay_route)
+		nat_ul[$n]=$(jq -r --arg i "$vm" '.allocations[] | select(.interface_id == $i) | .underlay' <<<"$json")
+		nat_min[$n]=$(jq -r --arg i "$vm" '.allocations[] | select(.interface_id == $i) | .port_min' <<<"$json")
+		nat_max[$n]=$(jq -r --arg i "$vm" '.allocations[] | select(.interface_id == $i) | .port_max' <<<"$json")
+	done
+	json=$(cctl -o json cluster lb get "$lb_id")
+	for n in "${nodes[@]}"; do
+		lb_ul[$n]=$(jq -r --arg n "$(node_name "$n")" '.node_underlays[] | select(.node == $n) | .underlay' <<<"$json")
 	done
 	for n in "${nodes[@]}"; do
-		for m in "${nodes[@]}"; do
-			((m == n)) && continue
-			ctl_create "$n" node neighnat create --ip "$nat_ip" --vni "$vni" --min-port "$(block_min "$m")" \
-				--max-port "$(block_max "$m")" --underlay "${nat_ul[$m]}"
-		done
+		[[ ${nat_ul[$n]:-} =~ : && ${lb_ul[$n]:-} =~ : ]] || die "no NAT or LB underlay for node $n in the cluster API's answers"
 	done
-	# Load balancer: the same LB on every node; targets are the underlay addresses of the
-	# targets' load-balancer prefix (the VIP/32 on their interface).
-	for n in "${nodes[@]}"; do
-		ctl_create "$n" node lb create --id "$lb_id" --vni "$vni" --ip "$vip" --ports tcp/80
-		lb_ul[$n]=$(ctl "$n" -o json node lb get "$lb_id" | json_field underlay_route)
-	done
-	for vm in "${lb_vms[@]}"; do
-		n=${vm_node[$vm]}
-		ctl_create "$n" node lbprefix create --iface "$vm" --prefix "$vip/32"
-		target_ul[$vm]=$(ctl "$n" -o json node lbprefix list --iface "$vm" | json_field underlay_route)
-	done
-	# Node 2 gets the targets in the other order: a Maglev table depends on the set of
-	# targets only (round robin would not give the same target on every node).
-	for n in "${nodes[@]}"; do
-		local order=("${lb_vms[@]}")
-		((n == 2)) && order=("${lb_vms[1]}" "${lb_vms[0]}")
-		for vm in "${order[@]}"; do
-			ctl_create "$n" node lbtarget create --lb "$lb_id" --ip "${target_ul[$vm]}"
-		done
-	done
-	for vm in "${vms[@]}"; do printf '  %-5s node%s %-11s underlay %s\n' "$vm" "${vm_node[$vm]}" "${vm_ip[$vm]}" "${iface_ul[$vm]}"; done
-	for n in "${nodes[@]}"; do
-		printf '  node%s: NAT %s ports %s-%s underlay %s, LB %s:80 underlay %s\n' "$n" "$nat_ip" \
-			"$(block_min "$n")" "$(($(block_max "$n") - 1))" "${nat_ul[$n]}" "$vip" "${lb_ul[$n]}"
-	done
-	for vm in "${lb_vms[@]}"; do printf '  LB target %s: %s\n' "$vm" "${target_ul[$vm]}"; done
-	# The router's half: the public IPs spread over the nodes.
 	spread_route "$nat_ip" "${nat_ul[1]}" "${nat_ul[2]}" "${nat_ul[3]}"
 	spread_route "$vip" "${lb_ul[1]}" "${lb_ul[2]}" "${lb_ul[3]}"
+	echo "  router: $nat_ip and $vip spread over the nodes' underlay addresses:"
+	ip -n "$router_ns" route show "$nat_ip" | sed 's/^/    /'
+	ip -n "$router_ns" route show "$vip" | sed 's/^/    /'
 	# A node sends underlay traffic to the router MAC it learns from tunnel traffic
 	# reaching it (dpservice reads it from the kernel's neighbour table), broadcast until
 	# then, and the router forwards no broadcast frames. So the router greets each node
@@ -415,6 +473,15 @@ provision() {
 	for n in "${nodes[@]}"; do
 		in_ns "$router_ns" busybox ping -c 1 -W 1 -I "ul$n" "$nat_ip" >/dev/null 2>&1 || true
 	done
+}
+
+# The node owning NAT port $1 (by the blocks the coordinator gave).
+port_owner() {
+	local n
+	for n in "${nodes[@]}"; do
+		(($1 >= ${nat_min[$n]} && $1 < ${nat_max[$n]})) && { echo "node$n"; return; }
+	done
+	echo "no node"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -476,7 +543,7 @@ demo() {
 		for i in 1 2 3 4 5; do
 			out=$(in_ns "dpf-$vm" curl -s -m 5 "http://$inet_ip/cgi-bin/who") || die "$vm: NAT connection $i failed"
 			port=${out##*:}
-			printf '  %s (node%s): %s  (port block of node%s)\n' "$vm" "${vm_node[$vm]}" "$out" $((port / 1024))
+			printf '  %s (node%s): %s  (port block of %s)\n' "$vm" "${vm_node[$vm]}" "$out" "$(port_owner "$port")"
 		done
 	done
 	capture_stop
@@ -493,8 +560,8 @@ demo() {
 	done
 	((total > 0)) || die "no reply entered a non-owner node; the multipath route did not spread them"
 
-	say "NAT, pinned: replies for node1's block (1024-2047) forced into node2, which relays them"
-	ip -n "$router_ns" rule add iif inet0 ipproto tcp dport "$(block_min 1)-$(($(block_max 1) - 1))" lookup 102 pref 100
+	say "NAT, pinned: replies for node1's block (${nat_min[1]}-$((nat_max[1] - 1))) forced into node2, which relays them"
+	ip -n "$router_ns" rule add iif inet0 ipproto tcp dport "${nat_min[1]}-$((nat_max[1] - 1))" lookup 102 pref 100
 	capture_start
 	out=$(in_ns dpf-vm1 curl -s -m 5 "http://$inet_ip/cgi-bin/who") || out="FAILED"
 	capture_stop
@@ -550,9 +617,9 @@ cmd_up() {
 	ensure_mgmt
 	ensure_router
 
-	say "coordinators (Raft only, for now)"
+	say "coordinators (Raft, cluster API, gossip, reconciler)"
 	start_coordinators
-	say "nodes"
+	say "nodes (gossiping with the coordinators)"
 	for n in "${nodes[@]}"; do start_node "$n"; done
 
 	say "wiring TAPs to the router and the VMs"
@@ -565,7 +632,10 @@ cmd_up() {
 	done
 	router_links
 
-	say "provisioning each node over its API (dpfleetctl --node http://$mgmt_net.N:$grpc_port)"
+	say "waiting for the coordinators to register the nodes from gossip (dpfleetctl cluster node list)"
+	wait_nodes_active
+
+	say "provisioning through the cluster API (dpfleetctl --coordinator $coords cluster ...)"
 	provision
 
 	say "DHCP in the VMs; HTTP servers"
@@ -580,12 +650,25 @@ cmd_up() {
 
 how_to() {
 	cat <<-EOF
-	  The nodes' API and metrics, from the root namespace over the management network:
+	  The cluster (any coordinator answers, followers forward to the leader):
+	    export DPFLEET_COORDINATOR=$coords
+	    $ctl_bin cluster status
+	    $ctl_bin cluster node list          # state, joined and applied generation
+	    $ctl_bin cluster iface list
+	    $ctl_bin cluster nat get $nat_gw
+	    $ctl_bin cluster lb get $lb_id
+	    curl -s http://$(coord_metrics 1)/metrics | grep -E '^dpfleet_coordinator_'    # also $(coord_metrics 2), $(coord_metrics 3)
+	  A node going down and coming back:
+	    kill \$(cat $run/node2.pid)        # node2 stops gossiping
+	    $ctl_bin cluster node list          # node2 down after ~$node_down_after + ~1.5 s detection
+	    $ctl_bin --node $(node_api 1) node neighnat list --ip $nat_ip   # node2's block gone (node3 too)
+	    $0 up                               # restarts node2: it rejoins, the reconciler repairs it
+	  The nodes' API and metrics (to look; the coordinators provision them):
 	    $ctl_bin --node $(node_api 2) node iface list
 	    $ctl_bin --node $(node_api 2) node nat list-local --ip $nat_ip
 	    $ctl_bin --node $(node_api 3) node neighnat list --ip $nat_ip
 	    $ctl_bin --node $(node_api 1) node lbtarget list --lb $lb_id
-	    curl -s http://$mgmt_net.1:$metrics_port/metrics | grep -E '^dpfleet_(port_(rx|tx)_packets|dropped_packets)_total' | grep -v ' 0\$'
+	    curl -s http://$mgmt_net.1:$metrics_port/metrics | grep -E '^dpfleet_(applied_generation|port_(rx|tx)_packets_total|dropped_packets_total)' | grep -v ' 0\$'
 	  Traffic:
 	    ip netns exec dpf-vm1 curl -s http://$inet_ip/cgi-bin/who     # out through the NAT gateway
 	    ip netns exec $inet_ns curl -s http://$vip/                   # in through the load balancer
@@ -601,7 +684,7 @@ cmd_status() {
 	bins
 	for c in 1 2 3; do
 		if pid=$(alive "$run/coord$c.pid" dpfleet-coordinator); then
-			echo "coordinator $c: running, pid $pid, 127.0.0.1:700$c, data $state/c$c, log $run/coord$c.log"
+			echo "coordinator $c: running, pid $pid, 127.0.0.1:700$c, gossip $(coord_gossip "$c"), metrics http://$(coord_metrics "$c")/metrics, data $state/c$c, log $run/coord$c.log"
 		else
 			echo "coordinator $c: not running"
 		fi
@@ -628,11 +711,17 @@ cmd_status() {
 			echo "namespace $ns: absent"
 		fi
 	done
-	if alive "$run/node1.pid" dpfleet-node >/dev/null; then
-		for n in "${nodes[@]}"; do
-			echo "node$n interfaces:"; ctl "$n" node iface list 2>&1 | sed 's/^/  /' || true
-		done
-		echo "node1 neighbour NATs:"; ctl 1 node neighnat list --ip "$nat_ip" 2>&1 | sed 's/^/  /' || true
+	if alive "$run/coord1.pid" dpfleet-coordinator >/dev/null || alive "$run/coord2.pid" dpfleet-coordinator >/dev/null; then
+		echo "cluster status:"; cctl cluster status 2>&1 | sed 's/^/  /' || true
+		echo "cluster nodes:"; cctl cluster node list 2>&1 | sed 's/^/  /' || true
+		echo "cluster NAT gateway $nat_gw:"; cctl cluster nat get "$nat_gw" 2>&1 | sed 's/^/  /' || true
+	fi
+	for n in "${nodes[@]}"; do
+		alive "$run/node$n.pid" dpfleet-node >/dev/null || continue
+		echo "node$n interfaces:"; ctl "$n" node iface list 2>&1 | sed 's/^/  /' || true
+		echo "node$n neighbour NATs:"; ctl "$n" node neighnat list --ip "$nat_ip" 2>&1 | sed 's/^/  /' || true
+	done
+	if ns_exists "$router_ns"; then
 		echo "router: $nat_ip and $vip spread over the nodes:"
 		ip -n "$router_ns" route show "$nat_ip" 2>&1 | sed 's/^/  /'
 		ip -n "$router_ns" route show "$vip" 2>&1 | sed 's/^/  /'

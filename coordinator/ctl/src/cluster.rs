@@ -453,6 +453,7 @@ fn node_view(n: pb::Node) -> NodeView {
         devices: n.devices,
         interfaces: n.interfaces,
         joined_generation: n.joined_generation,
+        applied_generation: n.applied_generation,
     }
 }
 

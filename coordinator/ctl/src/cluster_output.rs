@@ -207,8 +207,19 @@ pub struct NodeView {
     pub interfaces: u32,
     /// Generation at which it (re-)entered joining.
     pub joined_generation: u64,
+    /// Generation it last reported applied (gossip; 0 unknown).
+    pub applied_generation: u64,
 }
-record!(NodeView { id, state, underlay, api_endpoint, devices, interfaces, joined_generation });
+record!(NodeView {
+    id,
+    state,
+    underlay,
+    api_endpoint,
+    devices,
+    interfaces,
+    joined_generation,
+    applied_generation
+});
 
 /// Names a node.
 #[derive(Debug, Serialize)]

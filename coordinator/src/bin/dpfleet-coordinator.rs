@@ -152,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
             generation_id: u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?,
         };
         let g = Gossip::start(&config, &identity).await?;
+        member.set_gossip_view(g.subscribe());
         let fleet = FleetConfig {
             membership: MembershipConfig { node_down_after: args.node_down_after },
             ..FleetConfig::default()

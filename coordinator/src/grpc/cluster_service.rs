@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
@@ -35,6 +35,7 @@ use super::cluster_pb::cluster_service_client::ClusterServiceClient;
 use super::cluster_pb::cluster_service_server::{ClusterService, ClusterServiceServer};
 use super::convert::{self, RemoveTargetError};
 use super::errors::{self, status};
+use crate::gossip::GossipView;
 use crate::raft_types::{MemberId, Raft};
 use crate::state::{ApplyError, Command, FleetState, NodeState, ObjectKind, Response as StateResponse};
 use crate::store::{AppliedState, StateMachineStore};
@@ -50,6 +51,10 @@ const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Client = ClusterServiceClient<Channel>;
+
+/// Where a member's cluster API finds the gossip view, once the member gossips: it
+/// reports each node's applied generation from it.
+pub type GossipSlot = Arc<OnceLock<tokio::sync::watch::Receiver<Arc<GossipView>>>>;
 
 /// Why this member did not answer a call itself.
 enum Failure {
@@ -91,12 +96,20 @@ struct Inner {
     state: StateMachineStore,
     /// Clients of the members calls were forwarded to, by endpoint.
     peers: Mutex<BTreeMap<String, Client>>,
+    /// This member's gossip view, once it gossips.
+    gossip: GossipSlot,
 }
 
 impl ClusterApi {
     /// The API of member `id`, answering from `raft` and its applied `state`.
     pub fn new(id: MemberId, raft: Raft, state: StateMachineStore) -> Self {
-        ClusterApi { inner: Arc::new(Inner { id, raft, state, peers: Mutex::new(BTreeMap::new()) }) }
+        let gossip = GossipSlot::default();
+        ClusterApi { inner: Arc::new(Inner { id, raft, state, peers: Mutex::new(BTreeMap::new()), gossip }) }
+    }
+
+    /// Where to put this member's gossip view (see [`GossipSlot`]).
+    pub fn gossip_slot(&self) -> GossipSlot {
+        self.inner.gossip.clone()
     }
 
     /// The tonic service, ready for `Server::add_service`.
@@ -274,6 +287,15 @@ impl Inner {
 
     fn read<T>(&self, f: impl FnOnce(&FleetState) -> T) -> T {
         self.state.read(|a: &AppliedState| f(&a.fleet))
+    }
+
+    /// Node `n` with the applied generation this member's gossip last saw it publish.
+    fn node(&self, s: &FleetState, n: &crate::state::Node) -> pb::Node {
+        let applied = self.gossip.get().and_then(|view| {
+            let view = view.borrow();
+            view.nodes.get(&n.id).and_then(|g| g.keys.as_ref().ok()).and_then(|k| k.applied_generation)
+        });
+        pb::Node { applied_generation: applied.unwrap_or(0), ..convert::node(s, n) }
     }
 
     /// The leader named by a `ForwardToLeader` (its endpoint from the membership if the
@@ -550,7 +572,7 @@ impl Inner {
     async fn list_nodes(&self, r: pb::ListNodesRequest) -> Answer<pb::ListNodesResponse> {
         self.linearizable(r.stale_ok).await?;
         Ok(self.read(|s| pb::ListNodesResponse {
-            nodes: s.nodes().values().map(|n| convert::node(s, n)).collect(),
+            nodes: s.nodes().values().map(|n| self.node(s, n)).collect(),
             generation: s.generation(),
         }))
     }
@@ -559,7 +581,7 @@ impl Inner {
         self.linearizable(r.stale_ok).await?;
         self.read(|s| {
             let n = s.nodes().get(&r.id).ok_or_else(|| not_found(ObjectKind::Node, &r.id))?;
-            Ok(pb::GetNodeResponse { node: Some(convert::node(s, n)), generation: s.generation() })
+            Ok(pb::GetNodeResponse { node: Some(self.node(s, n)), generation: s.generation() })
         })
     }
 

@@ -413,6 +413,8 @@ pub fn node(state: &FleetState, n: &Node) -> pb::Node {
         devices: n.devices.clone(),
         joined_generation: n.joined_generation,
         interfaces: count(interfaces),
+        // Not in the state: the cluster API fills it in from gossip.
+        applied_generation: 0,
     }
 }
 

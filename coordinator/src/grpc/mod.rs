@@ -6,7 +6,7 @@ pub mod convert;
 pub mod errors;
 mod raft_service;
 
-pub use cluster_service::{ClusterApi, FORWARDED_BY};
+pub use cluster_service::{ClusterApi, GossipSlot, FORWARDED_BY};
 pub use raft_service::RaftService;
 
 /// The generated code of `proto/raft.proto` (`dpfleet.raft.v1`).
