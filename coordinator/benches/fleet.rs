@@ -105,7 +105,11 @@ fn alloc() {
     }
     let nat = t.elapsed();
     let per = |d: Duration, n: u32| d.as_secs_f64() * 1e6 / f64::from(n);
-    println!("| alloc | register + activate {NODES} nodes | {:.1} ms ({:.1} µs each) |", ms(nodes), per(nodes, NODES));
+    println!(
+        "| alloc | register + activate {NODES} nodes | {:.1} ms ({:.1} µs each) |",
+        ms(nodes),
+        per(nodes, NODES)
+    );
     println!(
         "| alloc | place {INTERFACES} interfaces on {NODES} nodes | {:.0} ms ({:.1} µs each) |",
         ms(place),
@@ -138,14 +142,18 @@ impl Cluster {
         for id in 1..=3 {
             listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.expect("bind"));
         }
-        let addrs: BTreeMap<_, _> = listeners.iter().map(|(&id, l)| (id, l.local_addr().expect("addr"))).collect();
+        let addrs: BTreeMap<_, _> =
+            listeners.iter().map(|(&id, l)| (id, l.local_addr().expect("addr"))).collect();
         let dirs: BTreeMap<_, _> = (1..=3).map(|id| (id, tempfile::tempdir().expect("tempdir"))).collect();
         let mut members = BTreeMap::new();
         for (id, listener) in listeners {
             let m = Member::start(id, listener, dirs[&id].path(), default_config()).await.expect("member");
             members.insert(id, m);
         }
-        let peers = addrs.iter().map(|(&id, a)| (id, openraft::BasicNode::new(a.to_string()))).collect::<BTreeMap<_, _>>();
+        let peers = addrs
+            .iter()
+            .map(|(&id, a)| (id, openraft::BasicNode::new(a.to_string())))
+            .collect::<BTreeMap<_, _>>();
         members[&1].raft().initialize(peers).await.expect("initialize");
         Cluster { members, addrs, _dirs: dirs }
     }
@@ -235,7 +243,11 @@ async fn writer(mut c: ClusterClient, next: Arc<AtomicU32>, end: Instant) -> Cal
         calls.done.push((t, Instant::now()));
         let t = Instant::now();
         let r = c
-            .attach_nat(pb::AttachNatRequest { request_id: format!("nat-{i}"), gateway: "gw".into(), interface: id })
+            .attach_nat(pb::AttachNatRequest {
+                request_id: format!("nat-{i}"),
+                gateway: "gw".into(),
+                interface: id,
+            })
             .await;
         match r {
             Ok(_) => calls.done.push((t, Instant::now())),
@@ -377,7 +389,8 @@ async fn failover() {
             let mut errors = Vec::new();
             let vni = 2 + u32::try_from(round).unwrap_or(0);
             for k in 0.. {
-                let mut req = tonic::Request::new(pb::VniRequest { request_id: format!("failover-{round}"), vni });
+                let mut req =
+                    tonic::Request::new(pb::VniRequest { request_id: format!("failover-{round}"), vni });
                 req.set_timeout(ATTEMPT_TIMEOUT);
                 let n = clients.len();
                 match clients[k % n].create_vni(req).await {
@@ -411,7 +424,12 @@ async fn failover() {
     }
     let stats = |v: &mut Vec<Duration>| {
         v.sort();
-        format!("min {:.0} ms, median {:.0} ms, max {:.0} ms", ms(v[0]), ms(v[v.len() / 2]), ms(v[v.len() - 1]))
+        format!(
+            "min {:.0} ms, median {:.0} ms, max {:.0} ms",
+            ms(v[0]),
+            ms(v[v.len() / 2]),
+            ms(v[v.len() - 1])
+        )
     };
     println!(
         "| failover | leader's Raft shut down → a survivor is leader ({FAILOVER_RUNS} runs) | {} |",
