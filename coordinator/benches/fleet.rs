@@ -409,11 +409,12 @@ async fn failover() {
         attempts.push(errors.len() + 1);
         println!(
             "|   | failover run {} | member {old} crashed; elected after {:.0} ms, write committed after {:.0} ms \
-             ({} attempts: {errors:?}) |",
+             ({} attempts, the failed ones: {:?}) |",
             round + 1,
             ms(e),
             ms(w),
-            errors.len() + 1
+            errors.len() + 1,
+            errors.iter().map(|c| format!("{c:?}")).collect::<std::collections::BTreeSet<_>>()
         );
         let _ = stopping.await.expect("stop task");
         // Bring the old leader back from its directory, on its address.
