@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::state::{Command, FleetState, InterfaceSpec, NatGatewaySpec, NodeState, Op};
 
-use super::plan::{diff, FleetIndex, NodeActual};
+use super::plan::{diff, FleetIndex, LbActual, NodeActual, NodeDesired, TableStatus};
 
 /// Interfaces per VNI in [`synthetic_fleet`].
 pub const VNI_SIZE: usize = 100;
@@ -80,4 +80,27 @@ pub fn plan_all(state: &FleetState) -> (usize, usize) {
         actions += diff(&empty, &d).len();
     }
     (objects, actions)
+}
+
+/// What a node that holds exactly `desired` reports (a converged node).
+pub fn holding(desired: &NodeDesired) -> NodeActual {
+    NodeActual {
+        interfaces: desired.interfaces.clone(),
+        routes: desired.routes.clone(),
+        neighbor_nats: desired.neighbor_nats.clone(),
+        load_balancers: desired
+            .load_balancers
+            .iter()
+            .map(|(id, lb)| {
+                let table = lb.table.as_ref().map_or_else(TableStatus::default, |t| TableStatus {
+                    epoch: t.epoch,
+                    digest: t.digest,
+                    table_size: t.table_size,
+                    targets: u32::try_from(t.targets.len()).unwrap_or(u32::MAX),
+                });
+                (id.clone(), LbActual { config: lb.config.clone(), table })
+            })
+            .collect(),
+        applied_generation: desired.generation,
+    }
 }

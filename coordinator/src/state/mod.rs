@@ -965,13 +965,20 @@ impl FleetState {
                 None => n.devices.iter().any(|d| !used.contains(d)),
             }
         };
+        // One pass in name order beside `devices_in_use` (same keys, same order: no lookup
+        // per node), testing `fits` only for a node with fewer interfaces than the best
+        // so far, which is what the first minimum of the fitting nodes needs.
         for state in [NodeState::Active, NodeState::Joining] {
-            let best = self
-                .nodes
-                .values()
-                .filter(|n| n.state == state && fits(n))
-                .min_by_key(|n| used(n).len());
-            if let Some(n) = best {
+            let mut in_use = self.devices_in_use.iter().peekable();
+            let mut best: Option<(&Node, usize)> = None;
+            for n in self.nodes.values() {
+                while in_use.next_if(|(id, _)| id.as_str() < n.id.as_str()).is_some() {}
+                let count = in_use.peek().filter(|(id, _)| **id == n.id).map_or(0, |(_, u)| u.len());
+                if n.state == state && best.is_none_or(|(_, c)| count < c) && fits(n) {
+                    best = Some((n, count));
+                }
+            }
+            if let Some((n, _)) = best {
                 return Ok((n.id.clone(), self.pick_device(n, wanted)?));
             }
         }
