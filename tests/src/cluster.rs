@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
+use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -176,11 +177,16 @@ impl Coordinator {
             .open(&self.log_path)
             .map_err(|e| Error::Io("coordinator log".into(), e))?;
         let log2 = log.try_clone().map_err(|e| Error::Io("coordinator log".into(), e))?;
+        // Which build ran, for whoever reads the log of a failure.
+        let _ = writeln!(&log, "---- {} ----", bin.display());
         let child = std::process::Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(&bin)
             .args(&self.args)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("DPFLEET_E2E_COORDINATOR_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

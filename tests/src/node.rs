@@ -7,6 +7,7 @@
 //! that is printed when a test fails. Dropping a [`Node`] stops the process.
 
 use std::fs::File;
+use std::io::Write;
 use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -43,14 +44,25 @@ pub fn require_root() {
     );
 }
 
-/// Finds the `dpfleet-node` binary: `$DPFLEET_NODE_BIN`, else the newest of
-/// `{$CARGO_TARGET_DIR, /var/cache/dpfleet/target*, <workspace>/target}/{release,debug}`.
+/// Finds the `dpfleet-node` binary (see [`find_program`]).
 pub fn find_binary() -> Result<PathBuf, Error> {
     find_program("dpfleet-node", "DPFLEET_NODE_BIN", "dpfleet-node")
 }
 
-/// Finds the binary `name` of package `package`: `$env_var`, else the newest of
-/// `{$CARGO_TARGET_DIR, /var/cache/dpfleet/target*, <workspace>/target}/{release,debug}/name`.
+/// The target directory the running test (or bench) executable was built in: the
+/// parent of the nearest `debug`/`release` ancestor of the executable.
+fn own_target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .find(|d| d.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "debug" || n == "release"))
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+}
+
+/// Finds the binary `name` of package `package`: `$env_var` if set; else the newest
+/// `{release,debug}/name` in the target directory this test was built in (so a test runs
+/// the binaries of its own checkout), else in `$CARGO_TARGET_DIR`; only if neither has
+/// one, the newest under `/var/cache/dpfleet/target*` and `<workspace>/target`.
 pub fn find_program(name: &str, env_var: &str, package: &str) -> Result<PathBuf, Error> {
     if let Some(p) = std::env::var_os(env_var) {
         let p = PathBuf::from(p);
@@ -60,10 +72,22 @@ pub fn find_program(name: &str, env_var: &str, package: &str) -> Result<PathBuf,
             Err(Error::Setup(format!("{env_var}={} is not a file", p.display())))
         };
     }
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        dirs.push(PathBuf::from(t));
+    let newest = |dirs: &[PathBuf]| -> Option<PathBuf> {
+        dirs.iter()
+            .flat_map(|d| ["release", "debug"].map(|p| d.join(p).join(name)))
+            .filter_map(|p| {
+                let modified = p.metadata().ok()?.modified().ok()?;
+                Some((modified, p))
+            })
+            .max_by_key(|(m, _)| *m)
+            .map(|(_, p)| p)
+    };
+    let own: Vec<PathBuf> =
+        own_target_dir().into_iter().chain(std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from)).collect();
+    if let Some(p) = newest(&own) {
+        return Ok(p);
     }
+    let mut dirs: Vec<PathBuf> = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/var/cache/dpfleet") {
         let mut more: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -73,15 +97,7 @@ pub fn find_program(name: &str, env_var: &str, package: &str) -> Result<PathBuf,
         dirs.extend(more);
     }
     dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let newest = dirs
-        .iter()
-        .flat_map(|d| ["release", "debug"].map(|p| d.join(p).join(name)))
-        .filter_map(|p| {
-            let modified = p.metadata().ok()?.modified().ok()?;
-            Some((modified, p))
-        })
-        .max_by_key(|(m, _)| *m);
-    newest.map(|(_, p)| p).ok_or_else(|| {
+    newest(&dirs).ok_or_else(|| {
         Error::Setup(format!("{name} binary not found: build it (cargo build -p {package}) or set {env_var}"))
     })
 }
@@ -218,6 +234,8 @@ impl Node {
             .open(&self.log_path)
             .map_err(|e| Error::Io("log file".into(), e))?;
         let log2 = log.try_clone().map_err(|e| Error::Io("log file".into(), e))?;
+        // Which build ran, for whoever reads the log of a failure.
+        let _ = writeln!(&log, "---- {} ----", bin.display());
         let child = self
             .ns
             .command(bin.to_str().unwrap_or_default())
