@@ -27,40 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::raft_types::MemberId;
 
-/// The chitchat cluster id every node and coordinator of the fleet uses.
-pub const CLUSTER_ID: &str = "dpfleet";
-/// The `node_id` prefix of dataplane nodes: `node/<name>`.
-pub const NODE_PREFIX: &str = "node/";
-/// The `node_id` prefix of coordinator members: `coordinator/<raft id>`.
-pub const COORDINATOR_PREFIX: &str = "coordinator/";
-
-/// The keys members publish.
-pub mod keys {
-    /// `node` or `coordinator`.
-    pub const ROLE: &str = "role";
-    /// A node's underlay IPv6 address.
-    pub const UNDERLAY: &str = "underlay";
-    /// A node's API endpoint, `host:port`.
-    pub const API: &str = "api";
-    /// The software version.
-    pub const VERSION: &str = "version";
-    /// The generation of desired state a node has applied (decimal).
-    pub const GENERATION: &str = "generation";
-    /// A node's VF device names, comma-separated.
-    pub const DEVICES: &str = "devices";
-    /// A node's number of tracked flows (decimal).
-    pub const LOAD_FLOWS: &str = "load.flows";
-    /// A node's NAT ports in use (decimal).
-    pub const LOAD_NAT_PORTS_USED: &str = "load.nat_ports_used";
-    /// A coordinator's Raft member id (decimal).
-    pub const RAFT_ID: &str = "raft_id";
-    /// A coordinator's gRPC endpoint (Raft and cluster API), `host:port`.
-    pub const RAFT_ADDR: &str = "raft_addr";
-    /// The value of [`ROLE`] for a node.
-    pub const ROLE_NODE: &str = "node";
-    /// The value of [`ROLE`] for a coordinator.
-    pub const ROLE_COORDINATOR: &str = "coordinator";
-}
+pub use dpfleet_proto::gossip::{keys, CLUSTER_ID, COORDINATOR_PREFIX, NODE_PREFIX};
 
 /// Why a member's keys could not be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

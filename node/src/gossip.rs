@@ -19,36 +19,14 @@ use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig
 
 use crate::cli::GossipSettings;
 
-/// The chitchat cluster id of the fleet (coordinators use the same).
-pub const CLUSTER_ID: &str = "dpfleet";
-/// The prefix of a node's chitchat `node_id`: `node/<name>`.
-pub const NODE_PREFIX: &str = "node/";
+pub use dpfleet_proto::gossip::{CLUSTER_ID, NODE_PREFIX};
 /// Time between gossip rounds.
 pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 /// Time between updates of the load keys.
 pub const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The keys a node publishes (names fixed by the contract with the coordinator).
-pub mod keys {
-    /// Always [`ROLE_NODE`].
-    pub const ROLE: &str = "role";
-    /// The value of [`ROLE`] for a node.
-    pub const ROLE_NODE: &str = "node";
-    /// The node's underlay IPv6 address (`--ipv6`).
-    pub const UNDERLAY: &str = "underlay";
-    /// The node API endpoint, `host:port` (`--api-advertise`).
-    pub const API: &str = "api";
-    /// The node's version (crate version).
-    pub const VERSION: &str = "version";
-    /// The applied generation (decimal).
-    pub const GENERATION: &str = "generation";
-    /// Comma-separated device names of the VF ports (CreateInterface `device_name`).
-    pub const DEVICES: &str = "devices";
-    /// Flows in the flow tables, all workers (decimal).
-    pub const LOAD_FLOWS: &str = "load.flows";
-    /// NAT port mappings in use, all workers (decimal).
-    pub const LOAD_NAT_PORTS_USED: &str = "load.nat_ports_used";
-}
+pub use dpfleet_proto::gossip::keys;
 
 /// What does not change while the node runs.
 #[derive(Clone, Debug, PartialEq, Eq)]

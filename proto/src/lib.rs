@@ -33,5 +33,6 @@ pub mod dpfleet {
 }
 
 pub mod flowhash;
+pub mod gossip;
 pub mod maglev;
 pub mod types;
