@@ -442,7 +442,9 @@ pub fn spawn_reconcile_observer(
                 seen.retain(|node, _| {
                     let keep = now.contains_key(node);
                     if !keep {
-                        r.set_lag(node, 0);
+                        // Not driven (down, removed, or this member no longer leads): no lag to
+                        // report, rather than a misleading 0.
+                        r.forget(node);
                     }
                     keep
                 });
