@@ -161,6 +161,10 @@ counted_enum! {
         Route6 => "route6",
         /// IP-in-IPv6 encapsulation towards the underlay.
         Encap => "encap",
+        /// Re-encapsulation of tunnel traffic back out of the PF it came in on: relays to
+        /// another node (replies for a neighbour's NAT ports, flows to a load-balancer
+        /// target elsewhere) and the node's answers to tunnelled echo requests.
+        Relay => "relay",
         /// IP-in-IPv6 decapsulation from the underlay.
         Decap => "decap",
         /// Connection tracking, firewall, VIP, NAT and neighbour NAT.
@@ -263,7 +267,8 @@ impl Next {
             Next::VirtsvcRequest(_) | Next::VirtsvcReply(_) => Stage::Virtsvc,
             Next::Route4(_) => Stage::Route4,
             Next::Route6 => Stage::Route6,
-            Next::Encap(..) | Next::Relay(_) => Stage::Encap,
+            Next::Encap(..) => Stage::Encap,
+            Next::Relay(_) => Stage::Relay,
             Next::VfTx(_) => Stage::VfTx,
             Next::PfTx(_) => Stage::PfTx,
             Next::Done(_) => return None,
@@ -278,7 +283,7 @@ impl Next {
 
 /// The stages after classification, in graph order: every edge goes from a stage to a
 /// later one, so one pass over this list finishes every packet.
-const ORDER: [Stage; 12] = [
+const ORDER: [Stage; 13] = [
     Stage::Arp,
     Stage::Nd,
     Stage::Dhcp,
@@ -289,6 +294,7 @@ const ORDER: [Stage; 12] = [
     Stage::Route4,
     Stage::Route6,
     Stage::Encap,
+    Stage::Relay,
     Stage::VfTx,
     Stage::PfTx,
 ];

@@ -243,6 +243,9 @@ fn echo_to_the_nat_ip_is_answered_and_neighbour_ports_relayed() {
     }
     assert_eq!(p.flows().len(), 1, "the relay is one flow");
     assert_eq!(p.flow_addrs().refs(neigh_ul()), 1, "one reference for both directions");
+    // The relay stage counts both relayed packets and the echo answer, which also goes
+    // back out of the PF it came in on.
+    assert_eq!(p.counters.stages[Stage::Relay as usize].get(), 3);
     let (v, _) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 8989, 530, true)));
     assert_eq!(v, Verdict::Drop(DropReason::NatPortUnowned));
 
