@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::tables::mix::{fold_mul, splitmix64};
+
 /// IP protocol number of ICMP.
 pub const PROTO_ICMP: u8 = 1;
 /// IP protocol number of TCP.
@@ -183,22 +185,6 @@ impl FlowKey {
 #[derive(Clone, Copy, Debug)]
 pub struct FlowHasher {
     secret: [u64; 8],
-}
-
-#[inline]
-fn fold_mul(a: u64, b: u64) -> u64 {
-    let r = u128::from(a) * u128::from(b);
-    #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
-    let (lo, hi) = (r as u64, (r >> 64) as u64);
-    lo ^ hi
-}
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[inline]

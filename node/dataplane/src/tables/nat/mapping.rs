@@ -25,6 +25,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::{LocalNat, NatConfigError, PortRange};
 use crate::config::Vni;
 use crate::tables::jhash::portmap_hash;
+use crate::tables::mix::{fold_mul, splitmix64};
 
 /// Protocols the NAT translates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,21 +192,6 @@ impl Packed {
         let b = (u64::from(self.nat_port) << 32) | (u64::from(self.remote_port) << 8) | u64::from(self.proto);
         fold_mul(fold_mul(a ^ secret[0], b ^ secret[1]) ^ secret[2], secret[3])
     }
-}
-
-fn fold_mul(a: u64, b: u64) -> u64 {
-    let r = u128::from(a) * u128::from(b);
-    #[allow(clippy::cast_possible_truncation)] // the two halves, on purpose
-    let (lo, hi) = (r as u64, (r >> 64) as u64);
-    lo ^ hi
-}
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Fixed-size linear-probing table. At least one bucket is always empty, so probes end.
