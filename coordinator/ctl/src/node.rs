@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use dpfleet_coordinator::client::error_chain;
 use dpfleet_proto::dpdkironcore::v1 as pb;
 use dpfleet_proto::dpdkironcore::v1::dpd_kironcore_client::DpdKironcoreClient;
 use pb::protocol_filter::Filter;
@@ -38,21 +39,6 @@ pub async fn run(addr: &str, timeout: Duration, call: NodeCall) -> Result<Output
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| CtlError::Timeout { addr: addr.to_string(), timeout })?
-}
-
-/// The error and its causes, `: `-separated (the transport's top-level message alone
-/// says only "transport error"); a cause that repeats its parent's text is left out.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
 }
 
 /// Fails with the server's error if `status` has a nonzero code. A missing status
