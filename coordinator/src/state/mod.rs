@@ -780,7 +780,8 @@ impl FleetState {
                 }
                 self.check_underlay_room(1)?;
                 let node = iface.node.clone();
-                let addr = underlay_address(self.nodes[&node].underlay, self.next_underlay);
+                // Taken only once the target is accepted (below): a refusal changes nothing.
+                let addr = self.peek_underlay(&node);
                 let balancer = self
                     .load_balancers
                     .get_mut(&lb)
@@ -996,9 +997,14 @@ impl FleetState {
 
     /// The next underlay address on `node` (which exists; room was checked).
     fn alloc_underlay(&mut self, node: &str) -> Ipv6Addr {
-        let addr = underlay_address(self.nodes[node].underlay, self.next_underlay);
+        let addr = self.peek_underlay(node);
         self.next_underlay += 1;
         addr
+    }
+
+    /// The address [`FleetState::alloc_underlay`] would hand out next on `node`.
+    fn peek_underlay(&self, node: &str) -> Ipv6Addr {
+        underlay_address(self.nodes[node].underlay, self.next_underlay)
     }
 
     /// Refuses `ip` if it is a public IP of a NAT gateway.
