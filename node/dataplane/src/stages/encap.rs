@@ -34,7 +34,7 @@ pub(crate) fn pick_pf(ctx: &Ctx<'_>, flow_hash: Option<u32>) -> Option<PortId> {
     let node = &ctx.snap.node;
     let pf0 = *node.pf_ports.first()?;
     match (node.pf_ports.get(1), flow_hash) {
-        (Some(&pf1), Some(h)) if node.wcmp_percent < 100 => {
+        (Some(&pf1), Some(h)) if wcmp_splits(ctx) => {
             let pf0_slots = (u32::from(node.wcmp_percent) + 5) / 10;
             Some(if h % 10 < pf0_slots { pf0 } else { pf1 })
         }
