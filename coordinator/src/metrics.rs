@@ -260,6 +260,43 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
+/// Keeps the reconcile metrics equal to what the reconciler reports: lag per node, and
+/// its error counts as counter increments (a new leader's counts start again at 0).
+pub fn spawn_reconcile_observer(
+    metrics: Arc<CoordinatorMetrics>,
+    mut status: tokio::sync::watch::Receiver<crate::reconcile::ReconcileStatus>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        loop {
+            {
+                let now = status.borrow_and_update();
+                let r = metrics.reconcile();
+                for (node, st) in now.iter() {
+                    r.set_lag(node, st.lag_generations);
+                    let before = seen.get(node).copied().unwrap_or(0);
+                    if st.errors_total > before {
+                        r.add_errors(node, st.errors_total - before);
+                    }
+                    seen.insert(node.clone(), st.errors_total);
+                }
+                seen.retain(|node, _| {
+                    let keep = now.contains_key(node);
+                    if !keep {
+                        // Not driven (down, removed, or this member no longer leads): no lag to
+                        // report, rather than a misleading 0.
+                        r.forget(node);
+                    }
+                    keep
+                });
+            }
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -417,41 +454,4 @@ mod tests {
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
     }
-}
-
-/// Keeps the reconcile metrics equal to what the reconciler reports: lag per node, and
-/// its error counts as counter increments (a new leader's counts start again at 0).
-pub fn spawn_reconcile_observer(
-    metrics: Arc<CoordinatorMetrics>,
-    mut status: tokio::sync::watch::Receiver<crate::reconcile::ReconcileStatus>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut seen: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-        loop {
-            {
-                let now = status.borrow_and_update();
-                let r = metrics.reconcile();
-                for (node, st) in now.iter() {
-                    r.set_lag(node, st.lag_generations);
-                    let before = seen.get(node).copied().unwrap_or(0);
-                    if st.errors_total > before {
-                        r.add_errors(node, st.errors_total - before);
-                    }
-                    seen.insert(node.clone(), st.errors_total);
-                }
-                seen.retain(|node, _| {
-                    let keep = now.contains_key(node);
-                    if !keep {
-                        // Not driven (down, removed, or this member no longer leads): no lag to
-                        // report, rather than a misleading 0.
-                        r.forget(node);
-                    }
-                    keep
-                });
-            }
-            if status.changed().await.is_err() {
-                return;
-            }
-        }
-    })
 }
