@@ -32,8 +32,12 @@
 //! Nothing on this path allocates or returns an error.
 //!
 //! Per-packet facts that dpservice keeps in its mbuf metadata (`dp_flow`) are either
-//! re-read from the headers (cheap, and always consistent with the bytes) or carried in
-//! the `Next` value (the route's underlay next hop, the output port).
+//! re-read from the headers (cheap, and always consistent with the bytes), carried in
+//! the `Next` value (the output port, the flow hash), or, for the one that does not fit
+//! there, kept in the runner's per-packet [`Underlay`] slot. `Next` stays at most 16
+//! bytes so that a stage returns it in registers: a larger one went through memory,
+//! written field by field by the stage and read back whole by the runner, and the
+//! failed store-to-load forwarding that caused was a quarter of the runner's time.
 
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +50,9 @@ use crate::stages;
 use crate::stages::conntrack::{self as ct_stage, FlowAction, FlowKind, Flows, Origin};
 use crate::tables::conntrack::{self as ct, Conntrack, Flow};
 use crate::tables::nat::{MappingsConfig, NatConfigError, NatMappings};
+use packed::PackedNext;
 
+mod packed;
 #[cfg(test)]
 mod stateful_tests;
 pub mod testkit;
@@ -240,12 +246,13 @@ pub enum Next {
     Route4(u32),
     /// IPv6 overlay routing.
     Route6,
-    /// Encapsulation towards this underlay address, with the flow hash that picks the
-    /// PF under `--wcmp` (`None`: always pf0, as for IPv6 overlay traffic).
-    Encap(Ipv6Addr, Option<u32>),
-    /// Encapsulation towards this underlay address, out of the PF the packet came in
-    /// on (neighbour-NAT relay, the node's echo replies).
-    Relay(Ipv6Addr),
+    /// Encapsulation towards the packet's underlay address (see [`Underlay`]), with the
+    /// flow hash that picks the PF under `--wcmp` (`None`: always pf0, as for IPv6
+    /// overlay traffic).
+    Encap(Option<u32>),
+    /// Encapsulation towards the packet's underlay address (see [`Underlay`]), out of
+    /// the PF the packet came in on (neighbour-NAT relay, the node's echo replies).
+    Relay,
     /// Ethernet rewrite and delivery to this VF port.
     VfTx(PortId),
     /// Ethernet header for, and delivery to, this PF port.
@@ -268,7 +275,7 @@ impl Next {
             Next::Route4(_) => Stage::Route4,
             Next::Route6 => Stage::Route6,
             Next::Encap(..) => Stage::Encap,
-            Next::Relay(_) => Stage::Relay,
+            Next::Relay => Stage::Relay,
             Next::VfTx(_) => Stage::VfTx,
             Next::PfTx(_) => Stage::PfTx,
             Next::Done(_) => return None,
@@ -280,6 +287,16 @@ impl Next {
         Next::Done(Verdict::Drop(reason))
     }
 }
+
+/// The underlay address that goes with a packet through the graph: decapsulation
+/// writes the tunnel's outer source (where the node's answers and relays of the packet
+/// go back to); whatever sends a packet towards the underlay ([`Next::Encap`],
+/// [`Next::Relay`]) writes the outer destination first, unless it is that same source.
+/// One slot per packet of a chunk, owned by the runner.
+pub type Underlay = Ipv6Addr;
+
+// A stage returns `Next` in registers only while it is at most 16 bytes.
+const _: () = assert!(std::mem::size_of::<Next>() <= 16);
 
 /// The stages after classification, in graph order: every edge goes from a stage to a
 /// later one, so one pass over this list finishes every packet.
@@ -437,6 +454,8 @@ pub struct Pipeline {
     virtsvc: stages::virtsvc::Connections,
     /// The `--flow-timeout` the virtual-service connections age with.
     flow_timeout_s: u32,
+    /// The [`Underlay`] slot of each packet of the chunk being run.
+    underlay: [Underlay; CHUNK],
 }
 
 impl Default for Pipeline {
@@ -474,6 +493,7 @@ impl Pipeline {
             flushed: 0,
             virtsvc: stages::virtsvc::Connections::default(),
             flow_timeout_s: cfg.flows.flow_timeout_s,
+            underlay: [Ipv6Addr::UNSPECIFIED; CHUNK],
         })
     }
 
@@ -580,15 +600,17 @@ impl Pipeline {
     }
 
     fn run_chunk<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) {
-        let mut next = [Next::drop(DropReason::Malformed); CHUNK];
+        // Packed: see `packed` for why.
+        let mut next = [PackedNext::from(Next::drop(DropReason::Malformed)); CHUNK];
         // Per stage, the indexes of the packets waiting for it, in arrival order. A packet
         // only ever moves to a later stage of ORDER, so it is queued at most once per
         // stage and no queue holds more than the chunk's packets.
         let mut queue = [[0u8; CHUNK]; Stage::ALL.len()];
         let mut queued = [0usize; Stage::ALL.len()];
         for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
-            *nx = stages::classify::process(ctx, &self.neigh, self.virtsvc.services(), buf);
-            enqueue(&mut queue, &mut queued, i, *nx);
+            let n = stages::classify::process(ctx, &self.neigh, self.virtsvc.services(), buf);
+            *nx = n.into();
+            enqueue(&mut queue, &mut queued, i, n);
         }
         self.counters.stage_add(Stage::Classify, pkts.len());
         for stage in ORDER {
@@ -597,13 +619,14 @@ impl Pipeline {
             for j in 0..n {
                 let i = usize::from(queue[s][j]);
                 let (Some(nx), Some(buf)) = (next.get_mut(i), pkts.get_mut(i)) else { continue };
-                *nx = self.step(ctx, *nx, buf);
-                enqueue(&mut queue, &mut queued, i, *nx);
+                let n = self.step(ctx, (*nx).into(), buf, i);
+                *nx = n.into();
+                enqueue(&mut queue, &mut queued, i, n);
             }
             self.counters.stage_add(stage, n);
         }
         for (v, nx) in verdicts.iter_mut().zip(next.iter()) {
-            *v = match *nx {
+            *v = match Next::from(*nx) {
                 Next::Done(v) => v,
                 // ORDER is topological, so nothing is left waiting; should a future edge
                 // point backwards, the packet is dropped rather than lost.
@@ -615,21 +638,25 @@ impl Pipeline {
         }
     }
 
-    fn step<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, nx: Next, buf: &mut B) -> Next {
+    /// Runs packet `i` of the chunk (`buf`) through the stage `nx` names.
+    fn step<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, nx: Next, buf: &mut B, i: usize) -> Next {
+        let Some(underlay) = self.underlay.get_mut(i) else { return Next::drop(DropReason::Malformed) };
         match (nx, ctx.iface) {
             (Next::Arp, Some(i)) => Next::Done(stages::arp::process(ctx, i, buf)),
             (Next::Nd, Some(i)) => Next::Done(stages::nd::process(ctx, i, buf)),
             (Next::Dhcp, Some(i)) => Next::Done(stages::dhcp::process(ctx, i, buf)),
             (Next::Dhcpv6, Some(i)) => Next::Done(stages::dhcpv6::process(ctx, i, buf)),
             (Next::Arp | Next::Nd | Next::Dhcp | Next::Dhcpv6, None) => Next::drop(DropReason::NoInterface),
-            (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf),
-            (Next::Conntrack(origin), _) => stages::conntrack::process(ctx, &mut self.flows, origin, buf),
+            (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf, underlay),
+            (Next::Conntrack(origin), _) => {
+                stages::conntrack::process(ctx, &mut self.flows, origin, buf, underlay)
+            }
             (Next::VirtsvcRequest(svc), _) => stages::virtsvc::request(ctx, &mut self.virtsvc, svc, buf),
             (Next::VirtsvcReply(svc), _) => stages::virtsvc::reply(ctx, &mut self.virtsvc, svc, buf),
-            (Next::Route4(hash), _) => stages::route4::process(ctx, hash, buf),
-            (Next::Route6, _) => stages::route6::process(ctx, buf),
-            (Next::Encap(underlay, hash), _) => stages::encap::process(ctx, underlay, None, hash, buf),
-            (Next::Relay(underlay), _) => stages::encap::process(ctx, underlay, Some(ctx.in_port), None, buf),
+            (Next::Route4(hash), _) => stages::route4::process(ctx, hash, buf, underlay),
+            (Next::Route6, _) => stages::route6::process(ctx, buf, underlay),
+            (Next::Encap(hash), _) => stages::encap::process(ctx, *underlay, None, hash, buf),
+            (Next::Relay, _) => stages::encap::process(ctx, *underlay, Some(ctx.in_port), None, buf),
             (Next::VfTx(port), _) => stages::vf_tx::process(ctx, &self.neigh, port, buf),
             (Next::PfTx(port), _) => stages::pf_tx::process(ctx, &self.neigh, port, buf),
             (Next::Done(v), _) => Next::Done(v),

@@ -84,7 +84,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::lb::{Choice as LbChoice, Decision as LbDecision};
 use crate::buf::PacketBuf;
 use crate::config::{DnatTarget, PortId, RouteTarget, Snapshot, UnderlayTarget, Vni, VniTables};
-use crate::graph::{Ctx, DropReason, Next};
+use crate::graph::{Ctx, DropReason, Next, Underlay};
 use crate::tables::addrpool::{AddrId, AddrPool};
 use crate::tables::conntrack::{
     Conntrack, Flow, FlowKey, InsertError, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -140,12 +140,12 @@ fn packet_zone(ctx: &Ctx<'_>, origin: Origin, src: IpAddr) -> u8 {
 pub enum Origin {
     /// From the VM on the input VF.
     Vf,
-    /// Decapsulated tunnel traffic (from a PF) for this underlay address.
+    /// Decapsulated tunnel traffic (from a PF) for this underlay address; the outer
+    /// source (where answers of this node go back to) is in the packet's underlay slot
+    /// (see [`crate::graph::Underlay`]).
     Tunnel {
         /// What the outer destination stands for.
         target: UnderlayTarget,
-        /// The outer source (where answers and relays of this node go back to).
-        outer_src: Ipv6Addr,
     },
 }
 
@@ -460,8 +460,15 @@ fn verdict_denied(from: Option<PortId>, to: Option<PortId>, snap: &Snapshot, fw:
 }
 
 /// The stage: tracks the packet's flow, creating it on its first packet, and applies
-/// the flow's cached action.
-pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, buf: &mut B) -> Next {
+/// the flow's cached action. `underlay`: the packet's underlay slot (the tunnel's source
+/// for tunnel traffic; set to the destination of a packet sent to the underlay).
+pub fn process<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    flows: &mut Flows,
+    origin: Origin,
+    buf: &mut B,
+    underlay: &mut Underlay,
+) -> Next {
     let vni = match origin {
         Origin::Vf => match ctx.iface {
             Some(i) => i.vni,
@@ -488,13 +495,13 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
         if origin == Origin::Vf && super::encap::wcmp_splits(ctx) { dps_flow_hash(ctx, &pkt) } else { 0 };
     if pkt.quoted {
         return match flows.table.lookup_quoted(&pkt.key, ctx.now_ns) {
-            Some(hit) => finish(ctx, flows, origin, hit.action, true, flow_hash, buf),
+            Some(hit) => finish(ctx, flows, origin, hit.action, true, flow_hash, buf, underlay),
             // An error about a load balancer's flow goes to one of its targets.
             None if matches!(origin, Origin::Tunnel { target: UnderlayTarget::Lb { .. }, .. }) => {
-                super::lb::icmp_error(ctx.snap, &mut flows.lb, vni, &pkt.key)
+                super::lb::icmp_error(ctx.snap, &mut flows.lb, vni, &pkt.key, underlay)
             }
             // An error about no known flow passes as it would without tracking.
-            None => finish(ctx, flows, origin, FlowAction::default(), true, flow_hash, buf),
+            None => finish(ctx, flows, origin, FlowAction::default(), true, flow_hash, buf, underlay),
         };
     }
     let action = match flows.table.track(&pkt.key, pkt.tcp_flags, ctx.now_ns) {
@@ -504,7 +511,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flows: &mut Flows, origin: Origin, b
             Err(next) => return next,
         },
     };
-    finish(ctx, flows, origin, action, false, flow_hash, buf)
+    finish(ctx, flows, origin, action, false, flow_hash, buf, underlay)
 }
 
 /// dpservice's flow hash of a VM's packet (see [`DpsFlowKey`]): its key as it arrived,
@@ -542,6 +549,7 @@ fn nat64_route<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Option<Ipv6Addr> {
 /// the default action, which nothing denies. The address references of `a` are valid
 /// here even when its flow could not be kept: a released id's address stays in the pool
 /// until the next acquire, and nothing acquires before this returns.
+#[allow(clippy::too_many_arguments)] // the stage's own arguments, passed on
 fn finish<B: PacketBuf>(
     ctx: &Ctx<'_>,
     flows: &Flows,
@@ -550,6 +558,7 @@ fn finish<B: PacketBuf>(
     quoted: bool,
     flow_hash: u32,
     buf: &mut B,
+    underlay: &mut Underlay,
 ) -> Next {
     if a.denied && flows.enforce_firewall {
         return Next::drop(DropReason::FirewallDenied);
@@ -562,9 +571,12 @@ fn finish<B: PacketBuf>(
         // Routed by the IPv6 destination (looked up per packet, as routes are), then
         // translated; NAT64 traffic always leaves on pf0, as in dpservice.
         (Rewrite::Nat64 { ip, port }, _) => {
-            let Some(underlay) = nat64_route(ctx, buf) else { return Next::drop(DropReason::NoRoute) };
+            let Some(route) = nat64_route(ctx, buf) else { return Next::drop(DropReason::NoRoute) };
             return match super::nat64::v6_to_v4(buf, ip, port) {
-                Ok(()) => Next::Encap(underlay, None),
+                Ok(()) => {
+                    *underlay = route;
+                    Next::Encap(None)
+                }
                 Err(r) => Next::drop(r),
             };
         }
@@ -588,7 +600,10 @@ fn finish<B: PacketBuf>(
         },
         Origin::Tunnel { target, .. } => match (a.out, target) {
             (Out::Vf(p) | Out::Vf6 { port: p, .. }, _) => Next::VfTx(p),
-            (Out::Relay(u), _) => Next::Relay(flows.addrs.get(u)),
+            (Out::Relay(u), _) => {
+                *underlay = flows.addrs.get(u);
+                Next::Relay
+            }
             (
                 Out::Route,
                 UnderlayTarget::Interface(p) | UnderlayTarget::AliasPrefix(p) | UnderlayTarget::LbPrefix(p),
@@ -747,7 +762,7 @@ fn new_flow<B: PacketBuf>(
             }
             Ok(a)
         }
-        Origin::Tunnel { target, outer_src } => match target {
+        Origin::Tunnel { target } => match target {
             UnderlayTarget::Interface(p) | UnderlayTarget::AliasPrefix(p) | UnderlayTarget::LbPrefix(p) => {
                 let fw = firewall::FlowKey { src: pkt.src, dst: pkt.dst, l4: pkt.l4 };
                 let denied = verdict_denied(None, Some(p), snap, &fw);
@@ -792,7 +807,7 @@ fn new_flow<B: PacketBuf>(
                     return Err(drop(DropReason::NoRoute));
                 }
                 if pkt.echo_request {
-                    return Err(answer_echo(buf, outer_src));
+                    return Err(answer_echo(buf));
                 }
                 let Some(n) = snap.neighbor_nats.owner(vni, d, pkt.key.dst_port()) else {
                     return Err(drop(DropReason::NatPortUnowned));
@@ -808,7 +823,7 @@ fn new_flow<B: PacketBuf>(
                 Ok(a)
             }
             UnderlayTarget::Lb { vni } => {
-                let choice = match super::lb::new_flow(snap, &mut flows.lb, vni, &pkt.key, outer_src, buf) {
+                let choice = match super::lb::new_flow(snap, &mut flows.lb, vni, &pkt.key, buf) {
                     LbDecision::Target(c) => c,
                     LbDecision::Answered(next) => return Err(next),
                     LbDecision::Drop(r) => return Err(drop(r)),
@@ -905,8 +920,8 @@ fn nat64_flow(
 const ECHO_TTL: u8 = 64;
 
 /// Turns an ICMP echo request to a NAT IP into the node's echo reply, sent back to
-/// the tunnel's source.
-pub(crate) fn answer_echo<B: PacketBuf>(buf: &mut B, outer_src: Ipv6Addr) -> Next {
+/// the tunnel's source (the packet's underlay slot already holds it).
+pub(crate) fn answer_echo<B: PacketBuf>(buf: &mut B) -> Next {
     let Some(ip) = buf.data_mut().get_mut(ethernet::HEADER_LEN..) else {
         return Next::drop(DropReason::Malformed);
     };
@@ -929,5 +944,5 @@ pub(crate) fn answer_echo<B: PacketBuf>(buf: &mut B, outer_src: Ipv6Addr) -> Nex
     let new = u16::from_be_bytes([icmp[0], icmp[1]]);
     let ck = update16(u16::from_be_bytes([icmp[2], icmp[3]]), old, new);
     icmp[2..4].copy_from_slice(&ck.to_be_bytes());
-    Next::Relay(outer_src)
+    Next::Relay
 }

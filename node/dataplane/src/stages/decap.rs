@@ -13,7 +13,7 @@
 //! traffic that reached one of the node's underlay addresses.
 
 use crate::buf::PacketBuf;
-use crate::graph::{Ctx, DropReason, NeighTable, Next};
+use crate::graph::{Ctx, DropReason, NeighTable, Next, Underlay};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::ipv6;
 
@@ -21,8 +21,13 @@ use super::classify::{inspect_ipv4, inspect_ipv6};
 use super::conntrack::Origin;
 
 /// Strips the outer Ethernet and IPv6 headers, leaving room for the VF's Ethernet
-/// header in front of the inner packet.
-pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &mut B) -> Next {
+/// header in front of the inner packet. The outer source goes to `underlay`.
+pub fn process<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    neigh: &NeighTable,
+    buf: &mut B,
+    underlay: &mut Underlay,
+) -> Next {
     let data = buf.data();
     let Some(frame) = Frame::new_checked(data) else {
         return Next::drop(DropReason::Malformed);
@@ -53,5 +58,6 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &mut B) -> 
     if !buf.adj(ipv6::HEADER_LEN) {
         return Next::drop(DropReason::Malformed);
     }
-    Next::Conntrack(Origin::Tunnel { target, outer_src })
+    *underlay = outer_src;
+    Next::Conntrack(Origin::Tunnel { target })
 }

@@ -30,7 +30,7 @@ use std::net::Ipv6Addr;
 
 use crate::buf::PacketBuf;
 use crate::config::{PortId, Snapshot, UnderlayTarget, Vni};
-use crate::graph::{DropReason, Next};
+use crate::graph::{DropReason, Next, Underlay};
 use crate::tables::conntrack::{FlowKey, PROTO_ICMP, PROTO_ICMPV6};
 use crate::tables::lb::{self, LbFlow, RoundRobin};
 use crate::wire::checksum::update16;
@@ -74,13 +74,13 @@ fn choice(snap: &Snapshot, target: Ipv6Addr) -> Choice {
 }
 
 /// The first packet (key `key`, in the LB's VNI `vni`) of a flow for a load balancer's
-/// underlay address, which came from `outer_src`.
+/// underlay address. An echo request is answered to the tunnel's source, which the
+/// packet's underlay slot holds (see [`crate::graph::Underlay`]).
 pub fn new_flow<B: PacketBuf>(
     snap: &Snapshot,
     rr: &mut RoundRobin,
     vni: Vni,
     key: &FlowKey,
-    outer_src: Ipv6Addr,
     buf: &mut B,
 ) -> Decision {
     let Some(lb) = snap.lbs.get(&(vni, key.dst())) else {
@@ -88,9 +88,9 @@ pub fn new_flow<B: PacketBuf>(
     };
     // ICMP keys carry the type as source port and the identifier as destination port.
     match (key.proto(), key.src_port()) {
-        (PROTO_ICMP, 8) => return Decision::Answered(super::conntrack::answer_echo(buf, outer_src)),
+        (PROTO_ICMP, 8) => return Decision::Answered(super::conntrack::answer_echo(buf)),
         (PROTO_ICMPV6, t) if t == u16::from(ICMPV6_ECHO_REQUEST) => {
-            return Decision::Answered(answer_echo_v6(buf, outer_src))
+            return Decision::Answered(answer_echo_v6(buf))
         }
         (PROTO_ICMP | PROTO_ICMPV6, _) => return Decision::Drop(DropReason::LbNoTarget),
         _ => {}
@@ -107,8 +107,15 @@ pub fn new_flow<B: PacketBuf>(
 
 /// An ICMP error for the LB's VNI `vni` that quotes a packet of one of its flows
 /// (`quoted`: the key of the quoted packet, sent from the load-balanced IP and port)
-/// and matches no flow of this node: where it goes.
-pub fn icmp_error(snap: &Snapshot, rr: &mut RoundRobin, vni: Vni, quoted: &FlowKey) -> Next {
+/// and matches no flow of this node: where it goes (a remote target's underlay address
+/// to `underlay`).
+pub fn icmp_error(
+    snap: &Snapshot,
+    rr: &mut RoundRobin,
+    vni: Vni,
+    quoted: &FlowKey,
+    underlay: &mut Underlay,
+) -> Next {
     let Some(lb) = snap.lbs.get(&(vni, quoted.src())) else {
         return Next::drop(DropReason::LbNoTarget);
     };
@@ -118,7 +125,10 @@ pub fn icmp_error(snap: &Snapshot, rr: &mut RoundRobin, vni: Vni, quoted: &FlowK
     match lb::select(rr, lb, &lb_flow(&quoted.reversed())) {
         Some(t) => match choice(snap, t) {
             Choice::Local(p) => Next::VfTx(p),
-            Choice::Remote(u) => Next::Relay(u),
+            Choice::Remote(u) => {
+                *underlay = u;
+                Next::Relay
+            }
         },
         None => Next::drop(DropReason::LbNoTarget),
     }
@@ -136,8 +146,8 @@ fn lb_flow(key: &FlowKey) -> LbFlow {
 }
 
 /// Turns an ICMPv6 echo request (after the Ethernet header) into the node's echo reply,
-/// sent back to the tunnel's source.
-fn answer_echo_v6<B: PacketBuf>(buf: &mut B, outer_src: Ipv6Addr) -> Next {
+/// sent back to the tunnel's source (the packet's underlay slot already holds it).
+fn answer_echo_v6<B: PacketBuf>(buf: &mut B) -> Next {
     let Some(ip) = buf.data_mut().get_mut(ethernet::HEADER_LEN..) else {
         return Next::drop(DropReason::Malformed);
     };
@@ -156,7 +166,7 @@ fn answer_echo_v6<B: PacketBuf>(buf: &mut B, outer_src: Ipv6Addr) -> Next {
     let new = u16::from_be_bytes([icmp[0], icmp[1]]);
     let ck = update16(u16::from_be_bytes([icmp[2], icmp[3]]), old, new);
     icmp[2..4].copy_from_slice(&ck.to_be_bytes());
-    Next::Relay(outer_src)
+    Next::Relay
 }
 
 #[cfg(test)]

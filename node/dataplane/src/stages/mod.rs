@@ -17,13 +17,16 @@ pub mod vf_tx;
 pub mod virtsvc;
 
 use crate::config::RouteTarget;
-use crate::graph::Next;
+use crate::graph::{Next, Underlay};
 
-/// Where a route sends a packet: a local VF, or the underlay (`hash` picks the PF, see
-/// [`Next::Encap`]).
-fn route_next(target: RouteTarget, hash: Option<u32>) -> Next {
+/// Where a route sends a packet: a local VF, or the underlay address of the route,
+/// written to the packet's `underlay` slot (`hash` picks the PF, see [`Next::Encap`]).
+fn route_next(target: RouteTarget, hash: Option<u32>, underlay: &mut Underlay) -> Next {
     match target {
         RouteTarget::Local { port } => Next::VfTx(port),
-        RouteTarget::Remote { underlay, .. } => Next::Encap(underlay, hash),
+        RouteTarget::Remote { underlay: u, .. } => {
+            *underlay = u;
+            Next::Encap(hash)
+        }
     }
 }

@@ -8,13 +8,14 @@
 //! dpservice never sends ICMP time-exceeded, and the node does not either.
 
 use crate::buf::PacketBuf;
-use crate::graph::{Ctx, DropReason, Next};
+use crate::graph::{Ctx, DropReason, Next, Underlay};
 use crate::wire::{ethernet, ipv4};
 
 use super::route_next;
 
 /// Routes one IPv4 packet from a VF (validated by classification).
-pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flow_hash: u32, buf: &mut B) -> Next {
+/// A remote route's underlay address goes to `underlay`.
+pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flow_hash: u32, buf: &mut B, underlay: &mut Underlay) -> Next {
     if ctx.iface.is_none() {
         return Next::drop(DropReason::NoInterface);
     }
@@ -36,5 +37,5 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flow_hash: u32, buf: &mut B) -> Next
     let len = ethernet::HEADER_LEN + p.total_len();
     // Ethernet padding is not part of the packet; it must not end up inside a tunnel.
     buf.truncate(len);
-    route_next(target, Some(flow_hash))
+    route_next(target, Some(flow_hash), underlay)
 }

@@ -4,13 +4,14 @@
 //! node. Hop limit handling as for IPv4 (see `route4`).
 
 use crate::buf::PacketBuf;
-use crate::graph::{Ctx, DropReason, Next};
+use crate::graph::{Ctx, DropReason, Next, Underlay};
 use crate::wire::{ethernet, ipv6};
 
 use super::route_next;
 
 /// Routes one IPv6 packet from a VF (validated by classification).
-pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, buf: &mut B) -> Next {
+/// A remote route's underlay address goes to `underlay`.
+pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, buf: &mut B, underlay: &mut Underlay) -> Next {
     if ctx.iface.is_none() {
         return Next::drop(DropReason::NoInterface);
     }
@@ -31,5 +32,5 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, buf: &mut B) -> Next {
     p.set_hop_limit(hop_limit - 1);
     let len = ethernet::HEADER_LEN + p.total_len();
     buf.truncate(len);
-    route_next(target, None)
+    route_next(target, None, underlay)
 }
