@@ -305,64 +305,59 @@ fn rd16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-fn parse(ip: &[u8], vni: Vni) -> Result<Parsed, DropReason> {
+/// Parses the IP packet `ip` of VNI `vni` into `out` (written in place: a `Parsed`
+/// returned by value was copied whole right after its fields were stored one by one,
+/// a stall of failed store-to-load forwarding on every packet).
+fn parse(ip: &[u8], vni: Vni, out: &mut Parsed) -> Result<(), DropReason> {
     match ip.first().map(|b| b >> 4) {
-        Some(4) => parse_v4(ip, vni),
-        Some(6) => parse_v6(ip, vni),
+        Some(4) => parse_v4(ip, vni, out),
+        Some(6) => parse_v6(ip, vni, out),
         _ => Err(DropReason::Malformed),
     }
 }
 
-fn parse_v4(ip: &[u8], vni: Vni) -> Result<Parsed, DropReason> {
+fn parse_v4(ip: &[u8], vni: Vni, out: &mut Parsed) -> Result<(), DropReason> {
     let p = ipv4::Packet::new_unverified(ip).ok_or(DropReason::Malformed)?;
     let (src, dst, proto) = (p.src(), p.dst(), p.protocol());
     let l4b = p.payload();
-    let first = p.frag_offset() == 0;
-    let mut out = Parsed {
-        key: FlowKey::v4(vni, src, dst, proto, 0, 0),
-        quoted: false,
-        tcp_flags: 0,
-        src: src.into(),
-        dst: dst.into(),
-        l4: L4::Other(proto),
-        echo_request: false,
-    };
-    if !first {
-        return Ok(out);
-    }
-    match proto {
-        PROTO_TCP | PROTO_UDP => {
-            let (sp, dp) = (rd16(l4b, 0), rd16(l4b, 2));
-            let (Some(sp), Some(dp)) = (sp, dp) else { return Err(DropReason::Malformed) };
-            out.key = FlowKey::v4(vni, src, dst, proto, sp, dp);
-            if proto == PROTO_TCP {
-                out.tcp_flags = *l4b.get(13).ok_or(DropReason::Malformed)?;
-                out.l4 = L4::Tcp { src_port: sp, dst_port: dp };
-            } else {
-                out.l4 = L4::Udp { src_port: sp, dst_port: dp };
-            }
-        }
-        PROTO_ICMP => {
-            let (Some(&t), Some(&c)) = (l4b.first(), l4b.get(1)) else {
-                return Err(DropReason::Malformed);
-            };
-            out.l4 = L4::Icmp { icmp_type: t, icmp_code: c };
-            match (t, c) {
-                (0 | 8, _) => {
-                    let ident = rd16(l4b, 4).ok_or(DropReason::Malformed)?;
-                    out.key = FlowKey::v4(vni, src, dst, PROTO_ICMP, u16::from(t), ident);
-                    out.echo_request = t == 8;
+    let (mut key, mut quoted, mut tcp_flags, mut l4, mut echo_request) =
+        (FlowKey::v4(vni, src, dst, proto, 0, 0), false, 0, L4::Other(proto), false);
+    if p.frag_offset() == 0 {
+        match proto {
+            PROTO_TCP | PROTO_UDP => {
+                let (sp, dp) = (rd16(l4b, 0), rd16(l4b, 2));
+                let (Some(sp), Some(dp)) = (sp, dp) else { return Err(DropReason::Malformed) };
+                key = FlowKey::v4(vni, src, dst, proto, sp, dp);
+                if proto == PROTO_TCP {
+                    tcp_flags = *l4b.get(13).ok_or(DropReason::Malformed)?;
+                    l4 = L4::Tcp { src_port: sp, dst_port: dp };
+                } else {
+                    l4 = L4::Udp { src_port: sp, dst_port: dp };
                 }
-                (3, 2..=4) => {
-                    out.key = quoted_key(l4b.get(8..).unwrap_or(&[]), vni)?;
-                    out.quoted = true;
-                }
-                _ => return Err(DropReason::UntrackedIcmp),
             }
+            PROTO_ICMP => {
+                let (Some(&t), Some(&c)) = (l4b.first(), l4b.get(1)) else {
+                    return Err(DropReason::Malformed);
+                };
+                l4 = L4::Icmp { icmp_type: t, icmp_code: c };
+                match (t, c) {
+                    (0 | 8, _) => {
+                        let ident = rd16(l4b, 4).ok_or(DropReason::Malformed)?;
+                        key = FlowKey::v4(vni, src, dst, PROTO_ICMP, u16::from(t), ident);
+                        echo_request = t == 8;
+                    }
+                    (3, 2..=4) => {
+                        key = quoted_key(l4b.get(8..).unwrap_or(&[]), vni)?;
+                        quoted = true;
+                    }
+                    _ => return Err(DropReason::UntrackedIcmp),
+                }
+            }
+            _ => return Err(DropReason::UnsupportedProtocol),
         }
-        _ => return Err(DropReason::UnsupportedProtocol),
     }
-    Ok(out)
+    *out = Parsed { key, quoted, tcp_flags, src: src.into(), dst: dst.into(), l4, echo_request };
+    Ok(())
 }
 
 /// The key of the TCP or UDP packet an ICMP error quotes (both ports non-zero, as
@@ -382,30 +377,20 @@ fn quoted_key(q: &[u8], vni: Vni) -> Result<FlowKey, DropReason> {
     Ok(FlowKey::v4(vni, addr(12), addr(16), proto, sp, dp))
 }
 
-fn parse_v6(ip: &[u8], vni: Vni) -> Result<Parsed, DropReason> {
+fn parse_v6(ip: &[u8], vni: Vni, out: &mut Parsed) -> Result<(), DropReason> {
     let p = ipv6::Packet::new_checked(ip).ok_or(DropReason::Malformed)?;
     let (src, dst, nh) = (p.src(), p.dst(), p.next_header());
     let l4b = p.payload();
-    let mut out = Parsed {
-        key: FlowKey::v6(vni, src, dst, nh, 0, 0),
-        quoted: false,
-        tcp_flags: 0,
-        src: src.into(),
-        dst: dst.into(),
-        l4: L4::Other(nh),
-        echo_request: false,
-    };
-    match nh {
+    let (key, tcp_flags, l4) = match nh {
         PROTO_TCP | PROTO_UDP => {
             let (Some(sp), Some(dp)) = (rd16(l4b, 0), rd16(l4b, 2)) else {
                 return Err(DropReason::Malformed);
             };
-            out.key = FlowKey::v6(vni, src, dst, nh, sp, dp);
+            let key = FlowKey::v6(vni, src, dst, nh, sp, dp);
             if nh == PROTO_TCP {
-                out.tcp_flags = *l4b.get(13).ok_or(DropReason::Malformed)?;
-                out.l4 = L4::Tcp { src_port: sp, dst_port: dp };
+                (key, *l4b.get(13).ok_or(DropReason::Malformed)?, L4::Tcp { src_port: sp, dst_port: dp })
             } else {
-                out.l4 = L4::Udp { src_port: sp, dst_port: dp };
+                (key, 0, L4::Udp { src_port: sp, dst_port: dp })
             }
         }
         PROTO_ICMPV6 => {
@@ -413,12 +398,14 @@ fn parse_v6(ip: &[u8], vni: Vni) -> Result<Parsed, DropReason> {
                 return Err(DropReason::Malformed);
             };
             let ident = rd16(l4b, 4).ok_or(DropReason::Malformed)?;
-            out.key = FlowKey::v6(vni, src, dst, PROTO_ICMPV6, u16::from(t), ident);
-            out.l4 = L4::Icmp { icmp_type: t, icmp_code: c };
+            let key = FlowKey::v6(vni, src, dst, PROTO_ICMPV6, u16::from(t), ident);
+            (key, 0, L4::Icmp { icmp_type: t, icmp_code: c })
         }
         _ => return Err(DropReason::UnsupportedProtocol),
-    }
-    Ok(out)
+    };
+    *out =
+        Parsed { key, quoted: false, tcp_flags, src: src.into(), dst: dst.into(), l4, echo_request: false };
+    Ok(())
 }
 
 /// The key of a packet like `k` with new addresses and, when given, a new source port
@@ -483,11 +470,20 @@ pub fn process<B: PacketBuf>(
     let Some(ip) = buf.data().get(ethernet::HEADER_LEN..) else {
         return Next::drop(DropReason::Malformed);
     };
-    let mut pkt = match parse(ip, vni) {
-        Ok(p) => p,
-        Err(r) => return Next::drop(r),
+    let mut pkt = Parsed {
+        key: FlowKey::v4(vni, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0),
+        quoted: false,
+        tcp_flags: 0,
+        src: Ipv4Addr::UNSPECIFIED.into(),
+        dst: Ipv4Addr::UNSPECIFIED.into(),
+        l4: L4::Other(0),
+        echo_request: false,
     };
-    pkt.key = pkt.key.with_zone(packet_zone(ctx, origin, pkt.src));
+    if let Err(r) = parse(ip, vni, &mut pkt) {
+        return Next::drop(r);
+    }
+    let zone = packet_zone(ctx, origin, pkt.src);
+    pkt.key.set_zone(zone);
     // Only a VM's packets can leave by the underlay with a PF to pick, and the hash only
     // matters when `--wcmp` splits traffic over two PFs: skip it otherwise (it is a
     // jhash over a 44-byte key, a sizeable share of an established flow's cost).
@@ -504,7 +500,16 @@ pub fn process<B: PacketBuf>(
             None => finish(ctx, flows, origin, FlowAction::default(), true, flow_hash, buf, underlay),
         };
     }
-    let action = match flows.table.track(&pkt.key, pkt.tcp_flags, ctx.now_ns) {
+    // The table's hash of the key, from the parsed fields rather than from the key just
+    // stored (reading those bytes back whole stalls as `parse` explains).
+    let hash = match (pkt.src, pkt.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let k = &pkt.key;
+            flows.table.hasher().hash_v4(vni, s, d, k.proto(), k.src_port(), k.dst_port(), zone)
+        }
+        _ => flows.table.hasher().hash(&pkt.key),
+    };
+    let action = match flows.table.track_hashed(&pkt.key, hash, pkt.tcp_flags, ctx.now_ns) {
         Some(hit) => hit.action,
         None => match new_flow(ctx, flows, origin, &pkt, buf) {
             Ok(a) => a,

@@ -158,6 +158,10 @@ impl FlowKey {
     pub fn dst_port(&self) -> u16 {
         self.dst_port
     }
+    /// Sets the caller's discriminator.
+    pub fn set_zone(&mut self, zone: u8) {
+        self.zone = zone;
+    }
     /// The caller's discriminator.
     pub fn zone(&self) -> u8 {
         self.zone
@@ -209,11 +213,50 @@ impl FlowHasher {
     /// The 64-bit hash of `k`.
     #[inline]
     pub fn hash(&self, k: &FlowKey) -> u64 {
+        let src = [word(&k.src, 0), word(&k.src, 1)];
+        let dst = [word(&k.dst, 0), word(&k.dst, 1)];
+        self.mix(src, dst, k.vni, k.src_port, k.dst_port, k.proto, k.family, k.zone)
+    }
+
+    /// The hash of `FlowKey::v4(vni, src, dst, proto, src_port, dst_port)` in `zone`,
+    /// from the fields themselves: for a caller that has them in registers, while the
+    /// key it just stored may not have reached the cache (a load of a whole word of it
+    /// would wait for that).
+    #[inline]
+    #[allow(clippy::too_many_arguments)] // the key's fields
+    pub fn hash_v4(
+        &self,
+        vni: u32,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        src_port: u16,
+        dst_port: u16,
+        zone: u8,
+    ) -> u64 {
+        // An IPv4 key's address words: the four octets in the low bytes of the first.
+        let w = |a: Ipv4Addr| [u64::from(u32::from_le_bytes(a.octets())), 0];
+        self.mix(w(src), w(dst), vni, src_port, dst_port, proto, FAMILY_V4, zone)
+    }
+
+    #[inline]
+    #[allow(clippy::too_many_arguments)] // the key's fields
+    fn mix(
+        &self,
+        src: [u64; 2],
+        dst: [u64; 2],
+        vni: u32,
+        src_port: u16,
+        dst_port: u16,
+        proto: u8,
+        family: u8,
+        zone: u8,
+    ) -> u64 {
         let s = &self.secret;
-        let w4 = u64::from(k.vni) | u64::from(k.src_port) << 32 | u64::from(k.dst_port) << 48;
-        let w5 = u64::from(k.proto) | u64::from(k.family) << 8 | u64::from(k.zone) << 16;
-        let a = fold_mul(word(&k.src, 0) ^ s[0], word(&k.src, 1) ^ s[1]);
-        let b = fold_mul(word(&k.dst, 0) ^ s[2], word(&k.dst, 1) ^ s[3]);
+        let w4 = u64::from(vni) | u64::from(src_port) << 32 | u64::from(dst_port) << 48;
+        let w5 = u64::from(proto) | u64::from(family) << 8 | u64::from(zone) << 16;
+        let a = fold_mul(src[0] ^ s[0], src[1] ^ s[1]);
+        let b = fold_mul(dst[0] ^ s[2], dst[1] ^ s[3]);
         let c = fold_mul(w4 ^ s[4], w5 ^ s[5]);
         fold_mul(a ^ c ^ s[6], b ^ s[7])
     }
@@ -278,6 +321,21 @@ mod tests {
         assert_eq!(k4.src(), IpAddr::V4(a4(1)));
         assert_eq!(k4.vni(), VNI);
         assert!(!k4.is_ipv6());
+    }
+
+    #[test]
+    fn hash_v4_is_the_hash_of_the_key() {
+        let h = FlowHasher::new(0x1234_5678);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            let r = splitmix64(&mut x);
+            let (s, d) = (Ipv4Addr::from((r >> 32) as u32), Ipv4Addr::from(r as u32));
+            let r2 = splitmix64(&mut x);
+            let (vni, sp, dp) = ((r2 >> 40) as u32, (r2 >> 16) as u16, r2 as u16);
+            let (proto, zone) = ((r2 >> 8) as u8, (r2 >> 32) as u8 & 1);
+            let k = FlowKey::v4(vni, s, d, proto, sp, dp).with_zone(zone);
+            assert_eq!(h.hash_v4(vni, s, d, proto, sp, dp, zone), h.hash(&k), "{k:?}");
+        }
     }
 
     #[test]

@@ -361,7 +361,20 @@ impl<A: Copy + Default> Conntrack<A> {
     /// Expired flows are absent. One hash and one index probe.
     #[inline]
     pub fn track(&mut self, key: &FlowKey, tcp_flags: u8, now_ns: u64) -> Option<Hit<A>> {
-        self.track_hashed(key, self.hasher.hash(key), tcp_flags, secs(now_ns))
+        self.track_at(key, self.hasher.hash(key), tcp_flags, secs(now_ns))
+    }
+
+    /// [`Conntrack::track`] with the key's hash `hash` already computed by the caller with
+    /// [`Conntrack::hasher`] (it must be that hash, or the key is not found).
+    #[inline]
+    pub fn track_hashed(&mut self, key: &FlowKey, hash: u64, tcp_flags: u8, now_ns: u64) -> Option<Hit<A>> {
+        debug_assert_eq!(hash, self.hasher.hash(key));
+        self.track_at(key, hash, tcp_flags, secs(now_ns))
+    }
+
+    /// The table's keyed hash.
+    pub fn hasher(&self) -> &FlowHasher {
+        &self.hasher
     }
 
     /// [`Conntrack::track`] for a burst: `out[i]` is the result for `keys[i]` with
@@ -401,14 +414,14 @@ impl<A: Copy + Default> Conntrack<A> {
             std::hint::black_box(warm);
             for (i, &h) in hashes[..m].iter().enumerate() {
                 let j = base + i;
-                out[j] = self.track_hashed(&keys[j], h, tcp_flags[j], now);
+                out[j] = self.track_at(&keys[j], h, tcp_flags[j], now);
             }
             base += m;
         }
     }
 
     #[inline]
-    fn track_hashed(&mut self, key: &FlowKey, h: u64, tcp_flags: u8, now: u32) -> Option<Hit<A>> {
+    fn track_at(&mut self, key: &FlowKey, h: u64, tcp_flags: u8, now: u32) -> Option<Hit<A>> {
         let r = self.find(key, h)?.1;
         let (established, short) = (self.tcp_established_timeout_s, self.flow_timeout_s);
         let e = &mut self.entries[(r >> 1) as usize];
