@@ -105,9 +105,9 @@ pub const ZONE_DEFAULT: u8 = 0;
 
 /// The zone of a packet the VM on `port` sends from `src` (see the module docs): the
 /// default zone for its own addresses and alias prefixes, else the LB zone.
-fn vm_zone(snap: &Snapshot, port: PortId, src: IpAddr) -> u8 {
+fn vm_zone(snap: &Snapshot, port: PortId, src: &IpAddr) -> u8 {
     let Some(i) = snap.iface(port) else { return ZONE_DEFAULT };
-    let own = match src {
+    let own = match *src {
         IpAddr::V4(a) => a == i.ipv4,
         IpAddr::V6(a) => Some(a) == i.ipv6,
     };
@@ -116,8 +116,8 @@ fn vm_zone(snap: &Snapshot, port: PortId, src: IpAddr) -> u8 {
     }
     let local = RouteTarget::Local { port };
     let alias = snap.vnis.get(&i.vni).is_some_and(|t| match src {
-        IpAddr::V4(a) => t.routes4.lookup(a) == Some(&local),
-        IpAddr::V6(a) => t.routes6.lookup(a) == Some(&local),
+        IpAddr::V4(a) => t.routes4.lookup(*a) == Some(&local),
+        IpAddr::V6(a) => t.routes6.lookup(*a) == Some(&local),
     });
     if alias {
         ZONE_DEFAULT
@@ -127,7 +127,7 @@ fn vm_zone(snap: &Snapshot, port: PortId, src: IpAddr) -> u8 {
 }
 
 /// The zone of a packet entering the stage from `origin` with source `src`.
-fn packet_zone(ctx: &Ctx<'_>, origin: Origin, src: IpAddr) -> u8 {
+fn packet_zone(ctx: &Ctx<'_>, origin: Origin, src: &IpAddr) -> u8 {
     match origin {
         Origin::Vf => vm_zone(ctx.snap, ctx.in_port, src),
         Origin::Tunnel { target: UnderlayTarget::Lb { .. } | UnderlayTarget::LbPrefix(_), .. } => ZONE_LB,
@@ -482,7 +482,9 @@ pub fn process<B: PacketBuf>(
     if let Err(r) = parse(ip, vni, &mut pkt) {
         return Next::drop(r);
     }
-    let zone = packet_zone(ctx, origin, pkt.src);
+    // By reference: a copy of the address would load it whole just after parse stored
+    // it in parts.
+    let zone = packet_zone(ctx, origin, &pkt.src);
     pkt.key.set_zone(zone);
     // Only a VM's packets can leave by the underlay with a PF to pick, and the hash only
     // matters when `--wcmp` splits traffic over two PFs: skip it otherwise (it is a
@@ -491,13 +493,13 @@ pub fn process<B: PacketBuf>(
         if origin == Origin::Vf && super::encap::wcmp_splits(ctx) { dps_flow_hash(ctx, &pkt) } else { 0 };
     if pkt.quoted {
         return match flows.table.lookup_quoted(&pkt.key, ctx.now_ns) {
-            Some(hit) => finish(ctx, flows, origin, hit.action, true, flow_hash, buf, underlay),
+            Some(hit) => finish(ctx, flows, origin, &hit.action, true, flow_hash, buf, underlay),
             // An error about a load balancer's flow goes to one of its targets.
             None if matches!(origin, Origin::Tunnel { target: UnderlayTarget::Lb { .. }, .. }) => {
                 super::lb::icmp_error(ctx.snap, &mut flows.lb, vni, &pkt.key, underlay)
             }
             // An error about no known flow passes as it would without tracking.
-            None => finish(ctx, flows, origin, FlowAction::default(), true, flow_hash, buf, underlay),
+            None => finish(ctx, flows, origin, &FlowAction::default(), true, flow_hash, buf, underlay),
         };
     }
     // The table's hash of the key, from the parsed fields rather than from the key just
@@ -509,10 +511,18 @@ pub fn process<B: PacketBuf>(
         }
         _ => flows.table.hasher().hash(&pkt.key),
     };
+    let created;
     let action = match flows.table.track_hashed(&pkt.key, hash, pkt.tcp_flags, ctx.now_ns) {
-        Some(hit) => hit.action,
+        Some((id, dir)) => match flows.table.action_ref(id, dir) {
+            Some(a) => a,
+            // A hit is a live flow.
+            None => return Next::drop(DropReason::Malformed),
+        },
         None => match new_flow(ctx, flows, origin, &pkt, buf) {
-            Ok(a) => a,
+            Ok(a) => {
+                created = a;
+                &created
+            }
             Err(next) => return next,
         },
     };
@@ -559,7 +569,7 @@ fn finish<B: PacketBuf>(
     ctx: &Ctx<'_>,
     flows: &Flows,
     origin: Origin,
-    a: FlowAction,
+    a: &FlowAction,
     quoted: bool,
     flow_hash: u32,
     buf: &mut B,
@@ -757,7 +767,7 @@ fn new_flow<B: PacketBuf>(
             // Replies come from the receiving VM (from the translated destination), or
             // through the underlay: to a NAT or VIP underlay address when translated.
             let reply_zone = match (to, fwd) {
-                (Some(p), _) => vm_zone(snap, p, dst),
+                (Some(p), _) => vm_zone(snap, p, &dst),
                 (None, Rewrite::Src { .. }) => ZONE_DEFAULT,
                 (None, _) => pkt.key.zone(),
             };
@@ -773,7 +783,7 @@ fn new_flow<B: PacketBuf>(
                 let denied = verdict_denied(None, Some(p), snap, &fw);
                 let a = FlowAction { out: Out::Vf(p), denied, port: p, ..FlowAction::default() };
                 let b = FlowAction { out: Out::Route, denied, port: p, ..FlowAction::default() };
-                let reply = pkt.key.reversed().with_zone(vm_zone(snap, p, pkt.dst));
+                let reply = pkt.key.reversed().with_zone(vm_zone(snap, p, &pkt.dst));
                 insert(ctx, flows, pkt, reply, [a, b]).map_err(drop)?;
                 Ok(a)
             }
@@ -802,7 +812,7 @@ fn new_flow<B: PacketBuf>(
                     kind: FlowKind::Vip,
                     port: p,
                 };
-                let reply = rekey(&pkt.key, pkt.src, vm, None).reversed().with_zone(vm_zone(snap, p, vm));
+                let reply = rekey(&pkt.key, pkt.src, vm, None).reversed().with_zone(vm_zone(snap, p, &vm));
                 insert(ctx, flows, pkt, reply, [a, b]).map_err(drop)?;
                 Ok(a)
             }
@@ -848,7 +858,7 @@ fn new_flow<B: PacketBuf>(
                         let denied = verdict_denied(None, Some(p), snap, &fw);
                         let a = FlowAction { out: Out::Vf(p), denied, port: p, ..FlowAction::default() };
                         let b = FlowAction { out: Out::Route, denied, port: p, ..FlowAction::default() };
-                        (a, pkt.key.reversed().with_zone(vm_zone(snap, p, pkt.dst)), b)
+                        (a, pkt.key.reversed().with_zone(vm_zone(snap, p, &pkt.dst)), b)
                     }
                 };
                 insert(ctx, flows, pkt, reply, [a, b]).map_err(drop)?;

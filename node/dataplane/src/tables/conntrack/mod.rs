@@ -365,11 +365,20 @@ impl<A: Copy + Default> Conntrack<A> {
     }
 
     /// [`Conntrack::track`] with the key's hash `hash` already computed by the caller with
-    /// [`Conntrack::hasher`] (it must be that hash, or the key is not found).
+    /// [`Conntrack::hasher`] (it must be that hash, or the key is not found). Returns only
+    /// the flow and the direction, small enough to come back in registers: the action is
+    /// then read where it lies with [`Conntrack::action_ref`] (a copy of it, stored field
+    /// by field and read back at once, would wait for store-to-load forwarding).
     #[inline]
-    pub fn track_hashed(&mut self, key: &FlowKey, hash: u64, tcp_flags: u8, now_ns: u64) -> Option<Hit<A>> {
+    pub fn track_hashed(&mut self, key: &FlowKey, hash: u64, tcp_flags: u8, now_ns: u64) -> Option<(FlowId, Dir)> {
         debug_assert_eq!(hash, self.hasher.hash(key));
-        self.track_at(key, hash, tcp_flags, secs(now_ns))
+        self.track_at(key, hash, tcp_flags, secs(now_ns)).map(|h| (h.id, h.dir))
+    }
+
+    /// The action of one direction of a flow, in place (`None` if `id` is no flow).
+    #[inline]
+    pub fn action_ref(&self, id: FlowId, dir: Dir) -> Option<&A> {
+        self.entries.get(id.index()).filter(|e| e.kind != KIND_FREE).map(|e| &e.actions[dir.index()])
     }
 
     /// The table's keyed hash.
