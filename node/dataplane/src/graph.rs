@@ -456,6 +456,8 @@ pub struct Pipeline {
     flow_timeout_s: u32,
     /// The [`Underlay`] slot of each packet of the chunk being run.
     underlay: [Underlay; CHUNK],
+    /// What the conntrack stage prepared for each packet of the chunk waiting for it.
+    ct_prepared: Box<[ct_stage::Prepared; CHUNK]>,
 }
 
 impl Default for Pipeline {
@@ -494,6 +496,7 @@ impl Pipeline {
             virtsvc: stages::virtsvc::Connections::default(),
             flow_timeout_s: cfg.flows.flow_timeout_s,
             underlay: [Ipv6Addr::UNSPECIFIED; CHUNK],
+            ct_prepared: Box::new([ct_stage::Prepared::default(); CHUNK]),
         })
     }
 
@@ -616,6 +619,24 @@ impl Pipeline {
         for stage in ORDER {
             let s = stage as usize;
             let n = queued[s].min(CHUNK);
+            if stage == Stage::Conntrack {
+                // The first half of the stage for the whole vector (see `Prepared`).
+                for &i in &queue[s][..n] {
+                    let i = usize::from(i);
+                    let (Some(nx), Some(buf), Some(out)) =
+                        (next.get(i), pkts.get(i), self.ct_prepared.get_mut(i))
+                    else {
+                        continue;
+                    };
+                    if let Next::Conntrack(origin) = Next::from(*nx) {
+                        stages::conntrack::prepare(ctx, &self.flows, origin, buf, out);
+                    }
+                }
+                let prepared = &self.ct_prepared;
+                let hashes =
+                    queue[s][..n].iter().filter_map(|&i| prepared.get(usize::from(i))?.lookup_hash());
+                self.flows.table.warm(hashes);
+            }
             for j in 0..n {
                 let i = usize::from(queue[s][j]);
                 let (Some(nx), Some(buf)) = (next.get_mut(i), pkts.get_mut(i)) else { continue };
@@ -648,9 +669,10 @@ impl Pipeline {
             (Next::Dhcpv6, Some(i)) => Next::Done(stages::dhcpv6::process(ctx, i, buf)),
             (Next::Arp | Next::Nd | Next::Dhcp | Next::Dhcpv6, None) => Next::drop(DropReason::NoInterface),
             (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf, underlay),
-            (Next::Conntrack(origin), _) => {
-                stages::conntrack::process(ctx, &mut self.flows, origin, buf, underlay)
-            }
+            (Next::Conntrack(origin), _) => match self.ct_prepared.get(i) {
+                Some(prep) => stages::conntrack::process(ctx, &mut self.flows, origin, prep, buf, underlay),
+                None => Next::drop(DropReason::Malformed),
+            },
             (Next::VirtsvcRequest(svc), _) => stages::virtsvc::request(ctx, &mut self.virtsvc, svc, buf),
             (Next::VirtsvcReply(svc), _) => stages::virtsvc::reply(ctx, &mut self.virtsvc, svc, buf),
             (Next::Route4(hash), _) => stages::route4::process(ctx, hash, buf, underlay),

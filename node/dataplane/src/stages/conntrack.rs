@@ -287,6 +287,7 @@ fn release_parts(nat: &mut NatMappings, addrs: &mut AddrPool, actions: &[FlowAct
 }
 
 /// A packet as the stage sees it.
+#[derive(Clone, Copy, Debug)]
 struct Parsed {
     /// The packet's key; for an ICMP error, the key of the packet it quotes.
     key: FlowKey,
@@ -446,41 +447,73 @@ fn verdict_denied(from: Option<PortId>, to: Option<PortId>, snap: &Snapshot, fw:
     forward_verdict(from, to, fw) == firewall::Action::Drop
 }
 
-/// The stage: tracks the packet's flow, creating it on its first packet, and applies
-/// the flow's cached action. `underlay`: the packet's underlay slot (the tunnel's source
-/// for tunnel traffic; set to the destination of a packet sent to the underlay).
-pub fn process<B: PacketBuf>(
-    ctx: &Ctx<'_>,
-    flows: &mut Flows,
-    origin: Origin,
-    buf: &mut B,
-    underlay: &mut Underlay,
-) -> Next {
+/// What the stage learns of a packet before it touches the flow table: written by
+/// [`prepare`] for every packet waiting for the stage, then used by [`process`] packet
+/// by packet. Splitting the two lets the runner parse and hash a whole vector first, so
+/// that the flow-table lookups find their index slots already on the way to the cache
+/// and nothing reads back what was stored a moment earlier.
+#[derive(Clone, Copy, Debug)]
+pub struct Prepared {
+    /// The packet's end here (a drop), if it goes no further.
+    early: Option<Next>,
+    vni: Vni,
+    pkt: Parsed,
+    /// The flow table's hash of `pkt.key` (not for ICMP errors).
+    hash: u64,
+    /// dpservice's flow hash (only under `--wcmp` with two PFs).
+    flow_hash: u32,
+}
+
+impl Default for Prepared {
+    fn default() -> Self {
+        Prepared {
+            early: Some(Next::drop(DropReason::Malformed)),
+            vni: 0,
+            pkt: Parsed {
+                key: FlowKey::v4(0, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0),
+                quoted: false,
+                tcp_flags: 0,
+                src: Ipv4Addr::UNSPECIFIED.into(),
+                dst: Ipv4Addr::UNSPECIFIED.into(),
+                l4: L4::Other(0),
+                echo_request: false,
+            },
+            hash: 0,
+            flow_hash: 0,
+        }
+    }
+}
+
+/// The first half of the stage, for the packet in `buf` from `origin`: its VNI, key,
+/// zone and hashes, into `out` (in place: see [`parse`]). Changes nothing but `out`.
+pub fn prepare<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, buf: &B, out: &mut Prepared) {
+    out.early = None;
     let vni = match origin {
         Origin::Vf => match ctx.iface {
             Some(i) => i.vni,
-            None => return Next::drop(DropReason::NoInterface),
+            None => {
+                out.early = Some(Next::drop(DropReason::NoInterface));
+                return;
+            }
         },
         Origin::Tunnel { target: UnderlayTarget::Nat { vni, .. } | UnderlayTarget::Lb { vni }, .. } => vni,
         Origin::Tunnel { target, .. } => match target.port().and_then(|p| ctx.snap.iface(p)) {
             Some(i) => i.vni,
-            None => return Next::drop(DropReason::UnknownUnderlay),
+            None => {
+                out.early = Some(Next::drop(DropReason::UnknownUnderlay));
+                return;
+            }
         },
     };
+    out.vni = vni;
     let Some(ip) = buf.data().get(ethernet::HEADER_LEN..) else {
-        return Next::drop(DropReason::Malformed);
+        out.early = Some(Next::drop(DropReason::Malformed));
+        return;
     };
-    let mut pkt = Parsed {
-        key: FlowKey::v4(vni, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0),
-        quoted: false,
-        tcp_flags: 0,
-        src: Ipv4Addr::UNSPECIFIED.into(),
-        dst: Ipv4Addr::UNSPECIFIED.into(),
-        l4: L4::Other(0),
-        echo_request: false,
-    };
-    if let Err(r) = parse(ip, vni, &mut pkt) {
-        return Next::drop(r);
+    let pkt = &mut out.pkt;
+    if let Err(r) = parse(ip, vni, pkt) {
+        out.early = Some(Next::drop(r));
+        return;
     }
     // By reference: a copy of the address would load it whole just after parse stored
     // it in parts.
@@ -489,8 +522,48 @@ pub fn process<B: PacketBuf>(
     // Only a VM's packets can leave by the underlay with a PF to pick, and the hash only
     // matters when `--wcmp` splits traffic over two PFs: skip it otherwise (it is a
     // jhash over a 44-byte key, a sizeable share of an established flow's cost).
-    let flow_hash =
-        if origin == Origin::Vf && super::encap::wcmp_splits(ctx) { dps_flow_hash(ctx, &pkt) } else { 0 };
+    out.flow_hash =
+        if origin == Origin::Vf && super::encap::wcmp_splits(ctx) { dps_flow_hash(ctx, pkt) } else { 0 };
+    if pkt.quoted {
+        return;
+    }
+    // The table's hash of the key, from the parsed fields rather than from the key just
+    // stored (reading those bytes back whole stalls as `parse` explains).
+    let hash = match (pkt.src, pkt.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let k = &pkt.key;
+            flows.table.hasher().hash_v4(vni, s, d, k.proto(), k.src_port(), k.dst_port(), zone)
+        }
+        _ => flows.table.hasher().hash(&pkt.key),
+    };
+    out.hash = hash;
+}
+
+impl Prepared {
+    /// The flow table's hash of the packet's key, if the packet is looked up by it.
+    pub fn lookup_hash(&self) -> Option<u64> {
+        (self.early.is_none() && !self.pkt.quoted).then_some(self.hash)
+    }
+}
+
+/// The second half of the stage: tracks the packet's flow, creating it on its first
+/// packet, and applies the flow's cached action. `prep`: what [`prepare`] found for this
+/// very packet, with the flows as they are now (the flow table may have changed since,
+/// but not the packet, the snapshot nor the keys). `underlay`: the packet's underlay
+/// slot (the tunnel's source for tunnel traffic; set to the destination of a packet sent
+/// to the underlay).
+pub fn process<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    flows: &mut Flows,
+    origin: Origin,
+    prep: &Prepared,
+    buf: &mut B,
+    underlay: &mut Underlay,
+) -> Next {
+    if let Some(next) = prep.early {
+        return next;
+    }
+    let (vni, pkt, flow_hash) = (prep.vni, &prep.pkt, prep.flow_hash);
     if pkt.quoted {
         return match flows.table.lookup_quoted(&pkt.key, ctx.now_ns) {
             Some(hit) => finish(ctx, flows, origin, &hit.action, true, flow_hash, buf, underlay),
@@ -502,23 +575,14 @@ pub fn process<B: PacketBuf>(
             None => finish(ctx, flows, origin, &FlowAction::default(), true, flow_hash, buf, underlay),
         };
     }
-    // The table's hash of the key, from the parsed fields rather than from the key just
-    // stored (reading those bytes back whole stalls as `parse` explains).
-    let hash = match (pkt.src, pkt.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let k = &pkt.key;
-            flows.table.hasher().hash_v4(vni, s, d, k.proto(), k.src_port(), k.dst_port(), zone)
-        }
-        _ => flows.table.hasher().hash(&pkt.key),
-    };
     let created;
-    let action = match flows.table.track_hashed(&pkt.key, hash, pkt.tcp_flags, ctx.now_ns) {
+    let action = match flows.table.track_hashed(&pkt.key, prep.hash, pkt.tcp_flags, ctx.now_ns) {
         Some((id, dir)) => match flows.table.action_ref(id, dir) {
             Some(a) => a,
             // A hit is a live flow.
             None => return Next::drop(DropReason::Malformed),
         },
-        None => match new_flow(ctx, flows, origin, &pkt, buf) {
+        None => match new_flow(ctx, flows, origin, pkt, buf) {
             Ok(a) => {
                 created = a;
                 &created

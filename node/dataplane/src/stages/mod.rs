@@ -21,8 +21,10 @@ use crate::graph::{Next, Underlay};
 
 /// Where a route sends a packet: a local VF, or the underlay address of the route,
 /// written to the packet's `underlay` slot (`hash` picks the PF, see [`Next::Encap`]).
-fn route_next(target: RouteTarget, hash: Option<u32>, underlay: &mut Underlay) -> Next {
-    match target {
+/// The target by reference, as the routing table holds it: a copy on the stack, read
+/// back at once for the address, waited on store-to-load forwarding.
+fn route_next(target: &RouteTarget, hash: Option<u32>, underlay: &mut Underlay) -> Next {
+    match *target {
         RouteTarget::Local { port } => Next::VfTx(port),
         RouteTarget::Remote { underlay: u, .. } => {
             *underlay = u;

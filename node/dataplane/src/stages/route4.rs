@@ -27,7 +27,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, flow_hash: u32, buf: &mut B, underla
         return Next::drop(DropReason::Malformed);
     };
     let target = ctx.vni_tables.and_then(|t| t.routes4.lookup(p.dst()));
-    let Some(&target) = target else {
+    let Some(target) = target else {
         return Next::drop(DropReason::NoRoute);
     };
     if p.ttl() <= 1 {

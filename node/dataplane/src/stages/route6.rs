@@ -22,7 +22,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, buf: &mut B, underlay: &mut Underlay
         return Next::drop(DropReason::Malformed);
     };
     let target = ctx.vni_tables.and_then(|t| t.routes6.lookup(p.dst()));
-    let Some(&target) = target else {
+    let Some(target) = target else {
         return Next::drop(DropReason::NoRoute);
     };
     let hop_limit = p.hop_limit();
