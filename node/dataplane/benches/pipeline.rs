@@ -8,6 +8,11 @@
 //! Only `process_burst` is timed; between rounds of 2^19 flows the clock jumps past the
 //! flow timeout and an untimed full aging pass empties the table again.
 //!
+//! `snat_65536_flows`: established flows through a NAT gateway with as many live flows
+//! as the node benchmark's SNAT path (vm1 to 256 internet hosts × 256 source ports, a
+//! default-size 2^20 flow table): each burst is the next 32 of the 65,536 frames, so the
+//! flow table is used like a large one, not from the cache.
+//!
 //! Run: `cargo bench -p dpfleet-dataplane --bench pipeline`.
 
 use std::sync::Arc;
@@ -16,8 +21,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use dpfleet_dataplane::buf::{PacketBuf, TestBuf};
+use dpfleet_dataplane::config::DnatTarget;
 use dpfleet_dataplane::graph::testkit::{lab, ports, vm_mac, PF0_MAC};
 use dpfleet_dataplane::graph::{DropReason, Pipeline, PipelineConfig, Verdict};
+use dpfleet_dataplane::tables::nat::{LocalNat, PortRange};
 use dpfleet_dataplane::wire::checksum;
 
 const BURST: usize = 32;
@@ -122,5 +129,51 @@ fn new_flows(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, new_flows);
+/// Live flows of `snat_65536_flows`.
+const SNAT_FLOWS: usize = 1 << 16;
+
+fn snat(c: &mut Criterion) {
+    let mut snap = lab();
+    let nat_ip = std::net::Ipv4Addr::new(172, 21, 1, 1);
+    let range = PortRange::new(1024, 65535).expect("range");
+    let Some(Some(vm1)) = snap.iface_by_port.get_mut(usize::from(ports::VM1)) else { panic!("lab has vm1") };
+    vm1.nat = Some(LocalNat { nat_ip, range, vni: 100 });
+    snap.dnat.insert((100, nat_ip), DnatTarget::Nat);
+    let cfg = PipelineConfig::new(1 << 20, 30, 0, 1, 0x5eed);
+    let mut p = Pipeline::with_config(Arc::default(), &cfg).expect("pipeline");
+    // 45.86.6.x (x = i % 256, through the default route) from source port 1024 + i / 256.
+    let frames: Vec<Vec<u8>> = (0..SNAT_FLOWS)
+        .map(|i| frame(PF0_MAC, [45, 86, 6, (i % 256) as u8], 1024 + (i / 256) as u16))
+        .collect();
+    let mut bufs: Vec<TestBuf> = (0..BURST).map(|_| TestBuf::new(&frames[0])).collect();
+    let mut verdicts = vec![Verdict::Drop(DropReason::TxFull); BURST];
+    // Create every flow once.
+    for chunk in frames.chunks(BURST) {
+        for (b, f) in bufs.iter_mut().zip(chunk) {
+            b.reset(f);
+        }
+        p.process_burst(&snap, ports::VM1, 0, &mut bufs, &mut verdicts);
+        assert!(verdicts.iter().all(|v| *v == Verdict::Tx(ports::PF0)), "{verdicts:?}");
+    }
+    assert_eq!(p.flows().len(), SNAT_FLOWS);
+    let mut g = c.benchmark_group("process_burst_32x64B");
+    g.throughput(Throughput::Elements(BURST as u64));
+    let mut next = 0;
+    g.bench_function("snat_65536_flows", |b| {
+        b.iter_batched_ref(
+            || (),
+            |()| {
+                for (b, f) in bufs.iter_mut().zip(&frames[next..next + BURST]) {
+                    b.reset(f);
+                }
+                next = (next + BURST) % SNAT_FLOWS;
+                p.process_burst(&snap, ports::VM1, 0, &mut bufs, &mut verdicts);
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, snat, new_flows);
 criterion_main!(benches);

@@ -31,6 +31,13 @@
 //! looked up once per burst ([`Ctx::new`]); counters are added once per stage and chunk.
 //! Nothing on this path allocates or returns an error.
 //!
+//! Connection tracking is the one stage that runs in two halves: before its packets are
+//! processed one by one, [`stages::conntrack::prepare`] runs over all of them (parse,
+//! zone, hashes) and the flow table is warmed for their lookups
+//! ([`Conntrack::warm`]), so that the cache misses of a large table overlap. Every
+//! packet reaches the stage from classification or decapsulation, both earlier in
+//! [`ORDER`], so the whole vector is known when the stage's turn comes.
+//!
 //! Per-packet facts that dpservice keeps in its mbuf metadata (`dp_flow`) are either
 //! re-read from the headers (cheap, and always consistent with the bytes), carried in
 //! the `Next` value (the output port, the flow hash), or, for the one that does not fit
