@@ -192,6 +192,16 @@ pub struct FlowHasher {
 }
 
 #[inline]
+fn ports_word(vni: u32, src_port: u16, dst_port: u16) -> u64 {
+    u64::from(vni) | u64::from(src_port) << 32 | u64::from(dst_port) << 48
+}
+
+#[inline]
+fn kind_word(proto: u8, family: u8, zone: u8) -> u64 {
+    u64::from(proto) | u64::from(family) << 8 | u64::from(zone) << 16
+}
+
+#[inline]
 fn word(b: &[u8; 16], half: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[half * 8..half * 8 + 8]);
@@ -215,7 +225,7 @@ impl FlowHasher {
     pub fn hash(&self, k: &FlowKey) -> u64 {
         let src = [word(&k.src, 0), word(&k.src, 1)];
         let dst = [word(&k.dst, 0), word(&k.dst, 1)];
-        self.mix(src, dst, k.vni, k.src_port, k.dst_port, k.proto, k.family, k.zone)
+        self.mix(src, dst, ports_word(k.vni, k.src_port, k.dst_port), kind_word(k.proto, k.family, k.zone))
     }
 
     /// The hash of `FlowKey::v4(vni, src, dst, proto, src_port, dst_port)` in `zone`,
@@ -236,25 +246,13 @@ impl FlowHasher {
     ) -> u64 {
         // An IPv4 key's address words: the four octets in the low bytes of the first.
         let w = |a: Ipv4Addr| [u64::from(u32::from_le_bytes(a.octets())), 0];
-        self.mix(w(src), w(dst), vni, src_port, dst_port, proto, FAMILY_V4, zone)
+        self.mix(w(src), w(dst), ports_word(vni, src_port, dst_port), kind_word(proto, FAMILY_V4, zone))
     }
 
+    /// The key's six words, mixed: addresses, then VNI and ports, then the rest.
     #[inline]
-    #[allow(clippy::too_many_arguments)] // the key's fields
-    fn mix(
-        &self,
-        src: [u64; 2],
-        dst: [u64; 2],
-        vni: u32,
-        src_port: u16,
-        dst_port: u16,
-        proto: u8,
-        family: u8,
-        zone: u8,
-    ) -> u64 {
+    fn mix(&self, src: [u64; 2], dst: [u64; 2], w4: u64, w5: u64) -> u64 {
         let s = &self.secret;
-        let w4 = u64::from(vni) | u64::from(src_port) << 32 | u64::from(dst_port) << 48;
-        let w5 = u64::from(proto) | u64::from(family) << 8 | u64::from(zone) << 16;
         let a = fold_mul(src[0] ^ s[0], src[1] ^ s[1]);
         let b = fold_mul(dst[0] ^ s[2], dst[1] ^ s[3]);
         let c = fold_mul(w4 ^ s[4], w5 ^ s[5]);
