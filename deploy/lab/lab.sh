@@ -52,7 +52,7 @@ mgmt_br=dpf-mgmt
 mgmt_net=10.254.0        # node N is .N, the root namespace .254
 vni=100
 router_ul=fc00::ffff     # the router's underlay address (source of its tunnels)
-router_sid=fc00::d4      # the router's tunnel endpoint: decapsulates IPv4-in-IPv6 (End.DX4)
+router_sid=fc00::d4      # the router's tunnel endpoint: decapsulates IPv4-in-IPv6
 inet_ip=192.0.2.1        # "the internet": servers and the client, behind the router
 inet_gw=192.0.2.254
 nat_ip=203.0.113.10      # the NAT gateway's public IP
@@ -196,14 +196,16 @@ ensure_mgmt() {
 }
 
 # The router joins the nodes' underlays (link ulN to node N, underlay fc00:N::/64) and
-# plays "the internet" gateway (inet0 to dpf-inet). Linux has no ip6tnl here, but SRv6
-# lightweight tunnels make and take the same packets: traffic the nodes encapsulate
-# towards $router_sid is decapsulated (End.DX4) and handed to dpf-inet; traffic to the
-# public IPs is encapsulated towards a node's underlay address (seg6 encap.red with one
-# segment = plain IPv4-in-IPv6). dpservice-style nodes answer no ND on their PF, so each
-# node's /64 goes via its underlay address fc00:N::1 with a static neighbour entry.
+# plays "the internet" gateway (inet0 to dpf-inet). The kernel may have neither ip6
+# tunnels nor SRv6 lightweight tunnels, so the IPv4-in-IPv6 tunnel ends are a small
+# user-space helper (tunrouter.py) with TUN devices, and the kernel keeps the routing:
+# traffic to the public IPs is routed into tunN (spread over the nodes by a multipath
+# route) and leaves encapsulated towards node N's underlay address; traffic the nodes
+# encapsulate towards $router_sid is decapsulated into tdec and routed to dpf-inet.
+# dpservice-style nodes answer no ND on their PF, so each node's /64 goes via its
+# underlay address fc00:N::1 with a static neighbour entry.
 ensure_router() {
-	local n
+	local n i dev
 	ensure_ns "$router_ns"
 	ensure_ns "$inet_ns"
 	if ! ip -n "$router_ns" link show inet0 >/dev/null 2>&1; then
@@ -214,35 +216,49 @@ ensure_router() {
 	ip -n "$inet_ns" addr replace "$inet_ip/24" dev eth0
 	ip -n "$inet_ns" link set eth0 up
 	ip -n "$inet_ns" route replace 203.0.113.0/24 via "$inet_gw"
+	# No reverse-path filter: decapsulated packets enter on tdec from the public IPs,
+	# which are routed out of the tun devices.
 	in_ns "$router_ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
-		net.ipv6.conf.all.seg6_enabled=1 net.ipv4.fib_multipath_hash_policy=1
+		net.ipv4.fib_multipath_hash_policy=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
 	ip -n "$router_ns" addr replace "$router_ul/128" dev lo
-	in_ns "$router_ns" ip sr tunsrc set "$router_ul"
-	ip -n "$router_ns" -6 route replace "$router_sid/128" encap seg6local action End.DX4 nh4 "$inet_ip" dev inet0
+	ip -n "$router_ns" addr replace "$router_sid/128" dev lo
+	if ! alive "$run/tunrouter.pid" tunrouter.py >/dev/null; then
+		ip netns exec "$router_ns" setsid python3 "$here/tunrouter.py" --src "$router_ul" \
+			--nodes "$(IFS=,; echo "${nodes[*]}")" --map "$run/tunmap" </dev/null >"$run/tunrouter.log" 2>&1 &
+		echo $! >"$run/tunrouter.pid"
+	fi
+	for dev in "${nodes[@]/#/tun}" tdec; do
+		for i in $(seq 1 50); do ip -n "$router_ns" link show "$dev" >/dev/null 2>&1 && break; sleep 0.1; done
+		ip -n "$router_ns" link set "$dev" up || die "the router's tunnel helper did not start (see $run/tunrouter.log)"
+		in_ns "$router_ns" sysctl -qw "net.ipv4.conf.$dev.rp_filter=0"
+	done
 }
 
 # The router's links to the nodes (once the wires exist).
 router_links() {
 	local n
 	for n in "${nodes[@]}"; do
-		in_ns "$router_ns" sysctl -qw "net.ipv6.conf.ul$n.seg6_enabled=1"
 		ip -n "$router_ns" -6 neigh replace "$(node_ul "$n")" lladdr "$(pf_mac "$n")" dev "ul$n" nud permanent
 		ip -n "$router_ns" -6 route replace "fc00:$n::/64" via "$(node_ul "$n")" dev "ul$n" onlink
 	done
 }
 
-# Public IP $1 is spread over the nodes: one next hop per node, each encapsulating to
-# the underlay address $2, $3, $4 (node 1, 2, 3). The router hashes the 5-tuple
-# (fib_multipath_hash_policy=1), so one flow always enters the same node.
+# Public IP $1 is spread over the nodes: one next hop per node (tunN), each
+# encapsulating to the underlay address $2, $3, $4 (node 1, 2, 3; written to the
+# tunnel helper's map). The router hashes the 5-tuple (fib_multipath_hash_policy=1), so
+# one flow always enters the same node.
 spread_route() {
 	local ip=$1 n hops=(); shift
 	for n in "${nodes[@]}"; do
-		hops+=(nexthop encap seg6 mode encap.red segs "${!n}" dev "ul$n")
+		grep -v "^$n $ip " "$run/tunmap" 2>/dev/null >"$run/tunmap.new" || true
+		echo "$n $ip ${!n}" >>"$run/tunmap.new"
+		mv "$run/tunmap.new" "$run/tunmap"
+		hops+=(nexthop dev "tun$n")
 	done
 	ip -n "$router_ns" route replace "$ip/32" "${hops[@]}"
 	# Table 10N sends $ip to node N only: the demo pins single flows to a node with it.
 	for n in "${nodes[@]}"; do
-		ip -n "$router_ns" route replace "$ip/32" encap seg6 mode encap.red segs "${!n}" dev "ul$n" table "10$n"
+		ip -n "$router_ns" route replace "$ip/32" dev "tun$n" table "10$n"
 	done
 }
 
@@ -467,11 +483,13 @@ provision() {
 	ip -n "$router_ns" route show "$vip" | sed 's/^/    /'
 	# A node sends underlay traffic to the router MAC it learns from tunnel traffic
 	# reaching it (dpservice reads it from the kernel's neighbour table), broadcast until
-	# then, and the router forwards no broadcast frames. So the router greets each node
-	# once: a ping to the NAT IP bound to link ulN takes node N's next hop. (The node's
-	# answer goes to the router's own underlay address, where Linux cannot take it.)
-	for n in "${nodes[@]}"; do
-		in_ns "$router_ns" busybox ping -c 1 -W 1 -I "ul$n" "$nat_ip" >/dev/null 2>&1 || true
+	# then, and the router forwards no broadcast frames. So the tunnel helper greets
+	# every underlay address in its map with one tunnelled echo request when the map
+	# changes; wait until it has.
+	local i
+	for i in $(seq 1 50); do
+		[[ -s $run/tunmap.greeted && $run/tunmap.greeted -nt $run/tunmap ]] && break
+		sleep 0.1
 	done
 }
 
