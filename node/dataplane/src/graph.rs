@@ -41,10 +41,10 @@
 //! Per-packet facts that dpservice keeps in its mbuf metadata (`dp_flow`) are either
 //! re-read from the headers (cheap, and always consistent with the bytes), carried in
 //! the `Next` value (the output port, the flow hash), or, for the one that does not fit
-//! there, kept in the runner's per-packet [`Underlay`] slot. `Next` stays at most 16
-//! bytes so that a stage returns it in registers: a larger one went through memory,
-//! written field by field by the stage and read back whole by the runner, and the
-//! failed store-to-load forwarding that caused was a quarter of the runner's time.
+//! there, kept in the runner's per-packet [`Underlay`] slot. Without an address in it,
+//! a `Next` packs into a `u64`, which is how the runner keeps it per packet (`packed`):
+//! copied whole as the compiler lays the enum out, right after a stage wrote it field by
+//! field, it stalled on failed store-to-load forwarding at every step.
 
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -302,9 +302,6 @@ impl Next {
 /// One slot per packet of a chunk, owned by the runner.
 pub type Underlay = Ipv6Addr;
 
-// A stage returns `Next` in registers only while it is at most 16 bytes.
-const _: () = assert!(std::mem::size_of::<Next>() <= 16);
-
 /// The stages after classification, in graph order: every edge goes from a stage to a
 /// later one, so one pass over this list finishes every packet.
 const ORDER: [Stage; 13] = [
@@ -465,6 +462,9 @@ pub struct Pipeline {
     underlay: [Underlay; CHUNK],
     /// What the conntrack stage prepared for each packet of the chunk waiting for it.
     ct_prepared: Box<[ct_stage::Prepared; CHUNK]>,
+    /// Chunks run so far: with the packet's index in its chunk, the tag of what the
+    /// conntrack stage prepared for it.
+    chunks: u64,
 }
 
 impl Default for Pipeline {
@@ -504,6 +504,7 @@ impl Pipeline {
             flow_timeout_s: cfg.flows.flow_timeout_s,
             underlay: [Ipv6Addr::UNSPECIFIED; CHUNK],
             ct_prepared: Box::new([ct_stage::Prepared::default(); CHUNK]),
+            chunks: 0,
         })
     }
 
@@ -610,6 +611,7 @@ impl Pipeline {
     }
 
     fn run_chunk<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) {
+        self.chunks = self.chunks.wrapping_add(1);
         // Packed: see `packed` for why.
         let mut next = [PackedNext::from(Next::drop(DropReason::Malformed)); CHUNK];
         // Per stage, the indexes of the packets waiting for it, in arrival order. A packet
@@ -636,7 +638,14 @@ impl Pipeline {
                         continue;
                     };
                     if let Next::Conntrack(origin) = Next::from(*nx) {
-                        stages::conntrack::prepare(ctx, &self.flows, origin, buf, out);
+                        stages::conntrack::prepare(
+                            ctx,
+                            &self.flows,
+                            origin,
+                            buf,
+                            self.chunks << 8 | i as u64,
+                            out,
+                        );
                     }
                 }
                 let prepared = &self.ct_prepared;
@@ -676,8 +685,16 @@ impl Pipeline {
             (Next::Dhcpv6, Some(i)) => Next::Done(stages::dhcpv6::process(ctx, i, buf)),
             (Next::Arp | Next::Nd | Next::Dhcp | Next::Dhcpv6, None) => Next::drop(DropReason::NoInterface),
             (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf, underlay),
-            (Next::Conntrack(origin), _) => match self.ct_prepared.get(i) {
-                Some(prep) => stages::conntrack::process(ctx, &mut self.flows, origin, prep, buf, underlay),
+            (Next::Conntrack(origin), _) => match self.ct_prepared.get_mut(i) {
+                Some(prep) => {
+                    // Prepared with the vector unless an edge into the stage from a later
+                    // stage of ORDER appears: then prepared here, alone.
+                    let tag = self.chunks << 8 | i as u64;
+                    if !prep.is_for(tag) {
+                        stages::conntrack::prepare(ctx, &self.flows, origin, buf, tag, prep);
+                    }
+                    stages::conntrack::process(ctx, &mut self.flows, origin, prep, buf, underlay)
+                }
                 None => Next::drop(DropReason::Malformed),
             },
             (Next::VirtsvcRequest(svc), _) => stages::virtsvc::request(ctx, &mut self.virtsvc, svc, buf),

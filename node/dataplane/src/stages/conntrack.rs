@@ -454,6 +454,8 @@ fn verdict_denied(from: Option<PortId>, to: Option<PortId>, snap: &Snapshot, fw:
 /// and nothing reads back what was stored a moment earlier.
 #[derive(Clone, Copy, Debug)]
 pub struct Prepared {
+    /// The caller's tag of the packet this was prepared for (see [`Prepared::is_for`]).
+    tag: u64,
     /// The packet's end here (a drop), if it goes no further.
     early: Option<Next>,
     vni: Vni,
@@ -467,6 +469,7 @@ pub struct Prepared {
 impl Default for Prepared {
     fn default() -> Self {
         Prepared {
+            tag: u64::MAX,
             early: Some(Next::drop(DropReason::Malformed)),
             vni: 0,
             pkt: Parsed {
@@ -485,8 +488,17 @@ impl Default for Prepared {
 }
 
 /// The first half of the stage, for the packet in `buf` from `origin`: its VNI, key,
-/// zone and hashes, into `out` (in place: see [`parse`]). Changes nothing but `out`.
-pub fn prepare<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, buf: &B, out: &mut Prepared) {
+/// zone and hashes, into `out` (in place: see [`parse`]), tagged with the caller's `tag`
+/// for the packet. Changes nothing but `out`.
+pub fn prepare<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    flows: &Flows,
+    origin: Origin,
+    buf: &B,
+    tag: u64,
+    out: &mut Prepared,
+) {
+    out.tag = tag;
     out.early = None;
     let vni = match origin {
         Origin::Vf => match ctx.iface {
@@ -540,6 +552,11 @@ pub fn prepare<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, buf: 
 }
 
 impl Prepared {
+    /// Whether this was prepared for the packet the caller tags `tag`.
+    pub fn is_for(&self, tag: u64) -> bool {
+        self.tag == tag
+    }
+
     /// The flow table's hash of the packet's key, if the packet is looked up by it.
     pub fn lookup_hash(&self) -> Option<u64> {
         (self.early.is_none() && !self.pkt.quoted).then_some(self.hash)
