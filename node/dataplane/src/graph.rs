@@ -632,20 +632,14 @@ impl Pipeline {
                 // The first half of the stage for the whole vector (see `Prepared`).
                 for &i in &queue[s][..n] {
                     let i = usize::from(i);
+                    let tag = prep_tag(self.chunks, i);
                     let (Some(nx), Some(buf), Some(out)) =
                         (next.get(i), pkts.get(i), self.ct_prepared.get_mut(i))
                     else {
                         continue;
                     };
                     if let Next::Conntrack(origin) = Next::from(*nx) {
-                        stages::conntrack::prepare(
-                            ctx,
-                            &self.flows,
-                            origin,
-                            buf,
-                            self.chunks << 8 | i as u64,
-                            out,
-                        );
+                        stages::conntrack::prepare(ctx, &self.flows, origin, buf, tag, out);
                     }
                 }
                 let prepared = &self.ct_prepared;
@@ -689,7 +683,7 @@ impl Pipeline {
                 Some(prep) => {
                     // Prepared with the vector unless an edge into the stage from a later
                     // stage of ORDER appears: then prepared here, alone.
-                    let tag = self.chunks << 8 | i as u64;
+                    let tag = prep_tag(self.chunks, i);
                     if !prep.is_for(tag) {
                         stages::conntrack::prepare(ctx, &self.flows, origin, buf, tag, prep);
                     }
@@ -708,6 +702,12 @@ impl Pipeline {
             (Next::Done(v), _) => Next::Done(v),
         }
     }
+}
+
+/// The tag of what the conntrack stage prepares for packet `i` (below [`CHUNK`]) of the
+/// `chunks`-th chunk.
+fn prep_tag(chunks: u64, i: usize) -> u64 {
+    chunks << 8 | i as u64
 }
 
 /// Whether a flush removes this flow.

@@ -383,10 +383,11 @@ impl<A: Copy + Default> Conntrack<A> {
 
     /// Warms the cache for the lookups of a vector of keys, given their hashes: reads
     /// the index slot where each lookup starts, then, for each slot whose tag matches,
-    /// the parts of the entry it names that a hit reads. Each pass is a tight loop of independent loads, so that the
-    /// CPU overlaps their cache misses (with much work between them it waits for each
-    /// in turn: measured on the node with 65,536 live flows, over half of the worker's
-    /// time went to the first load of each lookup). Changes nothing.
+    /// the parts of the entry it names that a hit reads. Each pass is a tight loop of
+    /// independent loads, so that the CPU overlaps their cache misses (with much work
+    /// between them it waits for each in turn: measured on the node with 65,536 live
+    /// flows, over half of the worker's time went to the first load of each lookup).
+    /// Changes nothing.
     pub fn warm(&self, hashes: impl Iterator<Item = u64> + Clone) {
         let mut acc = 0u64;
         for h in hashes.clone() {
@@ -584,7 +585,7 @@ impl<A: Copy + Default> Conntrack<A> {
 
     /// The action of one direction of a flow (`None` if `id` is no flow).
     pub fn action(&self, id: FlowId, dir: Dir) -> Option<A> {
-        self.entries.get(id.index()).filter(|e| e.kind != KIND_FREE).map(|e| e.actions[dir.index()])
+        self.action_ref(id, dir).copied()
     }
 
     /// Replaces the action of one direction of a flow. Returns whether `id` is a flow.
