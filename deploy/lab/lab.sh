@@ -249,12 +249,13 @@ router_links() {
 # one flow always enters the same node.
 spread_route() {
 	local ip=$1 n hops=(); shift
+	# The helper reads the map again when it changes: replace it once, whole.
+	grep -vF " $ip " "$run/tunmap" 2>/dev/null >"$run/tunmap.new" || true
 	for n in "${nodes[@]}"; do
-		grep -v "^$n $ip " "$run/tunmap" 2>/dev/null >"$run/tunmap.new" || true
 		echo "$n $ip ${!n}" >>"$run/tunmap.new"
-		mv "$run/tunmap.new" "$run/tunmap"
 		hops+=(nexthop dev "tun$n")
 	done
+	mv "$run/tunmap.new" "$run/tunmap"
 	ip -n "$router_ns" route replace "$ip/32" "${hops[@]}"
 	# Table 10N sends $ip to node N only: the demo pins single flows to a node with it.
 	for n in "${nodes[@]}"; do
