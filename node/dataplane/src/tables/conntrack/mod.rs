@@ -36,8 +36,11 @@
 //! [`InsertError::Full`]; existing flows keep working. A flow expires when idle longer
 //! than its timeout: `tcp_established_timeout_s` (default one day, as dpservice) for an
 //! established TCP connection, `flow_timeout_s` (`--flow-timeout`, default 30 s) for
-//! everything else. Expiry is kept in whole seconds, so a flow expires between its
-//! timeout and one second more after its last packet. Expired flows are absent to
+//! everything else. Expiry is kept in ticks of an eighth of a second, so a flow expires
+//! between its timeout and 125 ms more after its last packet (with whole seconds, a
+//! 1-second `--flow-timeout` kept flows up to 2 s, and their NAT ports with them,
+//! longer than dpservice's own tests wait). A `u32` of ticks lasts 17 years of the
+//! caller's clock; after that, flows no longer expire. Expired flows are absent to
 //! lookups at once; their entries are reclaimed by [`Conntrack::age`], which scans a
 //! bounded slice of the arena per call (so it never stalls forwarding), or by an
 //! insert that needs one of their keys. Whoever frees an entry reports the flow through
@@ -190,7 +193,7 @@ pub struct Flow<A> {
     pub actions: [A; 2],
     /// The TCP state, for TCP flows (by the original key's protocol).
     pub tcp: Option<TcpState>,
-    /// The second (of the caller's clock) after which the flow is expired.
+    /// The second (of the caller's clock, rounded up) after which the flow is expired.
     pub expires_s: u32,
 }
 
@@ -249,16 +252,22 @@ pub struct Conntrack<A> {
     len: usize,
     cursor: usize,
     hasher: FlowHasher,
-    flow_timeout_s: u32,
-    tcp_established_timeout_s: u32,
+    /// `Config::flow_timeout_s` in ticks.
+    flow_timeout: u32,
+    /// `Config::tcp_established_timeout_s` in ticks.
+    tcp_established_timeout: u32,
 }
 
 fn index_slots(capacity: usize) -> usize {
     (capacity * 5).div_ceil(2).max(2)
 }
 
-fn secs(now_ns: u64) -> u32 {
-    u32::try_from(now_ns / 1_000_000_000).unwrap_or(u32::MAX)
+/// Expiry ticks per second (see the module docs).
+const TICKS_PER_S: u32 = 8;
+
+/// The caller's clock in expiry ticks.
+fn ticks(now_ns: u64) -> u32 {
+    u32::try_from(now_ns / (1_000_000_000 / u64::from(TICKS_PER_S))).unwrap_or(u32::MAX)
 }
 
 #[allow(clippy::cast_possible_truncation)] // the high half of a 64-bit hash
@@ -301,8 +310,8 @@ impl<A: Copy + Default> Conntrack<A> {
             len: 0,
             cursor: 0,
             hasher: FlowHasher::new(cfg.seed),
-            flow_timeout_s: cfg.flow_timeout_s,
-            tcp_established_timeout_s: cfg.tcp_established_timeout_s,
+            flow_timeout: cfg.flow_timeout_s.saturating_mul(TICKS_PER_S),
+            tcp_established_timeout: cfg.tcp_established_timeout_s.saturating_mul(TICKS_PER_S),
         };
         t.clear();
         Ok(t)
@@ -361,7 +370,7 @@ impl<A: Copy + Default> Conntrack<A> {
     /// Expired flows are absent. One hash and one index probe.
     #[inline]
     pub fn track(&mut self, key: &FlowKey, tcp_flags: u8, now_ns: u64) -> Option<Hit<A>> {
-        self.track_at(key, self.hasher.hash(key), tcp_flags, secs(now_ns))
+        self.track_at(key, self.hasher.hash(key), tcp_flags, ticks(now_ns))
     }
 
     /// [`Conntrack::track`] with the key's hash `hash` already computed by the caller with
@@ -378,7 +387,7 @@ impl<A: Copy + Default> Conntrack<A> {
         now_ns: u64,
     ) -> Option<(FlowId, Dir)> {
         debug_assert_eq!(hash, self.hasher.hash(key));
-        self.track_at(key, hash, tcp_flags, secs(now_ns)).map(|h| (h.id, h.dir))
+        self.track_at(key, hash, tcp_flags, ticks(now_ns)).map(|h| (h.id, h.dir))
     }
 
     /// Warms the cache for the lookups of a vector of keys, given their hashes: reads
@@ -436,7 +445,7 @@ impl<A: Copy + Default> Conntrack<A> {
         out: &mut [Option<Hit<A>>],
     ) {
         const GROUP: usize = 16;
-        let now = secs(now_ns);
+        let now = ticks(now_ns);
         let n = keys.len().min(tcp_flags.len()).min(out.len());
         let mut base = 0;
         while base < n {
@@ -457,7 +466,7 @@ impl<A: Copy + Default> Conntrack<A> {
     #[inline]
     fn track_at(&mut self, key: &FlowKey, h: u64, tcp_flags: u8, now: u32) -> Option<Hit<A>> {
         let r = self.find(key, h)?.1;
-        let (established, short) = (self.tcp_established_timeout_s, self.flow_timeout_s);
+        let (established, short) = (self.tcp_established_timeout, self.flow_timeout);
         let e = &mut self.entries[(r >> 1) as usize];
         if now > e.expires_or_next {
             return None;
@@ -480,7 +489,7 @@ impl<A: Copy + Default> Conntrack<A> {
     pub fn get(&self, key: &FlowKey, now_ns: u64) -> Option<Hit<A>> {
         let r = self.find(key, self.hasher.hash(key))?.1;
         let e = &self.entries[(r >> 1) as usize];
-        if secs(now_ns) > e.expires_or_next {
+        if ticks(now_ns) > e.expires_or_next {
             return None;
         }
         let dir = Dir::from_bit(r);
@@ -515,7 +524,7 @@ impl<A: Copy + Default> Conntrack<A> {
         now_ns: u64,
         mut on_remove: impl FnMut(&Flow<A>),
     ) -> Result<FlowId, InsertError> {
-        let now = secs(now_ns);
+        let now = ticks(now_ns);
         let h0 = self.hasher.hash(&orig);
         let single = orig == reply;
         let h1 = if single { h0 } else { self.hasher.hash(&reply) };
@@ -529,11 +538,10 @@ impl<A: Copy + Default> Conntrack<A> {
         }
         let (kind, tcp, timeout) = if orig.proto() == PROTO_TCP {
             let s = TcpState::None.next(tcp_flags);
-            let t =
-                if s == TcpState::Established { self.tcp_established_timeout_s } else { self.flow_timeout_s };
+            let t = if s == TcpState::Established { self.tcp_established_timeout } else { self.flow_timeout };
             (KIND_TCP, s as u8, t)
         } else {
-            (KIND_OTHER, 0, self.flow_timeout_s)
+            (KIND_OTHER, 0, self.flow_timeout)
         };
         let e = &mut self.entries[idx as usize];
         self.free_head = e.expires_or_next;
@@ -573,7 +581,7 @@ impl<A: Copy + Default> Conntrack<A> {
         // The other direction's key may equal the new one: that is this flow, not a clash.
         let other = e.keys[dir.flip().index()];
         if other != key {
-            self.claim(&key, h, secs(now_ns), &mut on_remove)?;
+            self.claim(&key, h, ticks(now_ns), &mut on_remove)?;
         }
         self.unlink(id.0);
         let e = &mut self.entries[id.index()];
@@ -626,7 +634,7 @@ impl<A: Copy + Default> Conntrack<A> {
 
     /// [`Conntrack::age`], reporting each removed flow to `on_remove`.
     pub fn age_with(&mut self, now_ns: u64, max_scan: usize, mut on_remove: impl FnMut(&Flow<A>)) -> usize {
-        let now = secs(now_ns);
+        let now = ticks(now_ns);
         let cap = self.entries.len();
         let mut removed = 0;
         for _ in 0..max_scan.min(cap) {
@@ -686,7 +694,7 @@ impl<A: Copy + Default> Conntrack<A> {
             keys: e.keys,
             actions: e.actions,
             tcp: (e.kind == KIND_TCP).then(|| TcpState::from_u8(e.tcp)),
-            expires_s: e.expires_or_next,
+            expires_s: e.expires_or_next.div_ceil(TICKS_PER_S),
         }
     }
 

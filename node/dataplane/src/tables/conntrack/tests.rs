@@ -147,6 +147,27 @@ fn rst_and_double_fin_close() {
 }
 
 #[test]
+fn a_short_timeout_expires_within_an_eighth_of_a_second() {
+    // dpservice's flow-timeout test waits 2 s after the last packet of a flow with
+    // `--flow-timeout=1` for its NAT port to be free again: expiry in whole seconds
+    // (1 to 2 s) left no room for aging to get there in time.
+    let mut t = Conntrack::<Act>::new(&Config { capacity: 8, flow_timeout_s: 1, ..Config::new(1) }).unwrap();
+    let k = udp(1);
+    t.insert(k, k.reversed(), [act(0); 2], 0, 4 * S, nop).unwrap();
+    assert!(t.track(&k, 0, 5 * S).is_some());
+    // Live for the timeout, gone an eighth of a second later (whole seconds kept it to
+    // 6.999 s).
+    assert!(t.get(&k, 6 * S).is_some());
+    assert!(t.get(&k, 6 * S + S / 8).is_none());
+    assert_eq!(t.age(6 * S + S / 8, 8), 1);
+    // A last packet within a second: the flow's expiry second is rounded up.
+    let id = t.insert(k, k.reversed(), [act(0); 2], 0, 10 * S + S / 2, nop).unwrap();
+    assert_eq!(t.flow(id).unwrap().expires_s, 12);
+    assert!(t.get(&k, 11 * S + S / 2).is_some());
+    assert!(t.get(&k, 11 * S + S / 2 + S / 8).is_none());
+}
+
+#[test]
 fn other_protocols_use_flow_timeout() {
     let mut t = Conntrack::<Act>::new(&Config { capacity: 8, flow_timeout_s: 2, ..Config::new(1) }).unwrap();
     let k = udp(1);
