@@ -3,9 +3,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod fleet;
 pub mod gossip;
-pub mod client;
 pub mod grpc;
 pub mod member;
 pub mod membership;

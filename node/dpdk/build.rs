@@ -28,10 +28,8 @@ fn main() {
         .probe("libdpdk")
         .expect("libdpdk not found by pkg-config; install libdpdk-dev (DPDK 22.11)");
 
-    let cflags = Command::new("pkg-config")
-        .args(["--cflags", "libdpdk"])
-        .output()
-        .expect("cannot run pkg-config");
+    let cflags =
+        Command::new("pkg-config").args(["--cflags", "libdpdk"]).output().expect("cannot run pkg-config");
     assert!(cflags.status.success(), "pkg-config --cflags libdpdk failed");
     let cflags: Vec<String> = String::from_utf8(cflags.stdout)
         .expect("pkg-config output is not UTF-8")

@@ -162,8 +162,7 @@ fn open(node: &Node, ifname: &str) -> Tap {
 }
 
 fn set_mac(ns: &crate::netns::Netns, ifname: &str, mac: [u8; 6]) {
-    ns.ip(&["link", "set", "dev", ifname, "address", &topo::mac_str(mac)])
-        .unwrap_or_else(|e| panic!("{e}"));
+    ns.ip(&["link", "set", "dev", ifname, "address", &topo::mac_str(mac)]).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Re-exported for tests that build requests by hand.

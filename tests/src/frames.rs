@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use etherparse::{
-    EtherType, Ethernet2Header, IpNumber, Ipv6FlowLabel, Ipv6Header, NetSlice, PacketBuilder,
-    SlicedPacket, TransportSlice,
+    EtherType, Ethernet2Header, IpNumber, Ipv6FlowLabel, Ipv6Header, NetSlice, PacketBuilder, SlicedPacket,
+    TransportSlice,
 };
 
 /// The Ethernet broadcast address.
@@ -74,20 +74,31 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
             if fold(sum16(0, hdr)) != 0xffff {
                 return Err("bad IPv4 header checksum".into());
             }
-            verify_l4_v4(ip.header().source(), ip.header().destination(), ip.header().protocol(), ip.payload().payload)
+            verify_l4_v4(
+                ip.header().source(),
+                ip.header().destination(),
+                ip.header().protocol(),
+                ip.payload().payload,
+            )
         }
         Some(NetSlice::Ipv6(ip)) => {
             let nh = ip.payload().ip_number;
             let payload = ip.payload().payload;
             match nh {
                 IpNumber::IPV4 | IpNumber::IPV6 => {
-                    let inner = SlicedPacket::from_ip(payload).map_err(|e| format!("bad inner packet: {e}"))?;
+                    let inner =
+                        SlicedPacket::from_ip(payload).map_err(|e| format!("bad inner packet: {e}"))?;
                     match inner.net {
                         Some(NetSlice::Ipv4(i)) => {
                             if fold(sum16(0, i.header().slice())) != 0xffff {
                                 return Err("bad inner IPv4 header checksum".into());
                             }
-                            verify_l4_v4(i.header().source(), i.header().destination(), i.header().protocol(), i.payload().payload)
+                            verify_l4_v4(
+                                i.header().source(),
+                                i.header().destination(),
+                                i.header().protocol(),
+                                i.payload().payload,
+                            )
                         }
                         Some(NetSlice::Ipv6(i)) => verify_l4_v6(
                             i.header().source(),
@@ -216,7 +227,14 @@ pub fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
 // IPv4 / IPv6 with ICMP, UDP
 
 /// An IPv4 packet (no Ethernet) carrying an ICMP echo request or reply.
-pub fn ipv4_icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, reply: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ipv4_icmp_echo(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    reply: bool,
+    id: u16,
+    seq: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64);
     let b = if reply { b.icmpv4_echo_reply(id, seq) } else { b.icmpv4_echo_request(id, seq) };
     let mut out = Vec::with_capacity(b.size(payload.len()));
@@ -225,7 +243,14 @@ pub fn ipv4_icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, reply: bool, id: u16, seq: u
 }
 
 /// An IPv6 packet (no Ethernet) carrying an ICMPv6 echo request or reply.
-pub fn ipv6_icmp_echo(src: Ipv6Addr, dst: Ipv6Addr, reply: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ipv6_icmp_echo(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    reply: bool,
+    id: u16,
+    seq: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ipv6(src.octets(), dst.octets(), 64);
     let b = if reply { b.icmpv6_echo_reply(id, seq) } else { b.icmpv6_echo_request(id, seq) };
     let mut out = Vec::with_capacity(b.size(payload.len()));
@@ -275,7 +300,8 @@ pub fn ethernet_ipv4_udp(
     ports: (u16, u16),
     payload: &[u8],
 ) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src, dst).ipv4(ip_src.octets(), ip_dst.octets(), 64).udp(ports.0, ports.1);
+    let b =
+        PacketBuilder::ethernet2(src, dst).ipv4(ip_src.octets(), ip_dst.octets(), 64).udp(ports.0, ports.1);
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, payload).expect("write to Vec");
     out
@@ -290,7 +316,8 @@ pub fn ethernet_ipv6_udp(
     ports: (u16, u16),
     payload: &[u8],
 ) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(src, dst).ipv6(ip_src.octets(), ip_dst.octets(), 64).udp(ports.0, ports.1);
+    let b =
+        PacketBuilder::ethernet2(src, dst).ipv6(ip_src.octets(), ip_dst.octets(), 64).udp(ports.0, ports.1);
     let mut out = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut out, payload).expect("write to Vec");
     out
@@ -556,7 +583,8 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
 /// The solicited-node multicast address of `ip` and its MAC.
 pub fn solicited_node(ip: Ipv6Addr) -> (Ipv6Addr, [u8; 6]) {
     let o = ip.octets();
-    let addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), u16::from_be_bytes([o[14], o[15]]));
+    let addr =
+        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(o[13]), u16::from_be_bytes([o[14], o[15]]));
     (addr, [0x33, 0x33, 0xff, o[13], o[14], o[15]])
 }
 
@@ -567,9 +595,9 @@ pub fn neighbor_solicitation(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> V
     let mut body = target.octets().to_vec();
     body.extend_from_slice(&[1, 1]);
     body.extend_from_slice(&mac);
-    let b = PacketBuilder::ethernet2(mac, dst_mac).ipv6(src.octets(), dst.octets(), 255).icmpv6(
-        etherparse::Icmpv6Type::Unknown { type_u8: 135, code_u8: 0, bytes5to8: [0; 4] },
-    );
+    let b = PacketBuilder::ethernet2(mac, dst_mac)
+        .ipv6(src.octets(), dst.octets(), 255)
+        .icmpv6(etherparse::Icmpv6Type::Unknown { type_u8: 135, code_u8: 0, bytes5to8: [0; 4] });
     let mut out = Vec::new();
     b.write(&mut out, &body).expect("write to Vec");
     out
@@ -762,7 +790,15 @@ pub fn describe(frame: &[u8]) -> String {
     let mac = |m: Option<[u8; 6]>| m.map_or("?".to_string(), crate::topo::mac_str);
     let _ = write!(s, "{} > {} ", mac(eth_src(frame)), mac(eth_dst(frame)));
     if let Some(a) = Arp::parse(frame) {
-        let _ = write!(s, "ARP op {} {} ({}) -> {} ({})", a.op, a.spa, crate::topo::mac_str(a.sha), a.tpa, crate::topo::mac_str(a.tha));
+        let _ = write!(
+            s,
+            "ARP op {} {} ({}) -> {} ({})",
+            a.op,
+            a.spa,
+            crate::topo::mac_str(a.sha),
+            a.tpa,
+            crate::topo::mac_str(a.tha)
+        );
         return s;
     }
     match Ip::from_frame(frame) {
@@ -805,7 +841,8 @@ mod tests {
 
     #[test]
     fn dhcp_round_trip_and_checksums() {
-        let m = Dhcp::client(dhcp_type::DISCOVER, 0x1234_5678, [2, 0, 0, 0, 1, 1], vec![(55, vec![1, 3, 6, 26])]);
+        let m =
+            Dhcp::client(dhcp_type::DISCOVER, 0x1234_5678, [2, 0, 0, 0, 1, 1], vec![(55, vec![1, 3, 6, 26])]);
         let f = dhcp_frame([2, 0, 0, 0, 1, 1], &m);
         verify_checksums(&f).unwrap();
         let back = Dhcp::from_frame(&f).unwrap();

@@ -78,10 +78,7 @@ impl Netns {
     /// VM-facing TAP is prepared before tests talk through it: the kernel then sends
     /// nothing of its own (no router solicitations, no MLD reports) on it.
     pub fn prepare_link(&self, ifname: &str) -> Result<(), Error> {
-        self.exec(
-            "sysctl",
-            &["-qw", &format!("net.ipv6.conf.{ifname}.disable_ipv6=1")],
-        )?;
+        self.exec("sysctl", &["-qw", &format!("net.ipv6.conf.{ifname}.disable_ipv6=1")])?;
         self.ip(&["link", "set", "dev", ifname, "up"])?;
         self.ip(&["addr", "flush", "dev", ifname])?;
         Ok(())
@@ -107,8 +104,7 @@ where
     let path = format!("/run/netns/{name}");
     let file = File::open(&path).map_err(|e| Error::Io(format!("open {path}"), e))?;
     std::thread::spawn(move || {
-        setns(&file, CloneFlags::CLONE_NEWNET)
-            .map_err(|e| Error::Setup(format!("setns {path}: {e}")))?;
+        setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| Error::Setup(format!("setns {path}: {e}")))?;
         Ok(f())
     })
     .join()
@@ -126,10 +122,8 @@ impl Drop for Netns {
 
 /// Runs a program and turns a non-zero exit into an error carrying its stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<Output, Error> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| Error::Io(format!("spawn {program}"), e))?;
+    let out =
+        Command::new(program).args(args).output().map_err(|e| Error::Io(format!("spawn {program}"), e))?;
     if !out.status.success() {
         return Err(Error::Command {
             cmd: format!("{program} {}", args.join(" ")),

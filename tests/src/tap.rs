@@ -59,13 +59,7 @@ impl Tap {
                 Err(e) => Err(Error::Io(format!("packet socket on {name}"), e)),
             }
         })??;
-        Ok(Tap {
-            name: ifname.to_string(),
-            tx,
-            rx,
-            sent: VecDeque::new(),
-            backlog: VecDeque::new(),
-        })
+        Ok(Tap { name: ifname.to_string(), tx, rx, sent: VecDeque::new(), backlog: VecDeque::new() })
     }
 
     /// The interface name.

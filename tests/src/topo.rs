@@ -73,11 +73,7 @@ pub fn default_app_args() -> Vec<String> {
     ];
     args.extend(DHCP_DNS.iter().map(|d| format!("--dhcp-dns={d}")));
     args.extend(DHCPV6_DNS.iter().map(|d| format!("--dhcpv6-dns={d}")));
-    args.extend([
-        format!("--grpc-port={GRPC_PORT}"),
-        "--no-stats".to_string(),
-        "--no-offload".to_string(),
-    ]);
+    args.extend([format!("--grpc-port={GRPC_PORT}"), "--no-stats".to_string(), "--no-offload".to_string()]);
     args
 }
 
@@ -133,8 +129,5 @@ pub fn router_mac(n: u8) -> [u8; 6] {
 
 /// `aa:bb:cc:dd:ee:ff` notation.
 pub fn mac_str(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }

@@ -26,10 +26,8 @@ fn run_with(tag: &str, app_args: Vec<String>) -> (Output, String) {
 }
 
 fn with_replaced(option: &str, value: Option<&str>) -> Vec<String> {
-    let mut args: Vec<String> = topo::default_app_args()
-        .into_iter()
-        .filter(|a| !a.starts_with(&format!("{option}=")))
-        .collect();
+    let mut args: Vec<String> =
+        topo::default_app_args().into_iter().filter(|a| !a.starts_with(&format!("{option}="))).collect();
     if let Some(v) = value {
         args.push(format!("{option}={v}"));
     }
@@ -40,10 +38,7 @@ fn assert_rejected(tag: &str, args: Vec<String>, mentions: &str) {
     let (out, prefix) = run_with(tag, args.clone());
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "exit status for {args:?}; output:\n{text}");
-    assert!(
-        text.contains(mentions),
-        "message for {args:?} does not mention {mentions:?}:\n{text}"
-    );
+    assert!(text.contains(mentions), "message for {args:?} does not mention {mentions:?}:\n{text}");
     // The EAL keeps its runtime directory per file prefix; none means it never started.
     let runtime = Path::new("/var/run/dpdk").join(&prefix);
     assert!(

@@ -11,11 +11,7 @@ use dpfleet_e2e::topo::{self, Vm};
 
 /// Matches an Ethernet frame whose (outer) IP packet is an echo with `payload`.
 fn echo_with(payload: &'static [u8]) -> impl FnMut(&[u8]) -> bool {
-    move |f| {
-        Ip::from_frame(f)
-            .and_then(|ip| Echo::from_ip(&ip))
-            .is_some_and(|e| e.payload == payload)
-    }
+    move |f| Ip::from_frame(f).and_then(|ip| Echo::from_ip(&ip)).is_some_and(|e| e.payload == payload)
 }
 
 /// Matches an IP-in-IPv6 frame whose inner packet is an echo with `payload`.
@@ -167,10 +163,7 @@ fn underlay_traffic_reaches_the_vm_owning_the_underlay_address() {
     let to_vm1 = frames::ipv4_icmp_echo(public, vm1.ip, false, 9, 2, b"underlay-to-vm1");
     pf0.send(&frames::ethernet_ip_in_ipv6(pf_mac, router_mac, topo::ROUTER_UL, fx.ul(1), &to_vm1));
     tap1.expect("decapsulated packet on VM1", echo_with(b"underlay-to-vm1"));
-    assert!(
-        !tap1.backlog().any(echo_with(b"underlay-to-vm2")),
-        "VM2's packet was delivered to VM1"
-    );
+    assert!(!tap1.backlog().any(echo_with(b"underlay-to-vm2")), "VM2's packet was delivered to VM1");
 
     // IPv6 inside IPv6 to VM2.
     let public6 = Ipv6Addr::new(0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8888);
@@ -206,10 +199,7 @@ fn vnis_are_isolated_even_with_the_same_addresses() {
     let marker = frames::ipv4_icmp_echo(vm2.ip, vm1.ip, false, 13, 1, b"marker-to-vm1");
     tap2.send(&frames::ethernet(fx.node.vf(1).mac, vm2.mac, &marker));
     tap1.expect("marker on VM1", echo_with(b"marker-to-vm1"));
-    assert!(
-        !tap1.backlog().any(echo_with(b"vni200-to-vm1-addr")),
-        "a VNI 200 packet reached a VNI 100 VM"
-    );
+    assert!(!tap1.backlog().any(echo_with(b"vni200-to-vm1-addr")), "a VNI 200 packet reached a VNI 100 VM");
 
     // VM1 pings VM2's address in VNI 100: VM2 gets it, VM4 (same address) must not.
     let from1 = frames::ipv4_icmp_echo(vm1.ip, vm2.ip, false, 12, 1, b"vni100-to-vm2-addr");
@@ -218,17 +208,18 @@ fn vnis_are_isolated_even_with_the_same_addresses() {
     let marker = frames::ipv4_icmp_echo(Ipv4Addr::new(45, 86, 6, 6), vm4.ip, false, 14, 1, b"marker-to-vm4");
     pf0.send(&frames::ethernet_ip_in_ipv6(pf_mac, router_mac, topo::ROUTER_UL, ul4, &marker));
     tap4.expect("marker on VM4", echo_with(b"marker-to-vm4"));
-    assert!(
-        !tap4.backlog().any(echo_with(b"vni100-to-vm2-addr")),
-        "a VNI 100 packet reached a VNI 200 VM"
-    );
+    assert!(!tap4.backlog().any(echo_with(b"vni100-to-vm2-addr")), "a VNI 100 packet reached a VNI 200 VM");
 
     // The VNIs' route tables are separate too.
-    let routes100 = api::ok("ListRoutes", fx.api.list_routes(api::ListRoutesRequest { vni: topo::VNI1 })).routes;
-    let routes200 = api::ok("ListRoutes", fx.api.list_routes(api::ListRoutesRequest { vni: topo::VNI2 })).routes;
+    let routes100 =
+        api::ok("ListRoutes", fx.api.list_routes(api::ListRoutesRequest { vni: topo::VNI1 })).routes;
+    let routes200 =
+        api::ok("ListRoutes", fx.api.list_routes(api::ListRoutesRequest { vni: topo::VNI2 })).routes;
     let has_neigh = |routes: &[api::Route]| {
         routes.iter().any(|r| {
-            r.prefix.as_ref().is_some_and(|p| api::parse_ip(p.ip.as_ref()) == IpAddr::V4(topo::NEIGH_V4_PREFIX.0))
+            r.prefix
+                .as_ref()
+                .is_some_and(|p| api::parse_ip(p.ip.as_ref()) == IpAddr::V4(topo::NEIGH_V4_PREFIX.0))
         })
     };
     assert!(has_neigh(&routes100), "VNI 100 lost its route: {routes100:?}");

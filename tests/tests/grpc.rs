@@ -10,9 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use dpfleet_e2e::api::{self, errcode, expect_code, ok, parse_ip, parse_v6, Api};
 use dpfleet_e2e::api::{
     CheckInitializedRequest, CheckVniInUseRequest, CreateInterfaceRequest, CreatePrefixRequest,
-    CreateRouteRequest, DeleteInterfaceRequest, DeletePrefixRequest, DeleteRouteRequest,
-    GetInterfaceRequest, GetVersionRequest, InitializeRequest, ListInterfacesRequest,
-    ListPrefixesRequest, ListRoutesRequest, ResetVniRequest, VniType,
+    CreateRouteRequest, DeleteInterfaceRequest, DeletePrefixRequest, DeleteRouteRequest, GetInterfaceRequest,
+    GetVersionRequest, InitializeRequest, ListInterfacesRequest, ListPrefixesRequest, ListRoutesRequest,
+    ResetVniRequest, VniType,
 };
 use dpfleet_e2e::fixture::Fixture;
 use dpfleet_e2e::topo::{self, Vm};
@@ -37,9 +37,21 @@ fn initialization_lifecycle_and_version() {
     let (_node, mut api) = Fixture::bare("init");
 
     // Before Initialize, only Initialize works.
-    assert_grpc_code("CheckInitialized before Initialize", tonic::Code::Aborted, api.check_initialized(CheckInitializedRequest {}));
-    assert_grpc_code("GetVersion before Initialize", tonic::Code::Aborted, api.get_version(version_request()));
-    assert_grpc_code("ListInterfaces before Initialize", tonic::Code::Aborted, api.list_interfaces(ListInterfacesRequest {}));
+    assert_grpc_code(
+        "CheckInitialized before Initialize",
+        tonic::Code::Aborted,
+        api.check_initialized(CheckInitializedRequest {}),
+    );
+    assert_grpc_code(
+        "GetVersion before Initialize",
+        tonic::Code::Aborted,
+        api.get_version(version_request()),
+    );
+    assert_grpc_code(
+        "ListInterfaces before Initialize",
+        tonic::Code::Aborted,
+        api.list_interfaces(ListInterfacesRequest {}),
+    );
 
     let uuid = ok("Initialize", api.initialize(InitializeRequest {})).uuid;
     assert!(!uuid.is_empty(), "Initialize returns the node's UUID");
@@ -91,30 +103,58 @@ fn interfaces_create_get_list_delete() {
     assert_eq!(parse_v6(&listed.underlay_route), ul2);
 
     // Error cases, with dpservice's codes.
-    expect_code("CreateInterface existing", errcode::ALREADY_EXISTS, api.create_interface(api::interface_request(&vm2)));
+    expect_code(
+        "CreateInterface existing",
+        errcode::ALREADY_EXISTS,
+        api.create_interface(api::interface_request(&vm2)),
+    );
     let mut bad_device = api::interface_request(&Vm::new(3, topo::VNI1));
     bad_device.device_name = "invalid".into();
     expect_code("CreateInterface unknown device", errcode::NOT_FOUND, api.create_interface(bad_device));
     let same_ip = Vm::new(4, topo::VNI1).with_ip(vm1.ip).with_ipv6(vm1.ipv6);
-    expect_code("CreateInterface with a used address", errcode::ROUTE_EXISTS, api.create_interface(api::interface_request(&same_ip)));
+    expect_code(
+        "CreateInterface with a used address",
+        errcode::ROUTE_EXISTS,
+        api.create_interface(api::interface_request(&same_ip)),
+    );
     let mut no_ips = api::interface_request(&Vm::new(4, topo::VNI1));
     no_ips.ipv4_config = Some(api::IpConfig { primary_address: b"0.0.0.0".to_vec() });
     no_ips.ipv6_config = Some(api::IpConfig { primary_address: b"::".to_vec() });
-    assert_grpc_code("CreateInterface without addresses", tonic::Code::InvalidArgument, api.create_interface(no_ips));
+    assert_grpc_code(
+        "CreateInterface without addresses",
+        tonic::Code::InvalidArgument,
+        api.create_interface(no_ips),
+    );
     let mut bad_ip = api::interface_request(&Vm::new(4, topo::VNI1));
     bad_ip.ipv4_config = Some(api::IpConfig { primary_address: b"10.0.0.300".to_vec() });
-    assert_grpc_code("CreateInterface with a bad address", tonic::Code::InvalidArgument, api.create_interface(bad_ip));
+    assert_grpc_code(
+        "CreateInterface with a bad address",
+        tonic::Code::InvalidArgument,
+        api.create_interface(bad_ip),
+    );
     let mut no_id = api::interface_request(&Vm::new(4, topo::VNI1));
     no_id.interface_id = Vec::new();
     assert_grpc_code("CreateInterface without id", tonic::Code::InvalidArgument, api.create_interface(no_id));
-    expect_code("GetInterface unknown", errcode::NOT_FOUND, api.get_interface(GetInterfaceRequest { interface_id: b"nope".to_vec() }));
-    expect_code("DeleteInterface unknown", errcode::NOT_FOUND, api.delete_interface(DeleteInterfaceRequest { interface_id: b"invalid_name".to_vec() }));
+    expect_code(
+        "GetInterface unknown",
+        errcode::NOT_FOUND,
+        api.get_interface(GetInterfaceRequest { interface_id: b"nope".to_vec() }),
+    );
+    expect_code(
+        "DeleteInterface unknown",
+        errcode::NOT_FOUND,
+        api.delete_interface(DeleteInterfaceRequest { interface_id: b"invalid_name".to_vec() }),
+    );
     // Failed creations left nothing behind.
     assert_eq!(ok("ListInterfaces", api.list_interfaces(ListInterfacesRequest {})).interfaces.len(), 2);
 
     // Delete, then the id, device and addresses are free again.
     ok("DeleteInterface", api.delete_interface(DeleteInterfaceRequest { interface_id: b"vm1".to_vec() }));
-    expect_code("GetInterface deleted", errcode::NOT_FOUND, api.get_interface(GetInterfaceRequest { interface_id: b"vm1".to_vec() }));
+    expect_code(
+        "GetInterface deleted",
+        errcode::NOT_FOUND,
+        api.get_interface(GetInterfaceRequest { interface_id: b"vm1".to_vec() }),
+    );
     let list = ok("ListInterfaces", api.list_interfaces(ListInterfacesRequest {})).interfaces;
     assert!(list.iter().all(|i| i.id != b"vm1"), "deleted interface still listed: {list:?}");
     let again = api.add_vm(&vm1);
@@ -158,7 +198,10 @@ fn routes_create_list_delete() {
     expect_code(
         "CreateRoute existing",
         errcode::ROUTE_EXISTS,
-        api.create_route(CreateRouteRequest { vni: topo::VNI1, route: Some(api::route(v4, 24, topo::VNI1, topo::NEIGH_UL)) }),
+        api.create_route(CreateRouteRequest {
+            vni: topo::VNI1,
+            route: Some(api::route(v4, 24, topo::VNI1, topo::NEIGH_UL)),
+        }),
     );
     let mut v4_next_hop = api::route(IpAddr::V4(Ipv4Addr::new(10, 100, 3, 0)), 24, 0, topo::NEIGH_UL);
     v4_next_hop.nexthop_address = Some(api::ip(IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4))));
@@ -170,11 +213,19 @@ fn routes_create_list_delete() {
     expect_code(
         "CreateRoute in a VNI without interfaces",
         errcode::NO_VNI,
-        api.create_route(CreateRouteRequest { vni: 4242, route: Some(api::route(v4, 24, 0, topo::NEIGH_UL)) }),
+        api.create_route(CreateRouteRequest {
+            vni: 4242,
+            route: Some(api::route(v4, 24, 0, topo::NEIGH_UL)),
+        }),
     );
-    expect_code("ListRoutes of an unknown VNI", errcode::NO_VNI, api.list_routes(ListRoutesRequest { vni: 4242 }));
+    expect_code(
+        "ListRoutes of an unknown VNI",
+        errcode::NO_VNI,
+        api.list_routes(ListRoutesRequest { vni: 4242 }),
+    );
     let mut no_prefix_ip = api::route(v4, 24, 0, topo::NEIGH_UL);
-    no_prefix_ip.prefix.as_mut().unwrap().ip = Some(api::IpAddress { ipver: 0, address: b"not-an-ip".to_vec() });
+    no_prefix_ip.prefix.as_mut().unwrap().ip =
+        Some(api::IpAddress { ipver: 0, address: b"not-an-ip".to_vec() });
     assert_grpc_code(
         "CreateRoute with a bad prefix",
         tonic::Code::InvalidArgument,
@@ -182,12 +233,17 @@ fn routes_create_list_delete() {
     );
 
     // Delete, then it is gone, and deleting again fails.
-    let del = |vni, addr, len| DeleteRouteRequest { vni, route: Some(api::route(addr, len, 0, topo::NEIGH_UL)) };
+    let del =
+        |vni, addr, len| DeleteRouteRequest { vni, route: Some(api::route(addr, len, 0, topo::NEIGH_UL)) };
     ok("DeleteRoute", api.delete_route(del(topo::VNI1, v4, 24)));
     assert!(!routes(&mut api, topo::VNI1).contains(&(v4, 24, 0, nh)), "deleted route still listed");
     expect_code("DeleteRoute again", errcode::ROUTE_NOT_FOUND, api.delete_route(del(topo::VNI1, v4, 24)));
     ok("DeleteRoute IPv6", api.delete_route(del(topo::VNI1, v6, 104)));
-    expect_code("DeleteRoute IPv6 again", errcode::ROUTE_NOT_FOUND, api.delete_route(del(topo::VNI1, v6, 104)));
+    expect_code(
+        "DeleteRoute IPv6 again",
+        errcode::ROUTE_NOT_FOUND,
+        api.delete_route(del(topo::VNI1, v6, 104)),
+    );
     // Re-adding works.
     api.add_route(topo::VNI1, v4, 24, 0, topo::NEIGH_UL);
     assert!(routes(&mut api, topo::VNI1).contains(&(v4, 24, 0, nh)));
@@ -210,9 +266,13 @@ fn prefixes_create_list_delete() {
         };
         let ul = parse_v6(&ok("CreatePrefix", api.create_prefix(create())).underlay_route);
         assert_ne!(ul, vm2_ul, "a prefix gets its own underlay address");
-        let list = ok("ListPrefixes", api.list_prefixes(ListPrefixesRequest { interface_id: b"vm2".to_vec() })).prefixes;
+        let list =
+            ok("ListPrefixes", api.list_prefixes(ListPrefixesRequest { interface_id: b"vm2".to_vec() }))
+                .prefixes;
         assert!(
-            list.iter().any(|p| parse_ip(p.ip.as_ref()) == addr && p.length == len && parse_v6(&p.underlay_route) == ul),
+            list.iter().any(|p| parse_ip(p.ip.as_ref()) == addr
+                && p.length == len
+                && parse_v6(&p.underlay_route) == ul),
             "{addr}/{len} not listed: {list:?}"
         );
 
@@ -220,11 +280,20 @@ fn prefixes_create_list_delete() {
         let mut unknown = create();
         unknown.interface_id = b"invalid_name".to_vec();
         expect_code("CreatePrefix unknown interface", errcode::NO_VM, api.create_prefix(unknown));
-        let delete = |id: &[u8]| DeletePrefixRequest { interface_id: id.to_vec(), prefix: Some(api::prefix(addr, len)) };
-        expect_code("DeletePrefix unknown interface", errcode::NO_VM, api.delete_prefix(delete(b"invalid_name")));
+        let delete = |id: &[u8]| DeletePrefixRequest {
+            interface_id: id.to_vec(),
+            prefix: Some(api::prefix(addr, len)),
+        };
+        expect_code(
+            "DeletePrefix unknown interface",
+            errcode::NO_VM,
+            api.delete_prefix(delete(b"invalid_name")),
+        );
 
         ok("DeletePrefix", api.delete_prefix(delete(b"vm2")));
-        let list = ok("ListPrefixes", api.list_prefixes(ListPrefixesRequest { interface_id: b"vm2".to_vec() })).prefixes;
+        let list =
+            ok("ListPrefixes", api.list_prefixes(ListPrefixesRequest { interface_id: b"vm2".to_vec() }))
+                .prefixes;
         assert!(list.iter().all(|p| parse_ip(p.ip.as_ref()) != addr), "{addr}/{len} still listed: {list:?}");
     }
     expect_code(
@@ -235,7 +304,8 @@ fn prefixes_create_list_delete() {
 }
 
 fn in_use(api: &mut Api, vni: u32) -> bool {
-    ok("CheckVniInUse", api.check_vni_in_use(CheckVniInUseRequest { vni, r#type: VniType::VniIpv4 as i32 })).in_use
+    ok("CheckVniInUse", api.check_vni_in_use(CheckVniInUseRequest { vni, r#type: VniType::VniIpv4 as i32 }))
+        .in_use
 }
 
 #[test]

@@ -66,20 +66,16 @@ fn check_dhcp_answer(d: &Dhcp, vm: &topo::Vm) {
     assert_eq!(d.yiaddr, vm.ip, "leased address");
     assert_eq!(d.chaddr, vm.mac);
     assert_eq!(d.addresses(54), Some(vec![topo::GATEWAY_V4]), "server identifier");
-    assert_eq!(
-        d.option(26),
-        Some(&topo::DHCP_MTU.to_be_bytes()[..]),
-        "interface MTU option"
-    );
+    assert_eq!(d.option(26), Some(&topo::DHCP_MTU.to_be_bytes()[..]), "interface MTU option");
     let dns = d.addresses(6).expect("DNS option present");
     for server in topo::DHCP_DNS {
         assert!(dns.contains(&server), "DNS {server} missing from {dns:?}");
     }
     // The default router may come as option 3 or as a classless default route.
     let router = d.addresses(3).is_some_and(|r| r.first() == Some(&topo::GATEWAY_V4));
-    let classless = d.classless_routes().is_some_and(|routes| {
-        routes.contains(&(Ipv4Addr::UNSPECIFIED, 0, topo::GATEWAY_V4))
-    });
+    let classless = d
+        .classless_routes()
+        .is_some_and(|routes| routes.contains(&(Ipv4Addr::UNSPECIFIED, 0, topo::GATEWAY_V4)));
     assert!(router || classless, "no default route via {} in {:?}", topo::GATEWAY_V4, d.options);
 }
 
@@ -138,9 +134,8 @@ fn dhcpv6_solicit_advertise_request_reply() {
     options.push((dhcpv6_opt::IA_NA, Dhcpv6::ia_na(iaid, None)));
     let solicit = Dhcpv6 { msg_type: dhcpv6_type::SOLICIT, trid: 0x00c0ffee, options };
     tap.send(&frames::dhcpv6_frame(vm.mac, &solicit));
-    let frame = tap.expect("DHCPv6 ADVERTISE", |f| {
-        Dhcpv6::from_frame(f).is_some_and(|d| d.trid == solicit.trid)
-    });
+    let frame =
+        tap.expect("DHCPv6 ADVERTISE", |f| Dhcpv6::from_frame(f).is_some_and(|d| d.trid == solicit.trid));
     frames::verify_checksums(&frame).unwrap();
     let adv = Dhcpv6::from_frame(&frame).unwrap();
     assert_eq!(adv.msg_type, dhcpv6_type::ADVERTISE);
@@ -162,9 +157,7 @@ fn dhcpv6_solicit_advertise_request_reply() {
     options.push((dhcpv6_opt::IA_NA, Dhcpv6::ia_na(iaid, Some(vm.ipv6))));
     let request = Dhcpv6 { msg_type: dhcpv6_type::REQUEST, trid: 0x00beef01, options };
     tap.send(&frames::dhcpv6_frame(vm.mac, &request));
-    let frame = tap.expect("DHCPv6 REPLY", |f| {
-        Dhcpv6::from_frame(f).is_some_and(|d| d.trid == request.trid)
-    });
+    let frame = tap.expect("DHCPv6 REPLY", |f| Dhcpv6::from_frame(f).is_some_and(|d| d.trid == request.trid));
     frames::verify_checksums(&frame).unwrap();
     let reply = Dhcpv6::from_frame(&frame).unwrap();
     assert_eq!(reply.msg_type, dhcpv6_type::REPLY);
@@ -182,7 +175,8 @@ fn malformed_frames(src: [u8; 6], dst: [u8; 6]) -> Vec<Vec<u8>> {
         f.extend_from_slice(body);
         f
     };
-    let good_v4 = frames::ipv4_icmp_echo(Ipv4Addr::new(10, 100, 1, 1), Ipv4Addr::new(10, 100, 1, 2), false, 1, 1, b"x");
+    let good_v4 =
+        frames::ipv4_icmp_echo(Ipv4Addr::new(10, 100, 1, 1), Ipv4Addr::new(10, 100, 1, 2), false, 1, 1, b"x");
     let dhcp = frames::dhcp_frame(src, &Dhcp::client(dhcp_type::DISCOVER, 9, src, vec![]));
     let dhcp6 = frames::dhcpv6_frame(src, &Dhcpv6 { msg_type: 1, trid: 9, options: vec![] });
     let ns = frames::neighbor_solicitation(src, frames::link_local(src), topo::GATEWAY_V6);

@@ -80,7 +80,8 @@ fn maglev_sends_each_flow_to_the_target_the_fleet_table_gives() {
     let mut pf0 = fx.pf_tap(0);
     let targets = [target(2), target(3), target(4)];
     let lb_ul = create_lb(&mut fx, &targets);
-    let input = MaglevInput::with_default_size(targets.iter().copied().map(Target::new).collect(), 0).unwrap();
+    let input =
+        MaglevInput::with_default_size(targets.iter().copied().map(Target::new).collect(), 0).unwrap();
     let table = MaglevTable::build(&input).unwrap();
     let mut per_target = [0usize; 3];
     for sport in 20_000..20_200u16 {

@@ -41,9 +41,7 @@ fn port_counters_follow_traffic() {
     let node = Node::start("metrics", config).unwrap_or_else(|e| panic!("{e}"));
     let vf = node.vf(0).clone();
     let vm = Vm::new(1, topo::VNI1);
-    node.netns()
-        .ip(&["link", "set", "dev", &vf.iface, "address", &topo::mac_str(vm.mac)])
-        .unwrap();
+    node.netns().ip(&["link", "set", "dev", &vf.iface, "address", &topo::mac_str(vm.mac)]).unwrap();
     node.netns().prepare_link(&vf.iface).unwrap();
     let mut api = Api::connect(&node).unwrap();
     api.init();
@@ -51,7 +49,9 @@ fn port_counters_follow_traffic() {
     let mut tap = Tap::open(node.netns(), &vf.iface).unwrap();
 
     let before = scrape(&node);
-    for name in ["dpfleet_port_rx_packets_total", "dpfleet_port_tx_packets_total", "dpfleet_dropped_packets_total"] {
+    for name in
+        ["dpfleet_port_rx_packets_total", "dpfleet_port_tx_packets_total", "dpfleet_dropped_packets_total"]
+    {
         assert!(before.contains(name), "{name} missing:\n{before}");
     }
     let rx0 = port_value(&before, "dpfleet_port_rx_packets_total", &vf.iface);

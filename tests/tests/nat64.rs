@@ -45,7 +45,9 @@ fn icmpv6_echo_to_the_nat64_prefix_leaves_as_ipv4_and_the_reply_returns_as_icmpv
     });
     frames::verify_checksums(&got).unwrap();
     let outer = Ip::from_frame(&got).unwrap();
-    let Ip::V6 { src: outer_src, dst: outer_dst, next: 4, .. } = &outer else { panic!("not IPv4 in IPv6: {outer:?}") };
+    let Ip::V6 { src: outer_src, dst: outer_dst, next: 4, .. } = &outer else {
+        panic!("not IPv4 in IPv6: {outer:?}")
+    };
     assert_eq!((*outer_src, *outer_dst), (fx.ul(1), topo::ROUTER_UL));
     let inner = outer.decapsulate().unwrap();
     let Ip::V4 { src, dst, .. } = &inner else { panic!("not IPv4 inside: {inner:?}") };

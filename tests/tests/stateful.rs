@@ -91,9 +91,10 @@ fn nat_gateway_translates_relays_answers_and_flushes() {
     let ping = frames::ipv4_icmp_echo(PUBLIC, NAT_IP, false, 0x41, 1, b"ping-nat-ip");
     pf0.send(&frames::ethernet_ip_in_ipv6(pf_mac, router_mac, topo::ROUTER_UL, nat_ul, &ping));
     let got = pf0.expect("the node's echo reply", |f| {
-        Ip::from_frame(f).and_then(|ip| ip.decapsulate()).and_then(|ip| Echo::from_ip(&ip)).is_some_and(|e| {
-            e.reply && e.payload == b"ping-nat-ip"
-        })
+        Ip::from_frame(f)
+            .and_then(|ip| ip.decapsulate())
+            .and_then(|ip| Echo::from_ip(&ip))
+            .is_some_and(|e| e.reply && e.payload == b"ping-nat-ip")
     });
     frames::verify_checksums(&got).unwrap();
     assert_eq!(outer_v6(&got), (topo::NODE_UL, topo::ROUTER_UL));

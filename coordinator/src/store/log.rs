@@ -63,7 +63,9 @@ fn flusher(db: std::sync::Weak<Database>, rx: mpsc::Receiver<LogFlushed<TypeConf
             Ok(())
         })();
         for callback in batch {
-            callback.log_io_completed(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+            callback.log_io_completed(
+                result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
+            );
         }
     }
 }

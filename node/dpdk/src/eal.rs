@@ -70,8 +70,13 @@ impl Eal {
                       process its own --file-prefix), otherwise see the EAL log above"
                     .to_owned(),
                 libc::EALREADY => "EAL is already initialised in this process".to_owned(),
-                libc::EACCES => format!("{} (permission denied: run as root or grant access to hugepages/devices)", strerror(code)),
-                libc::ENOMEM => format!("{} (not enough memory: add hugepages or use --no-huge -m <MB>)", strerror(code)),
+                libc::EACCES => format!(
+                    "{} (permission denied: run as root or grant access to hugepages/devices)",
+                    strerror(code)
+                ),
+                libc::ENOMEM => {
+                    format!("{} (not enough memory: add hugepages or use --no-huge -m <MB>)", strerror(code))
+                }
                 _ => format!("{} (rte_errno {code}; see the EAL log above)", strerror(code)),
             };
             return Err(Error::EalInit(reason));

@@ -61,9 +61,8 @@ impl Mempool {
             Some(s) => c_int::try_from(s).map_err(|_| err(format!("bad socket {s}")))?,
         };
         // SAFETY: EAL is initialised (we hold &Eal); name is NUL-terminated and copied.
-        let ptr = unsafe {
-            sys::rte_pktmbuf_pool_create(cname.as_ptr(), size, cache_size, 0, data_room, socket)
-        };
+        let ptr =
+            unsafe { sys::rte_pktmbuf_pool_create(cname.as_ptr(), size, cache_size, 0, data_room, socket) };
         let Some(ptr) = NonNull::new(ptr) else {
             return Err(err(strerror(rte_errno())));
         };

@@ -225,10 +225,16 @@ impl Port {
         let info = dev_info(id)?;
         let bad = |reason: String| Error::InvalidConfig { port: id, reason };
         if config.rx_queues == 0 || config.rx_queues > info.max_rx_queues {
-            return Err(bad(format!("{} rx queues requested, device supports 1..={}", config.rx_queues, info.max_rx_queues)));
+            return Err(bad(format!(
+                "{} rx queues requested, device supports 1..={}",
+                config.rx_queues, info.max_rx_queues
+            )));
         }
         if config.tx_queues == 0 || config.tx_queues > info.max_tx_queues {
-            return Err(bad(format!("{} tx queues requested, device supports 1..={}", config.tx_queues, info.max_tx_queues)));
+            return Err(bad(format!(
+                "{} tx queues requested, device supports 1..={}",
+                config.tx_queues, info.max_tx_queues
+            )));
         }
         let mut conf = sys::rte_eth_conf::default();
         let rss_hf = RSS_IP_TCP_UDP & info.flow_type_rss_offloads;
@@ -248,7 +254,8 @@ impl Port {
         for q in 0..config.rx_queues {
             // SAFETY: configured port, queue in range, default rxconf (NULL), and a live
             // pool that the port keeps alive (Shared::_pool) until it is closed.
-            let ret = unsafe { sys::rte_eth_rx_queue_setup(id, q, nb_rx, socket, std::ptr::null(), pool.as_ptr()) };
+            let ret =
+                unsafe { sys::rte_eth_rx_queue_setup(id, q, nb_rx, socket, std::ptr::null(), pool.as_ptr()) };
             check_port(id, "rte_eth_rx_queue_setup", ret)?;
         }
         for q in 0..config.tx_queues {

@@ -169,7 +169,11 @@ fn check_mbuf(pool: &Mempool) {
     assert_eq!(m.tailroom(), usize::from(DEFAULT_DATA_ROOM) - 128 - 64);
     // SAFETY: m owns a live mbuf; the shim only computes an address.
     let mtod = unsafe { dpfleet_dpdk::sys::dpfleet_pktmbuf_mtod(m.as_ptr()) };
-    assert_eq!(mtod.cast::<u8>().cast_const(), m.data().as_ptr(), "data() starts where rte_pktmbuf_mtod says");
+    assert_eq!(
+        mtod.cast::<u8>().cast_const(),
+        m.data().as_ptr(),
+        "data() starts where rte_pktmbuf_mtod says"
+    );
 
     // Outer header in front (encapsulation), then removed again (decapsulation).
     assert!(m.prepend(40));

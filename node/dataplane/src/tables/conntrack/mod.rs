@@ -250,6 +250,11 @@ pub struct Conntrack<A> {
     n_slots: u32,
     free_head: u32,
     len: usize,
+    /// Entries below this may be live; every entry from it on is free and has never been
+    /// taken since the last [`Conntrack::clear`]. The free list starts in entry order
+    /// and reuses the last freed entry first, so this is the most flows the table has
+    /// held at once: aging and flushes scan only these entries, not the whole arena.
+    used: usize,
     cursor: usize,
     hasher: FlowHasher,
     /// `Config::flow_timeout_s` in ticks.
@@ -308,6 +313,7 @@ impl<A: Copy + Default> Conntrack<A> {
             n_slots: u32::try_from(n).map_err(|_| ConfigError::Capacity(cfg.capacity))?,
             free_head: NIL,
             len: 0,
+            used: 0,
             cursor: 0,
             hasher: FlowHasher::new(cfg.seed),
             flow_timeout: cfg.flow_timeout_s.saturating_mul(TICKS_PER_S),
@@ -359,6 +365,7 @@ impl<A: Copy + Default> Conntrack<A> {
         }
         self.free_head = 0;
         self.len = 0;
+        self.used = 0;
         self.cursor = 0;
     }
 
@@ -545,6 +552,7 @@ impl<A: Copy + Default> Conntrack<A> {
         };
         let e = &mut self.entries[idx as usize];
         self.free_head = e.expires_or_next;
+        self.used = self.used.max(idx as usize + 1);
         *e = Entry {
             keys: [orig, reply],
             actions,
@@ -625,9 +633,10 @@ impl<A: Copy + Default> Conntrack<A> {
     // ---- housekeeping ----
 
     /// Reclaims expired flows among the next `max_scan` entries of the arena (a cursor
-    /// goes round it from call to call). Returns how many were removed. Call it often
-    /// enough that the cursor goes round within the timeout; `max_scan` bounds the work
-    /// of one call (about a nanosecond per scanned entry plus a removal per flow).
+    /// goes round the entries ever taken, see `used`, from call to call). Returns how
+    /// many were removed. Call it often enough that the cursor goes round within the
+    /// timeout; `max_scan` bounds the work of one call (a read per scanned entry, a cache
+    /// miss when the table is large, plus a removal per flow).
     pub fn age(&mut self, now_ns: u64, max_scan: usize) -> usize {
         self.age_with(now_ns, max_scan, |_| {})
     }
@@ -635,11 +644,11 @@ impl<A: Copy + Default> Conntrack<A> {
     /// [`Conntrack::age`], reporting each removed flow to `on_remove`.
     pub fn age_with(&mut self, now_ns: u64, max_scan: usize, mut on_remove: impl FnMut(&Flow<A>)) -> usize {
         let now = ticks(now_ns);
-        let cap = self.entries.len();
+        let end = self.used;
         let mut removed = 0;
-        for _ in 0..max_scan.min(cap) {
-            let i = self.cursor;
-            self.cursor = if i + 1 == cap { 0 } else { i + 1 };
+        for _ in 0..max_scan.min(end) {
+            let i = if self.cursor < end { self.cursor } else { 0 };
+            self.cursor = i + 1;
             let e = &self.entries[i];
             if e.kind != KIND_FREE && now > e.expires_or_next {
                 // i < capacity <= MAX_CAPACITY fits 32 bits.
@@ -654,8 +663,8 @@ impl<A: Copy + Default> Conntrack<A> {
     }
 
     /// Removes every flow (expired or not) for which `keep` says no, reporting each to
-    /// `on_remove`; returns how many. Scans the whole arena (a few milliseconds per
-    /// million flows): for flushes the control plane asks for (a NAT or interface
+    /// `on_remove`; returns how many. Scans the entries ever taken (a few milliseconds
+    /// per million): for flushes the control plane asks for (a NAT or interface
     /// deleted), not for every burst.
     pub fn retain(
         &mut self,
@@ -663,7 +672,7 @@ impl<A: Copy + Default> Conntrack<A> {
         mut on_remove: impl FnMut(&Flow<A>),
     ) -> usize {
         let mut removed = 0;
-        for i in 0..self.entries.len() {
+        for i in 0..self.used {
             let e = &self.entries[i];
             if e.kind == KIND_FREE {
                 continue;
@@ -681,9 +690,13 @@ impl<A: Copy + Default> Conntrack<A> {
     }
 
     /// Every flow held (expired ones not reclaimed yet included), in entry order. Scans
-    /// the whole arena.
+    /// the entries ever taken (see `used`).
     pub fn iter(&self) -> impl Iterator<Item = Flow<A>> + '_ {
-        self.entries.iter().zip(0u32..).filter(|(e, _)| e.kind != KIND_FREE).map(|(e, i)| Self::view(i, e))
+        self.entries[..self.used]
+            .iter()
+            .zip(0u32..)
+            .filter(|(e, _)| e.kind != KIND_FREE)
+            .map(|(e, i)| Self::view(i, e))
     }
 
     // ---- internals ----
