@@ -13,6 +13,9 @@
 //! default-size 2^20 flow table): each burst is the next 32 of the 65,536 frames, so the
 //! flow table is used like a large one, not from the cache.
 //!
+//! The `_graph` cases are the same with the established-flow fast path off
+//! (`PipelineConfig::fast_path`): every packet takes the whole graph.
+//!
 //! Run: `cargo bench -p dpfleet-dataplane --bench pipeline`.
 
 use std::sync::Arc;
@@ -55,14 +58,18 @@ fn bench(c: &mut Criterion) {
     let snap = lab();
     let mut g = c.benchmark_group("process_burst_32x64B");
     g.throughput(Throughput::Elements(BURST as u64));
-    for (name, dst_mac, dst, want) in [
-        ("vf_to_vf", vm_mac(1), [10, 100, 1, 2], ports::VM2),
-        ("vf_to_pf_encap", PF0_MAC, [10, 100, 2, 102], ports::PF0),
+    for (name, dst_mac, dst, want, fast) in [
+        ("vf_to_vf", vm_mac(1), [10, 100, 1, 2], ports::VM2, true),
+        ("vf_to_pf_encap", PF0_MAC, [10, 100, 2, 102], ports::PF0, true),
+        ("vf_to_vf_graph", vm_mac(1), [10, 100, 1, 2], ports::VM2, false),
+        ("vf_to_pf_encap_graph", PF0_MAC, [10, 100, 2, 102], ports::PF0, false),
     ] {
         let frames: Vec<Vec<u8>> = (0..BURST).map(|i| frame(dst_mac, dst, 1000 + i as u16)).collect();
         let mut bufs: Vec<TestBuf> = frames.iter().map(|f| TestBuf::new(f)).collect();
         let mut verdicts = vec![Verdict::Drop(DropReason::TxFull); BURST];
-        let mut p = Pipeline::default();
+        let mut cfg = PipelineConfig::small();
+        cfg.fast_path = fast;
+        let mut p = Pipeline::with_config(Arc::default(), &cfg).expect("pipeline");
         p.process_burst(&snap, ports::VM1, 0, &mut bufs, &mut verdicts);
         assert!(verdicts.iter().all(|v| *v == Verdict::Tx(want)), "{name}: {verdicts:?}");
         g.bench_function(name, |b| {
@@ -133,13 +140,19 @@ fn new_flows(c: &mut Criterion) {
 const SNAT_FLOWS: usize = 1 << 16;
 
 fn snat(c: &mut Criterion) {
+    snat_case(c, "snat_65536_flows", true);
+    snat_case(c, "snat_65536_flows_graph", false);
+}
+
+fn snat_case(c: &mut Criterion, name: &str, fast: bool) {
     let mut snap = lab();
     let nat_ip = std::net::Ipv4Addr::new(172, 21, 1, 1);
     let range = PortRange::new(1024, 65535).expect("range");
     let Some(Some(vm1)) = snap.iface_by_port.get_mut(usize::from(ports::VM1)) else { panic!("lab has vm1") };
     vm1.nat = Some(LocalNat { nat_ip, range, vni: 100 });
     snap.dnat.insert((100, nat_ip), DnatTarget::Nat);
-    let cfg = PipelineConfig::new(1 << 20, 30, 0, 1, 0x5eed);
+    let mut cfg = PipelineConfig::new(1 << 20, 30, 0, 1, 0x5eed);
+    cfg.fast_path = fast;
     let mut p = Pipeline::with_config(Arc::default(), &cfg).expect("pipeline");
     // 45.86.6.x (x = i % 256, through the default route) from source port 1024 + i / 256.
     let frames: Vec<Vec<u8>> = (0..SNAT_FLOWS)
@@ -159,7 +172,7 @@ fn snat(c: &mut Criterion) {
     let mut g = c.benchmark_group("process_burst_32x64B");
     g.throughput(Throughput::Elements(BURST as u64));
     let mut next = 0;
-    g.bench_function("snat_65536_flows", |b| {
+    g.bench_function(name, |b| {
         b.iter_batched_ref(
             || (),
             |()| {

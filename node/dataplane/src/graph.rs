@@ -158,8 +158,12 @@ counted_enum! {
 counted_enum! {
     /// The stages of the graph. Doubles as the per-stage counter index.
     pub enum Stage {
-        /// First look at every packet.
+        /// First look at every packet that does not take the fast path.
         Classify => "classify",
+        /// The established-flow fast path: a VM's packet of a known flow, tracked and
+        /// given its cached action before the rest of its stages (counted with theirs)
+        /// run at once (see [`stages::fast`]).
+        FastPath => "fast_path",
         /// ARP responder.
         Arp => "arp",
         /// IPv6 neighbor discovery responder.
@@ -398,6 +402,10 @@ pub struct PipelineConfig {
     pub nat: MappingsConfig,
     /// Drop flows the firewall denies (`--enforce-firewall`).
     pub enforce_firewall: bool,
+    /// Let a VM's packets of known flows take the fast path ([`stages::fast`]); on by
+    /// default. Off, every packet takes the whole graph (the same results: tests
+    /// compare the two).
+    pub fast_path: bool,
 }
 
 impl PipelineConfig {
@@ -426,6 +434,7 @@ impl PipelineConfig {
                 seed: seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
             },
             enforce_firewall: false,
+            fast_path: true,
         }
     }
 }
@@ -465,6 +474,10 @@ pub struct Pipeline {
     /// Chunks run so far: with the packet's index in its chunk, the tag of what the
     /// conntrack stage prepared for it.
     chunks: u64,
+    /// [`PipelineConfig::fast_path`].
+    fast_path: bool,
+    /// What the fast path's first pass found for each packet of the chunk being run.
+    fast: Box<[stages::fast::Candidate; CHUNK]>,
 }
 
 impl Default for Pipeline {
@@ -505,6 +518,8 @@ impl Pipeline {
             underlay: [Ipv6Addr::UNSPECIFIED; CHUNK],
             ct_prepared: Box::new([ct_stage::Prepared::default(); CHUNK]),
             chunks: 0,
+            fast_path: cfg.fast_path,
+            fast: Box::new([stages::fast::Candidate::default(); CHUNK]),
         })
     }
 
@@ -619,12 +634,16 @@ impl Pipeline {
         // stage and no queue holds more than the chunk's packets.
         let mut queue = [[0u8; CHUNK]; Stage::ALL.len()];
         let mut queued = [0usize; Stage::ALL.len()];
-        for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
-            let n = stages::classify::process(ctx, &self.neigh, self.virtsvc.services(), buf);
-            *nx = n.into();
-            enqueue(&mut queue, &mut queued, i, n);
+        if self.fast_path && stages::fast::applies(ctx, self.virtsvc.services()) {
+            self.run_fast(ctx, pkts, &mut next, &mut queue, &mut queued);
+        } else {
+            for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
+                let n = stages::classify::process(ctx, &self.neigh, self.virtsvc.services(), buf);
+                *nx = n.into();
+                enqueue(&mut queue, &mut queued, i, n);
+            }
+            self.counters.stage_add(Stage::Classify, pkts.len());
         }
-        self.counters.stage_add(Stage::Classify, pkts.len());
         for stage in ORDER {
             let s = stage as usize;
             let n = queued[s].min(CHUNK);
@@ -669,7 +688,62 @@ impl Pipeline {
         }
     }
 
+    /// The start of a chunk on the fast path (see [`stages::fast`]): the candidates of
+    /// the chunk are found and their flows warmed; then, in arrival order, a packet of
+    /// a known flow is run to the end of the graph and every other one is classified
+    /// and queued as usual.
+    fn run_fast<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pkts: &mut [B],
+        next: &mut [PackedNext; CHUNK],
+        queue: &mut [[u8; CHUNK]],
+        queued: &mut [usize],
+    ) {
+        for (buf, c) in pkts.iter().zip(self.fast.iter_mut()) {
+            stages::classify::learn(ctx, &self.neigh, buf);
+            stages::fast::prepare(ctx, &self.flows, buf, c);
+        }
+        let fast = &self.fast;
+        self.flows.table.warm(fast[..pkts.len().min(CHUNK)].iter().filter_map(|c| Some(c.key()?.hash())));
+        let mut ran = [0usize; Stage::ALL.len()];
+        for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
+            // Packed as soon as a stage returns it (see `packed`): a `Next` copied whole
+            // right after a stage wrote it waits on store-to-load forwarding.
+            let hit = match (self.fast.get(i).and_then(|c| c.key().copied()), self.underlay.get_mut(i)) {
+                (Some(k), Some(underlay)) => {
+                    ct_stage::track_vm(ctx, &mut self.flows, &k, buf, underlay).map(PackedNext::from)
+                }
+                _ => None,
+            };
+            match hit {
+                Some(mut p) => {
+                    ran[Stage::FastPath as usize] += 1;
+                    // Every stage the packet has left, at once. Edges only go forward
+                    // (see ORDER), so this ends, with the packet out of the graph.
+                    loop {
+                        let n = Next::from(p);
+                        let Some(stage) = n.stage() else { break };
+                        ran[stage as usize] += 1;
+                        p = self.step(ctx, n, buf, i).into();
+                    }
+                    *nx = p;
+                }
+                None => {
+                    ran[Stage::Classify as usize] += 1;
+                    let n = stages::classify::dispatch(ctx, self.virtsvc.services(), buf);
+                    *nx = n.into();
+                    enqueue(queue, queued, i, n);
+                }
+            }
+        }
+        for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
+            self.counters.stage_add(stage, n);
+        }
+    }
+
     /// Runs packet `i` of the chunk (`buf`) through the stage `nx` names.
+    #[inline(always)]
     fn step<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, nx: Next, buf: &mut B, i: usize) -> Next {
         let Some(underlay) = self.underlay.get_mut(i) else { return Next::drop(DropReason::Malformed) };
         match (nx, ctx.iface) {

@@ -10,7 +10,7 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use super::testkit::{lab, ports::*, vm_mac, PF0_MAC, ROUTER_MAC};
 use super::*;
 use crate::buf::TestBuf;
-use crate::config::{DnatTarget, Flush, UnderlayTarget};
+use crate::config::{DnatTarget, Flush, RouteTarget, UnderlayTarget};
 use crate::tables::firewall::{Action, Cidr, Direction, Filter, PortRange as FwPorts, Rule, RuleSet};
 use crate::tables::nat::{LocalNat, NeighborNat, NeighborNats, PortRange};
 use crate::wire::checksum;
@@ -406,4 +406,213 @@ fn a_tracked_flow_costs_at_most_160_bytes_of_table() {
         let per_flow = (f.entry_bytes + f.index_bytes) / capacity;
         assert!(per_flow <= 160, "{per_flow} bytes per flow at capacity {capacity}");
     }
+}
+
+/// One VM packet of [`fast_path_changes_nothing`], as the strategy draws it.
+#[derive(Clone, Copy, Debug)]
+struct Drawn {
+    /// vm1 or vm2.
+    vm2: bool,
+    /// Index into the sender's destinations.
+    dst: u8,
+    /// 0 TCP, 1 UDP, 2 ICMP echo request, 3 DHCP.
+    kind: u8,
+    sport: u16,
+    tcp_flags: u8,
+    ttl: u8,
+    /// IPv4 options (a 4-byte NOP pad).
+    options: bool,
+    /// 0 whole, 1 first fragment (MF), 2 a later fragment.
+    frag: u8,
+    /// The source: the VM's own, in its alias prefix, or another address.
+    src: u8,
+    /// Source MAC: the VM's, or another one.
+    other_mac: bool,
+    bad_checksum: bool,
+}
+
+fn drawn() -> impl proptest::strategy::Strategy<Value = Drawn> {
+    use proptest::prelude::*;
+    (
+        (any::<bool>(), 0u8..5, prop_oneof![6 => 0u8..2, 1 => 2u8..4], 1u16..6),
+        (
+            prop_oneof![Just(0x02u8), Just(0x12), Just(0x10), Just(0x11), Just(0x04)],
+            prop_oneof![
+                8 => Just(64u8),
+                1 => Just(1u8),
+                1 => Just(2u8)
+            ],
+        ),
+        (prop_oneof![8 => Just(false), 1 => Just(true)], prop_oneof![8 => Just(0u8), 1 => 1u8..3]),
+        (prop_oneof![8 => Just(0u8), 1 => 1u8..3], prop_oneof![9 => Just(false), 1 => Just(true)]),
+        prop_oneof![19 => Just(false), 1 => Just(true)],
+    )
+        .prop_map(
+            |((vm2, dst, kind, sport), (tcp_flags, ttl), (options, frag), (src, other_mac), bad)| Drawn {
+                vm2,
+                dst,
+                kind,
+                sport,
+                tcp_flags,
+                ttl,
+                options,
+                frag,
+                src,
+                other_mac,
+                bad_checksum: bad,
+            },
+        )
+}
+
+/// The frame of a drawn packet.
+fn drawn_frame(d: &Drawn) -> Vec<u8> {
+    let (vm, own, alias) = if d.vm2 {
+        (1, VM2_IP, Ipv4Addr::new(10, 100, 1, 70))
+    } else {
+        (0, VM1_IP, Ipv4Addr::new(10, 100, 1, 66))
+    };
+    let peer = if d.vm2 { VM1_IP } else { VM2_IP };
+    let dsts = [peer, Ipv4Addr::new(10, 100, 2, 5), PUBLIC, VIP, NAT_IP];
+    let dst = dsts[usize::from(d.dst) % dsts.len()];
+    let src = match d.src {
+        0 => own,
+        1 => alias,
+        _ => Ipv4Addr::new(10, 100, 1, 99),
+    };
+    let (proto, mut l4) = match d.kind {
+        0 => {
+            let mut t = vec![0u8; 20];
+            t[0..2].copy_from_slice(&(1000 + d.sport).to_be_bytes());
+            t[2..4].copy_from_slice(&80u16.to_be_bytes());
+            t[12] = 5 << 4;
+            t[13] = d.tcp_flags;
+            (6u8, t)
+        }
+        1 | 3 => {
+            let mut u = vec![0u8; 8];
+            u[0..2].copy_from_slice(&(1000 + d.sport).to_be_bytes());
+            let dport = if d.kind == 3 { 67u16 } else { 53 };
+            u[2..4].copy_from_slice(&dport.to_be_bytes());
+            u[4..6].copy_from_slice(&16u16.to_be_bytes());
+            (17u8, u)
+        }
+        _ => {
+            let mut e = vec![8u8, 0, 0, 0, 0, 0, 0, 1];
+            e[4..6].copy_from_slice(&d.sport.to_be_bytes());
+            (1u8, e)
+        }
+    };
+    l4.extend_from_slice(b"payload!");
+    let len = l4.len();
+    match proto {
+        6 | 17 => {
+            let at = if proto == 6 { 16 } else { 6 };
+            let ck = checksum::l4_v4(src, dst, proto, &l4);
+            l4[at..at + 2].copy_from_slice(&ck.to_be_bytes());
+        }
+        _ => {
+            let ck = checksum::checksum(&l4);
+            l4[2..4].copy_from_slice(&ck.to_be_bytes());
+        }
+    }
+    let hl = if d.options { 24 } else { 20 };
+    let mut ip = vec![0u8; hl];
+    ip[0] = 0x40 | u8::try_from(hl / 4).unwrap();
+    ip[2..4].copy_from_slice(&u16::try_from(hl + len).unwrap().to_be_bytes());
+    ip[4..6].copy_from_slice(&7u16.to_be_bytes());
+    let frag: u16 = match d.frag {
+        0 => 0,
+        1 => 0x2000,
+        _ => 3,
+    };
+    ip[6..8].copy_from_slice(&frag.to_be_bytes());
+    ip[8] = d.ttl;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    if d.options {
+        ip[20..24].copy_from_slice(&[1, 1, 1, 0]);
+    }
+    let ck = checksum::checksum(&ip) ^ u16::from(d.bad_checksum);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    ip.extend_from_slice(&l4);
+    let mut f = from_vm(vm, &ip);
+    if d.other_mac {
+        f[11] ^= 0x80;
+    }
+    f
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The fast path is invisible: random bursts of VM traffic (known and new flows,
+    /// TCP state changes, TTL expiry, IP options, fragments, DHCP, ICMP, sources in
+    /// both zones, other MACs, bad checksums; NAT, VIP, neighbour, local and remote
+    /// destinations; an enforced firewall; the clock jumping past flow timeouts) give
+    /// the same verdicts, frames, drop counts and flow table with and without it.
+    #[test]
+    fn fast_path_changes_nothing(
+        bursts in proptest::collection::vec(
+            (proptest::collection::vec(drawn(), 1..80), 0u8..4, proptest::prelude::any::<bool>()),
+            1..12,
+        ),
+    ) {
+        let mut snap = stateful_lab();
+        let alias = RouteTarget::Local { port: VM1 };
+        snap.vnis.get_mut(&100).unwrap().routes4.insert(Ipv4Addr::new(10, 100, 1, 64), 29, alias);
+        snap.firewall_by_port[usize::from(VM2)] = Some(Arc::new(allow_tcp_in(80)));
+        let mut pipes = [true, false].map(|fast| {
+            let mut cfg = PipelineConfig::small();
+            cfg.enforce_firewall = true;
+            cfg.fast_path = fast;
+            Pipeline::with_config(Arc::default(), &cfg).unwrap()
+        });
+        let mut now = 1_000_000_000u64;
+        for (pkts, step, age) in &bursts {
+            // The clock moves by nothing, a little, or past the flow timeout.
+            now += [0, 1_000_000, 20_000_000_000, 31_000_000_000][usize::from(*step)];
+            for port in [VM1, VM2] {
+                let frames: Vec<Vec<u8>> =
+                    pkts.iter().filter(|d| d.vm2 == (port == VM2)).map(drawn_frame).collect();
+                let mut out = Vec::new();
+                for p in &mut pipes {
+                    let mut bufs: Vec<TestBuf> = frames.iter().map(|f| TestBuf::new(f)).collect();
+                    let mut v = vec![Verdict::Drop(DropReason::TxFull); bufs.len()];
+                    p.process_burst(&snap, port, now, &mut bufs, &mut v);
+                    if *age {
+                        p.age(now, 64);
+                    }
+                    out.push((v, bufs.iter().map(TestBuf::to_vec).collect::<Vec<_>>()));
+                }
+                proptest::prop_assert_eq!(&out[0], &out[1]);
+            }
+        }
+        let [fast, graph] = &pipes;
+        let drops = |p: &Pipeline| p.counters.drops.iter().map(|c| c.get()).collect::<Vec<_>>();
+        proptest::prop_assert_eq!(drops(fast), drops(graph));
+        let flows = |p: &Pipeline| p.flows().iter().collect::<Vec<_>>();
+        proptest::prop_assert_eq!(flows(fast), flows(graph));
+        proptest::prop_assert_eq!(fast.nat_mappings().len(), graph.nat_mappings().len());
+        for p in [fast, graph] {
+            for n in 0..2 {
+                proptest::prop_assert_eq!(p.neighbours().get(VM1 + n), graph.neighbours().get(VM1 + n));
+            }
+        }
+        proptest::prop_assert_eq!(graph.counters.stages[Stage::FastPath as usize].get(), 0);
+    }
+}
+
+#[test]
+fn known_flows_take_the_fast_path() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    let f = from_vm(0, &tcp4(VM1_IP, VM2_IP, 999, 80, false));
+    for _ in 0..3 {
+        assert_eq!(run(&mut p, &snap, VM1, &f).0, Verdict::Tx(VM2));
+    }
+    let stage = |s: Stage| p.counters.stages[s as usize].get();
+    assert_eq!((stage(Stage::Classify), stage(Stage::Conntrack)), (1, 1), "the first packet takes the graph");
+    assert_eq!(stage(Stage::FastPath), 2);
+    assert_eq!((stage(Stage::Route4), stage(Stage::VfTx)), (3, 3), "the rest of the graph counts them all");
 }

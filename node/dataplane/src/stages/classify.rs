@@ -99,11 +99,33 @@ pub fn inspect_ipv6(ip: &[u8]) -> Result<L4Info, DropReason> {
     Ok(info)
 }
 
-/// Picks the first stage of a packet received on `ctx.in_port`.
+/// Picks the first stage of a packet received on `ctx.in_port`: [`learn`], then
+/// [`dispatch`].
 ///
 /// `svcs`: the node's virtual services (IPv4 TCP/UDP from a VF to one of them, and
 /// non-tunnel IPv6 TCP/UDP on a PF from one of them, go to the virtual-service stage).
 pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, svcs: &VirtualServices, buf: &mut B) -> Next {
+    learn(ctx, neigh, buf);
+    dispatch(ctx, svcs, buf)
+}
+
+/// Learns the source MAC of a unicast frame from the VM of the input VF (the
+/// Ethernet destination of traffic delivered to it). Nothing for other ports.
+#[inline]
+pub fn learn<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &B) {
+    if ctx.iface.is_none() || !ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
+        return;
+    }
+    if let Some(frame) = Frame::new_checked(buf.data()) {
+        let src = frame.src();
+        if ethernet::is_unicast(&src) {
+            neigh.learn(ctx.in_port, src);
+        }
+    }
+}
+
+/// Picks the first stage of a packet received on `ctx.in_port`, without learning.
+pub fn dispatch<B: PacketBuf>(ctx: &Ctx<'_>, svcs: &VirtualServices, buf: &B) -> Next {
     let Some(port) = ctx.port else {
         return Next::drop(DropReason::UnknownPort);
     };
@@ -111,7 +133,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, svcs: &VirtualSe
         return Next::drop(DropReason::Malformed);
     };
     match port.role {
-        PortRole::Vf => from_vf(ctx, neigh, svcs, &frame),
+        PortRole::Vf => from_vf(ctx, svcs, &frame),
         PortRole::Pf(_) => from_pf(svcs, &frame),
     }
 }
@@ -133,13 +155,9 @@ fn service_source(svcs: &VirtualServices, p: &ipv6::Packet<&[u8]>) -> Option<u16
     svcs.by_service(nh, p.src(), u16::from_be_bytes([sport[0], sport[1]]))
 }
 
-fn from_vf(ctx: &Ctx<'_>, neigh: &NeighTable, svcs: &VirtualServices, frame: &Frame<&[u8]>) -> Next {
+fn from_vf(ctx: &Ctx<'_>, svcs: &VirtualServices, frame: &Frame<&[u8]>) -> Next {
     if ctx.iface.is_none() {
         return Next::drop(DropReason::NoInterface);
-    }
-    let src = frame.src();
-    if ethernet::is_unicast(&src) {
-        neigh.learn(ctx.in_port, src);
     }
     match frame.ethertype() {
         ethernet::ETHERTYPE_ARP => Next::Arp,

@@ -610,6 +610,92 @@ pub fn process<B: PacketBuf>(
     finish(ctx, flows, origin, action, false, flow_hash, buf, underlay)
 }
 
+/// What the established-flow fast path ([`super::fast`]) learns of a VM's IPv4 TCP or
+/// UDP packet before its lookup: the key, table hash and TCP flags that [`prepare`]
+/// finds for it and [`process`] tracks it with.
+#[derive(Clone, Copy, Debug)]
+pub struct VmKey {
+    key: FlowKey,
+    hash: u64,
+    tcp_flags: u8,
+}
+
+impl Default for VmKey {
+    fn default() -> Self {
+        VmKey {
+            key: FlowKey::v4(0, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0),
+            hash: 0,
+            tcp_flags: 0,
+        }
+    }
+}
+
+impl VmKey {
+    /// The flow table's hash of the key.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// [`prepare`] for the fast path: the key of an IPv4 TCP or UDP packet `ip` from the VM
+/// of the input VF (VNI `vni`) that classification passes to this stage: checked by
+/// [`super::classify::inspect_ipv4`], a first fragment (offset 0), and long enough for
+/// its L4 header. Reads the same fields as [`parse`] in the same way, and the zone as
+/// [`packet_zone`]. Returns false, leaving `out` unspecified, if `ip` is not such a
+/// packet after all.
+#[inline]
+pub(crate) fn vm_key_v4(
+    ctx: &Ctx<'_>,
+    flows: &Flows,
+    vni: Vni,
+    own: Ipv4Addr,
+    ip: &[u8],
+    out: &mut VmKey,
+) -> bool {
+    let hl = usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4;
+    let (Some(a), Some(l4b)) = (ip.get(12..20), ip.get(hl..)) else { return false };
+    let proto = ip.get(9).copied().unwrap_or(0);
+    let (Some(sp), Some(dp)) = (rd16(l4b, 0), rd16(l4b, 2)) else { return false };
+    let tcp_flags = match proto {
+        PROTO_TCP => match l4b.get(13) {
+            Some(&f) => f,
+            None => return false,
+        },
+        PROTO_UDP => 0,
+        _ => return false,
+    };
+    let src = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
+    let dst = Ipv4Addr::new(a[4], a[5], a[6], a[7]);
+    // The VM's own address, the usual case, is the default zone without a lookup.
+    let zone = if src == own { ZONE_DEFAULT } else { vm_zone(ctx.snap, ctx.in_port, &IpAddr::V4(src)) };
+    out.hash = flows.table.hasher().hash_v4(vni, src, dst, proto, sp, dp, zone);
+    out.key = FlowKey::v4(vni, src, dst, proto, sp, dp);
+    out.key.set_zone(zone);
+    out.tcp_flags = tcp_flags;
+    true
+}
+
+/// [`process`] for the fast path, for a packet whose key [`vm_key_v4`] found: if its
+/// flow exists, tracks the packet and applies the flow's cached action, exactly as
+/// `process` does for a hit; if not, returns `None` and changes nothing (the packet
+/// then takes the whole graph, which creates the flow).
+#[inline]
+pub(crate) fn track_vm<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    flows: &mut Flows,
+    k: &VmKey,
+    buf: &mut B,
+    underlay: &mut Underlay,
+) -> Option<Next> {
+    let (id, dir) = flows.table.track_hashed(&k.key, k.hash, k.tcp_flags, ctx.now_ns)?;
+    let Some(a) = flows.table.action_ref(id, dir) else {
+        // A hit is a live flow.
+        return Some(Next::drop(DropReason::Malformed));
+    };
+    // No `--wcmp` split on the fast path (see `fast::applies`): the flow hash is unused.
+    Some(finish(ctx, flows, Origin::Vf, a, false, 0, buf, underlay))
+}
+
 /// dpservice's flow hash of a VM's packet (see [`DpsFlowKey`]): its key as it arrived,
 /// with the VNF type dpservice marks it with (NAT for an interface with NAT, and for
 /// NAT64 destinations, LB prefix for sources in the LB zone; an ICMP error is keyed,

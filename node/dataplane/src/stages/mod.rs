@@ -7,6 +7,7 @@ pub mod decap;
 pub mod dhcp;
 pub mod dhcpv6;
 pub mod encap;
+pub mod fast;
 pub mod lb;
 pub mod nat64;
 pub mod nd;
