@@ -49,7 +49,9 @@ ceiling() { # pcap
 }
 
 node_rate() { # pcap out-port-name path
-	local pcap=$1 out=$2 path=$3 extra=() ports=(--pf0=net_null0 --vf-pattern=net_)
+	local pcap=$1 out=$2 path=$3 ports=(--pf0=net_null0 --vf-pattern=net_)
+	# BENCH_NODE_ARGS: more node options, e.g. "--flow-capacity=65536".
+	local extra=(${BENCH_NODE_ARGS:-})
 	mport=19100
 	[[ $path == fw ]] && extra+=(--enforce-firewall)
 	# The LB path's frames arrive on the PF: the pcap port is pf0, the null ports VFs.

@@ -29,7 +29,7 @@ use anyhow::{bail, Context};
 use dpfleet_dataplane::config::{NodeConfig, PortRole};
 use dpfleet_dataplane::graph::{NeighTable, Pipeline, PipelineConfig};
 use dpfleet_dpdk::{Eal, Mempool, Port, PortConfig, DEFAULT_DATA_ROOM};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::{Command, Options};
 
@@ -155,6 +155,12 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
         );
         cfg.enforce_firewall = opts.enforce_firewall;
         let mut pipeline = Pipeline::with_config(neigh.clone(), &cfg).context("allocating the flow table")?;
+        for (addr, len) in pipeline.table_memory() {
+            match dpfleet_dpdk::hugemem::advise_huge_pages(addr, len) {
+                Ok(a) => debug!(worker = w, bytes = len, ?a, "flow table memory"),
+                Err(e) => info!(worker = w, bytes = len, "no transparent huge pages for the flow table: {e}"),
+            }
+        }
         if !virtual_services.is_empty() {
             pipeline.set_virtual_services(virtual_services.clone());
         }

@@ -539,6 +539,12 @@ impl Pipeline {
         &self.neigh
     }
 
+    /// Where the pipeline's large tables lie, (address, bytes) each: see
+    /// [`Conntrack::memory`].
+    pub fn table_memory(&self) -> [(usize, usize); 2] {
+        self.flows.table.memory()
+    }
+
     /// The flow table.
     pub fn flows(&self) -> &Conntrack<FlowAction> {
         &self.flows.table

@@ -9,6 +9,8 @@
 //!   control thread, polled by workers through per-queue handles.
 //! - [`Mbuf`], [`Burst`]: an owned packet buffer implementing
 //!   [`dpfleet_dataplane::buf::PacketBuf`], and a fixed-size vector of them.
+//! - [`hugemem`]: transparent huge pages for the pipeline's large heap tables (not DPDK
+//!   memory, but the same kind of unsafe edge).
 //!
 //! # Threads
 //!
@@ -41,6 +43,7 @@
 mod burst;
 mod eal;
 mod error;
+pub mod hugemem;
 mod mbuf;
 mod mempool;
 mod port;

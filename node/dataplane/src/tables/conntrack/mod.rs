@@ -333,6 +333,18 @@ impl<A: Copy + Default> Conntrack<A> {
         }
     }
 
+    /// Where the table's two large allocations (the entry arena and the index) lie:
+    /// (address, bytes) of each, for the daemon to ask the kernel for huge pages there.
+    /// Every lookup touches both at a random place; with 4 KiB pages a large table costs
+    /// a TLB miss per lookup (measured on the node: VF to VF 10 % faster with
+    /// transparent huge pages).
+    pub fn memory(&self) -> [(usize, usize); 2] {
+        [
+            (self.entries.as_ptr().addr(), std::mem::size_of_val(&*self.entries)),
+            (self.slots.as_ptr().addr(), std::mem::size_of_val(&*self.slots)),
+        ]
+    }
+
     /// The heap memory this table holds.
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.entries) + std::mem::size_of_val(&*self.slots)
