@@ -478,6 +478,9 @@ pub struct Pipeline {
     fast_path: bool,
     /// What the fast path's first pass found for each packet of the chunk being run.
     fast: Box<[stages::fast::Candidate; CHUNK]>,
+    /// The chunk being run took the fast path, whose first pass learned the MACs of
+    /// all its packets (decapsulation must not learn them again, out of order).
+    learned: bool,
 }
 
 impl Default for Pipeline {
@@ -520,6 +523,7 @@ impl Pipeline {
             chunks: 0,
             fast_path: cfg.fast_path,
             fast: Box::new([stages::fast::Candidate::default(); CHUNK]),
+            learned: false,
         })
     }
 
@@ -640,7 +644,9 @@ impl Pipeline {
         // stage and no queue holds more than the chunk's packets.
         let mut queue = [[0u8; CHUNK]; Stage::ALL.len()];
         let mut queued = [0usize; Stage::ALL.len()];
-        if self.fast_path && stages::fast::applies(ctx, self.virtsvc.services()) {
+        // On the fast path the MACs are learned in its first pass, for the whole chunk.
+        self.learned = self.fast_path && stages::fast::applies(ctx, self.virtsvc.services());
+        if self.learned {
             self.run_fast(ctx, pkts, &mut next, &mut queue, &mut queued);
         } else {
             for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
@@ -707,8 +713,7 @@ impl Pipeline {
         queued: &mut [usize],
     ) {
         for (buf, c) in pkts.iter().zip(self.fast.iter_mut()) {
-            stages::classify::learn(ctx, &self.neigh, buf);
-            stages::fast::prepare(ctx, &self.flows, buf, c);
+            stages::fast::prepare(ctx, &self.neigh, &self.flows, buf, c);
         }
         let fast = &self.fast;
         self.flows.table.warm(fast[..pkts.len().min(CHUNK)].iter().filter_map(|c| Some(c.key()?.hash())));
@@ -716,10 +721,19 @@ impl Pipeline {
         for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
             // Packed as soon as a stage returns it (see `packed`): a `Next` copied whole
             // right after a stage wrote it waits on store-to-load forwarding.
-            let hit = match (self.fast.get(i).and_then(|c| c.key().copied()), self.underlay.get_mut(i)) {
-                (Some(k), Some(underlay)) => {
-                    ct_stage::track_vm(ctx, &mut self.flows, &k, buf, underlay).map(PackedNext::from)
-                }
+            let hit = match (self.fast.get(i), self.underlay.get_mut(i)) {
+                (Some(c), Some(underlay)) => c.key().and_then(|k| {
+                    let flow = ct_stage::lookup_fast(ctx, &self.flows, k)?;
+                    let mut origin = c.origin();
+                    if let Some(t) = c.tunnel() {
+                        ran[Stage::Decap as usize] += 1;
+                        match stages::decap::strip(t, buf, underlay) {
+                            Next::Conntrack(o) => origin = o,
+                            n => return Some(PackedNext::from(n)),
+                        }
+                    }
+                    Some(ct_stage::track_fast(ctx, &mut self.flows, origin, k, flow, buf, underlay).into())
+                }),
                 _ => None,
             };
             match hit {
@@ -758,7 +772,7 @@ impl Pipeline {
             (Next::Dhcp, Some(i)) => Next::Done(stages::dhcp::process(ctx, i, buf)),
             (Next::Dhcpv6, Some(i)) => Next::Done(stages::dhcpv6::process(ctx, i, buf)),
             (Next::Arp | Next::Nd | Next::Dhcp | Next::Dhcpv6, None) => Next::drop(DropReason::NoInterface),
-            (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf, underlay),
+            (Next::Decap, _) => stages::decap::process(ctx, &self.neigh, buf, underlay, !self.learned),
             (Next::Conntrack(origin), _) => match self.ct_prepared.get_mut(i) {
                 Some(prep) => {
                     // Prepared with the vector unless an edge into the stage from a later

@@ -543,22 +543,114 @@ fn drawn_frame(d: &Drawn) -> Vec<u8> {
     f
 }
 
+/// A tunnel frame of [`fast_path_changes_nothing`]: the reply to what a drawn VM packet
+/// may have started, or something else.
+#[derive(Clone, Copy, Debug)]
+struct DrawnTunnel {
+    /// 0 the NAT's underlay, 1 vm1's, 2 vm2's, 3 the VIP's, 4 an unknown one.
+    target: u8,
+    /// The VM packet it answers (its destination port, source port, kind, flags...).
+    vm: Drawn,
+    /// Into the neighbour's NAT port range instead.
+    neighbour_port: bool,
+    /// IPv6 inside instead of IPv4.
+    inner_v6: bool,
+}
+
+fn drawn_tunnel() -> impl proptest::strategy::Strategy<Value = DrawnTunnel> {
+    use proptest::prelude::*;
+    (
+        0u8..5,
+        drawn(),
+        prop_oneof![9 => Just(false), 1 => Just(true)],
+        prop_oneof![19 => Just(false), 1 => Just(true)],
+    )
+        .prop_map(|(target, vm, neighbour_port, inner_v6)| DrawnTunnel {
+            target,
+            vm,
+            neighbour_port,
+            inner_v6,
+        })
+}
+
+/// The frame of a drawn tunnel packet, from the router (or another MAC).
+fn drawn_tunnel_frame(t: &DrawnTunnel) -> Vec<u8> {
+    let remote = Ipv4Addr::new(10, 100, 2, 5);
+    let (ul, src, dst) = match t.target {
+        0 => (nat_ul(), PUBLIC, NAT_IP),
+        1 => (a6("fc00:1::1:1"), remote, VM1_IP),
+        2 => (a6("fc00:1::1:2"), remote, VM2_IP),
+        3 => (vip_ul(), PUBLIC, VIP),
+        _ => (a6("fc00:1::dead"), PUBLIC, VM1_IP),
+    };
+    // The reply of the drawn VM packet, swapped around.
+    let mut d = t.vm;
+    d.vm2 = false;
+    d.src = 0;
+    d.other_mac = false;
+    let mut vm_frame = drawn_frame(&d);
+    let ip = &mut vm_frame[14..];
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    if matches!(ip[9], 6 | 17) && ip.len() >= hl + 4 {
+        let (sp, dp) = ([ip[hl], ip[hl + 1]], [ip[hl + 2], ip[hl + 3]]);
+        ip[hl..hl + 2].copy_from_slice(&dp);
+        let dport = match (t.target, t.neighbour_port) {
+            (0, true) => 500 + u16::from_be_bytes(sp) % 3,
+            (0, false) => 100 + u16::from_be_bytes(sp) % 3,
+            _ => u16::from_be_bytes(sp),
+        };
+        ip[hl + 2..hl + 4].copy_from_slice(&dport.to_be_bytes());
+    } else if ip[9] == 1 && ip.len() >= hl + 8 {
+        ip[hl] = 0; // echo reply
+    }
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let ck = checksum::checksum(&ip[..hl]) ^ u16::from(t.vm.bad_checksum);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    let inner = if t.inner_v6 {
+        let mut v = Vec::new();
+        PacketBuilder::ipv6(a6("2000:100:2::5").octets(), a6("2000:100:1::1").octets(), 64)
+            .udp(53, 1000)
+            .write(&mut v, b"payload!")
+            .unwrap();
+        v
+    } else {
+        ip.to_vec()
+    };
+    let mut f = from_router(ul, &inner);
+    if t.vm.other_mac {
+        f[11] ^= 0x40;
+    }
+    f
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
     /// The fast path is invisible: random bursts of VM traffic (known and new flows,
     /// TCP state changes, TTL expiry, IP options, fragments, DHCP, ICMP, sources in
     /// both zones, other MACs, bad checksums; NAT, VIP, neighbour, local and remote
-    /// destinations; an enforced firewall; the clock jumping past flow timeouts) give
-    /// the same verdicts, frames, drop counts and flow table with and without it.
+    /// destinations; an enforced firewall; the clock jumping past flow timeouts) and of
+    /// tunnel traffic (replies to the NAT, the VIP and the VMs, neighbour-NAT ports,
+    /// unknown underlay addresses, IPv6 inside, the router's MAC changing) give the
+    /// same verdicts, frames, drop counts, flow table and learned MACs with and without
+    /// it.
     #[test]
     fn fast_path_changes_nothing(
         bursts in proptest::collection::vec(
-            (proptest::collection::vec(drawn(), 1..80), 0u8..4, proptest::prelude::any::<bool>()),
+            (
+                proptest::collection::vec(drawn(), 1..80),
+                proptest::collection::vec(drawn_tunnel(), 0..80),
+                0u8..4,
+                proptest::prelude::any::<bool>(),
+            ),
             1..12,
         ),
     ) {
         let mut snap = stateful_lab();
+        // pf0 learns the router's MAC from tunnel traffic.
+        snap.ports[usize::from(PF0)].as_mut().unwrap().neigh_mac = None;
         let alias = RouteTarget::Local { port: VM1 };
         snap.vnis.get_mut(&100).unwrap().routes4.insert(Ipv4Addr::new(10, 100, 1, 64), 29, alias);
         snap.firewall_by_port[usize::from(VM2)] = Some(Arc::new(allow_tcp_in(80)));
@@ -569,12 +661,15 @@ proptest::proptest! {
             Pipeline::with_config(Arc::default(), &cfg).unwrap()
         });
         let mut now = 1_000_000_000u64;
-        for (pkts, step, age) in &bursts {
+        for (pkts, tunnel, step, age) in &bursts {
             // The clock moves by nothing, a little, or past the flow timeout.
             now += [0, 1_000_000, 20_000_000_000, 31_000_000_000][usize::from(*step)];
-            for port in [VM1, VM2] {
-                let frames: Vec<Vec<u8>> =
-                    pkts.iter().filter(|d| d.vm2 == (port == VM2)).map(drawn_frame).collect();
+            for port in [VM1, VM2, PF0] {
+                let frames: Vec<Vec<u8>> = if port == PF0 {
+                    tunnel.iter().map(drawn_tunnel_frame).collect()
+                } else {
+                    pkts.iter().filter(|d| d.vm2 == (port == VM2)).map(drawn_frame).collect()
+                };
                 let mut out = Vec::new();
                 for p in &mut pipes {
                     let mut bufs: Vec<TestBuf> = frames.iter().map(|f| TestBuf::new(f)).collect();
@@ -594,10 +689,8 @@ proptest::proptest! {
         let flows = |p: &Pipeline| p.flows().iter().collect::<Vec<_>>();
         proptest::prop_assert_eq!(flows(fast), flows(graph));
         proptest::prop_assert_eq!(fast.nat_mappings().len(), graph.nat_mappings().len());
-        for p in [fast, graph] {
-            for n in 0..2 {
-                proptest::prop_assert_eq!(p.neighbours().get(VM1 + n), graph.neighbours().get(VM1 + n));
-            }
+        for port in [PF0, VM1, VM2] {
+            proptest::prop_assert_eq!(fast.neighbours().get(port), graph.neighbours().get(port));
         }
         proptest::prop_assert_eq!(graph.counters.stages[Stage::FastPath as usize].get(), 0);
     }
@@ -615,4 +708,16 @@ fn known_flows_take_the_fast_path() {
     assert_eq!((stage(Stage::Classify), stage(Stage::Conntrack)), (1, 1), "the first packet takes the graph");
     assert_eq!(stage(Stage::FastPath), 2);
     assert_eq!((stage(Stage::Route4), stage(Stage::VfTx)), (3, 3), "the rest of the graph counts them all");
+    // The NAT's replies through the tunnel: the first one is the flow's (created by
+    // vm1's packet), so all take the fast path.
+    let out = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 999, 80, true))).1;
+    let (_, _, nat_port, _) = tuple(&inner(PF0, &out));
+    let reply = from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 80, nat_port, false));
+    for _ in 0..2 {
+        let (v, out) = run(&mut p, &snap, PF0, &reply);
+        assert_eq!(v, Verdict::Tx(VM1));
+        assert_eq!(tuple(&inner(VM1, &out)), (PUBLIC, VM1_IP, 80, 999));
+    }
+    let stage = |s: Stage| p.counters.stages[s as usize].get();
+    assert_eq!((stage(Stage::FastPath), stage(Stage::Decap)), (4, 2));
 }

@@ -87,7 +87,7 @@ use crate::config::{DnatTarget, PortId, RouteTarget, Snapshot, UnderlayTarget, V
 use crate::graph::{Ctx, DropReason, Next, Underlay};
 use crate::tables::addrpool::{AddrId, AddrPool};
 use crate::tables::conntrack::{
-    Conntrack, Flow, FlowKey, InsertError, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    Conntrack, Dir, Flow, FlowId, FlowKey, InsertError, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use crate::tables::firewall::{self, forward_verdict, L4};
 use crate::tables::jhash::{DpsFlowKey, VnfType};
@@ -500,22 +500,12 @@ pub fn prepare<B: PacketBuf>(
 ) {
     out.tag = tag;
     out.early = None;
-    let vni = match origin {
-        Origin::Vf => match ctx.iface {
-            Some(i) => i.vni,
-            None => {
-                out.early = Some(Next::drop(DropReason::NoInterface));
-                return;
-            }
-        },
-        Origin::Tunnel { target: UnderlayTarget::Nat { vni, .. } | UnderlayTarget::Lb { vni }, .. } => vni,
-        Origin::Tunnel { target, .. } => match target.port().and_then(|p| ctx.snap.iface(p)) {
-            Some(i) => i.vni,
-            None => {
-                out.early = Some(Next::drop(DropReason::UnknownUnderlay));
-                return;
-            }
-        },
+    let vni = match vni_of(ctx, origin) {
+        Ok(v) => v,
+        Err(r) => {
+            out.early = Some(Next::drop(r));
+            return;
+        }
     };
     out.vni = vni;
     let Some(ip) = buf.data().get(ethernet::HEADER_LEN..) else {
@@ -610,8 +600,8 @@ pub fn process<B: PacketBuf>(
     finish(ctx, flows, origin, action, false, flow_hash, buf, underlay)
 }
 
-/// What the established-flow fast path ([`super::fast`]) learns of a VM's IPv4 TCP or
-/// UDP packet before its lookup: the key, table hash and TCP flags that [`prepare`]
+/// What the established-flow fast path ([`super::fast`]) learns of an IPv4 TCP or UDP
+/// packet before its lookup: the key, table hash and TCP flags that [`prepare`]
 /// finds for it and [`process`] tracks it with.
 #[derive(Clone, Copy, Debug)]
 pub struct VmKey {
@@ -637,21 +627,29 @@ impl VmKey {
     }
 }
 
-/// [`prepare`] for the fast path: the key of an IPv4 TCP or UDP packet `ip` from the VM
-/// of the input VF (VNI `vni`) that classification passes to this stage: checked by
-/// [`super::classify::inspect_ipv4`], a first fragment (offset 0), and long enough for
-/// its L4 header. Reads the same fields as [`parse`] in the same way, and the zone as
-/// [`packet_zone`]. Returns false, leaving `out` unspecified, if `ip` is not such a
-/// packet after all.
+/// The VNI of a packet entering the stage from `origin`.
 #[inline]
-pub(crate) fn vm_key_v4(
-    ctx: &Ctx<'_>,
-    flows: &Flows,
-    vni: Vni,
-    own: Ipv4Addr,
-    ip: &[u8],
-    out: &mut VmKey,
-) -> bool {
+fn vni_of(ctx: &Ctx<'_>, origin: Origin) -> Result<Vni, DropReason> {
+    match origin {
+        Origin::Vf => ctx.iface.map(|i| i.vni).ok_or(DropReason::NoInterface),
+        Origin::Tunnel { target: UnderlayTarget::Nat { vni, .. } | UnderlayTarget::Lb { vni }, .. } => {
+            Ok(vni)
+        }
+        Origin::Tunnel { target, .. } => {
+            target.port().and_then(|p| ctx.snap.iface(p)).map(|i| i.vni).ok_or(DropReason::UnknownUnderlay)
+        }
+    }
+}
+
+/// [`prepare`] for the fast path: the key of an IPv4 TCP or UDP packet `ip` from
+/// `origin` that reaches this stage: checked by [`super::classify::inspect_ipv4`], a
+/// first fragment (offset 0), and long enough for its L4 header (classification or
+/// decapsulation checked all that). Reads the same fields as [`parse`] in the same way,
+/// and the VNI and zone as `prepare`. Returns false, leaving `out` unspecified, if `ip`
+/// is not such a packet after all or has no VNI (the graph drops it).
+#[inline]
+pub(crate) fn key_v4(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, ip: &[u8], out: &mut VmKey) -> bool {
+    let Ok(vni) = vni_of(ctx, origin) else { return false };
     let hl = usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4;
     let (Some(a), Some(l4b)) = (ip.get(12..20), ip.get(hl..)) else { return false };
     let proto = ip.get(9).copied().unwrap_or(0);
@@ -666,8 +664,11 @@ pub(crate) fn vm_key_v4(
     };
     let src = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
     let dst = Ipv4Addr::new(a[4], a[5], a[6], a[7]);
-    // The VM's own address, the usual case, is the default zone without a lookup.
-    let zone = if src == own { ZONE_DEFAULT } else { vm_zone(ctx.snap, ctx.in_port, &IpAddr::V4(src)) };
+    let zone = match (origin, ctx.iface) {
+        // The VM's own address, the usual case, is the default zone without a lookup.
+        (Origin::Vf, Some(i)) if i.ipv4 == src => ZONE_DEFAULT,
+        _ => packet_zone(ctx, origin, &IpAddr::V4(src)),
+    };
     out.hash = flows.table.hasher().hash_v4(vni, src, dst, proto, sp, dp, zone);
     out.key = FlowKey::v4(vni, src, dst, proto, sp, dp);
     out.key.set_zone(zone);
@@ -675,25 +676,34 @@ pub(crate) fn vm_key_v4(
     true
 }
 
-/// [`process`] for the fast path, for a packet whose key [`vm_key_v4`] found: if its
-/// flow exists, tracks the packet and applies the flow's cached action, exactly as
-/// `process` does for a hit; if not, returns `None` and changes nothing (the packet
-/// then takes the whole graph, which creates the flow).
+/// [`process`] for the fast path, first half: the live flow of a packet whose key
+/// [`key_v4`] found, without counting the packet (nothing changes).
 #[inline]
-pub(crate) fn track_vm<B: PacketBuf>(
+pub(crate) fn lookup_fast(ctx: &Ctx<'_>, flows: &Flows, k: &VmKey) -> Option<(FlowId, Dir)> {
+    flows.table.lookup_hashed(&k.key, k.hash, ctx.now_ns)
+}
+
+/// [`process`] for the fast path, second half, for a flow [`lookup_fast`] found just
+/// now (once the packet, if it came through a tunnel, is decapsulated): tracks the
+/// packet and applies the flow's cached action, exactly as `process` does for a hit.
+#[inline]
+pub(crate) fn track_fast<B: PacketBuf>(
     ctx: &Ctx<'_>,
     flows: &mut Flows,
+    origin: Origin,
     k: &VmKey,
+    (id, dir): (FlowId, Dir),
     buf: &mut B,
     underlay: &mut Underlay,
-) -> Option<Next> {
-    let (id, dir) = flows.table.track_hashed(&k.key, k.hash, k.tcp_flags, ctx.now_ns)?;
+) -> Next {
+    flows.table.touch(id, k.tcp_flags, ctx.now_ns);
     let Some(a) = flows.table.action_ref(id, dir) else {
         // A hit is a live flow.
-        return Some(Next::drop(DropReason::Malformed));
+        return Next::drop(DropReason::Malformed);
     };
-    // No `--wcmp` split on the fast path (see `fast::applies`): the flow hash is unused.
-    Some(finish(ctx, flows, Origin::Vf, a, false, 0, buf, underlay))
+    // No `--wcmp` split for a VM's packets on the fast path (see `fast::applies`), and
+    // tunnel packets never use the flow hash: it is unused.
+    finish(ctx, flows, origin, a, false, 0, buf, underlay)
 }
 
 /// dpservice's flow hash of a VM's packet (see [`DpsFlowKey`]): its key as it arrived,

@@ -13,51 +13,84 @@
 //! traffic that reached one of the node's underlay addresses.
 
 use crate::buf::PacketBuf;
+use crate::config::UnderlayTarget;
 use crate::graph::{Ctx, DropReason, NeighTable, Next, Underlay};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::ipv6;
 
-use super::classify::{inspect_ipv4, inspect_ipv6};
+use super::classify::{inspect_ipv4, inspect_ipv6, L4Info};
 use super::conntrack::Origin;
 
-/// Strips the outer Ethernet and IPv6 headers, leaving room for the VF's Ethernet
-/// header in front of the inner packet. The outer source goes to `underlay`.
+/// What [`check`] finds in a valid tunnel frame for one of the node's addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct Tunnel {
+    /// What the outer destination stands for.
+    pub target: UnderlayTarget,
+    /// The inner packet, checked; `inner.ip_len` is its length without padding.
+    pub inner: L4Info,
+    /// The inner packet is IPv4 (else IPv6).
+    pub inner_v4: bool,
+}
+
+/// The checks of [`process`], changing nothing: the frame, the outer IPv6 header, the
+/// underlay address and the inner packet.
+#[inline]
+pub fn check<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Result<Tunnel, DropReason> {
+    let frame = Frame::new_checked(buf.data()).ok_or(DropReason::Malformed)?;
+    let outer = ipv6::Packet::new_checked(frame.payload()).ok_or(DropReason::Malformed)?;
+    let &target = ctx.snap.underlay_targets.get(&outer.dst()).ok_or(DropReason::UnknownUnderlay)?;
+    let (inner, inner_v4) = match outer.next_header() {
+        ipv6::NH_IPV4 => (inspect_ipv4(outer.payload())?, true),
+        ipv6::NH_IPV6 => (inspect_ipv6(outer.payload())?, false),
+        _ => return Err(DropReason::BadInnerProtocol),
+    };
+    Ok(Tunnel { target, inner, inner_v4 })
+}
+
+/// Learns the router's MAC from a frame [`check`] accepted, on a PF without a
+/// configured one.
+#[inline]
+pub fn learn<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &B) {
+    let (Some(pf), Some(frame)) = (ctx.port, Frame::new_checked(buf.data())) else { return };
+    let src = frame.src();
+    if pf.neigh_mac.is_none() && ethernet::is_unicast(&src) && src != pf.mac {
+        neigh.learn(ctx.in_port, src);
+    }
+}
+
+/// Strips the outer headers of a frame [`check`] accepted as `t`, leaving room for the
+/// VF's Ethernet header in front of the inner packet. The outer source goes to
+/// `underlay`.
+#[inline]
+pub fn strip<B: PacketBuf>(t: &Tunnel, buf: &mut B, underlay: &mut Underlay) -> Next {
+    let Some(src) = buf.data().get(ethernet::HEADER_LEN + 8..ethernet::HEADER_LEN + 24) else {
+        return Next::drop(DropReason::Malformed);
+    };
+    let mut outer_src = [0u8; 16];
+    outer_src.copy_from_slice(src);
+    buf.truncate(ethernet::HEADER_LEN + ipv6::HEADER_LEN + t.inner.ip_len);
+    if !buf.adj(ipv6::HEADER_LEN) {
+        return Next::drop(DropReason::Malformed);
+    }
+    *underlay = outer_src.into();
+    Next::Conntrack(Origin::Tunnel { target: t.target })
+}
+
+/// Checks, learns (when `learn`: see [`crate::graph`] for when the runner has learned
+/// for the whole chunk already) and strips.
 pub fn process<B: PacketBuf>(
     ctx: &Ctx<'_>,
     neigh: &NeighTable,
     buf: &mut B,
     underlay: &mut Underlay,
+    learn_mac: bool,
 ) -> Next {
-    let data = buf.data();
-    let Some(frame) = Frame::new_checked(data) else {
-        return Next::drop(DropReason::Malformed);
-    };
-    let Some(outer) = ipv6::Packet::new_checked(frame.payload()) else {
-        return Next::drop(DropReason::Malformed);
-    };
-    let Some(&target) = ctx.snap.underlay_targets.get(&outer.dst()) else {
-        return Next::drop(DropReason::UnknownUnderlay);
-    };
-    let outer_src = outer.src();
-    let inner = match outer.next_header() {
-        ipv6::NH_IPV4 => inspect_ipv4(outer.payload()),
-        ipv6::NH_IPV6 => inspect_ipv6(outer.payload()),
-        _ => return Next::drop(DropReason::BadInnerProtocol),
-    };
-    let inner_len = match inner {
-        Ok(i) => i.ip_len,
+    let t = match check(ctx, buf) {
+        Ok(t) => t,
         Err(r) => return Next::drop(r),
     };
-    if let Some(pf) = ctx.port {
-        let src = frame.src();
-        if pf.neigh_mac.is_none() && ethernet::is_unicast(&src) && src != pf.mac {
-            neigh.learn(ctx.in_port, src);
-        }
+    if learn_mac {
+        learn(ctx, neigh, buf);
     }
-    buf.truncate(ethernet::HEADER_LEN + ipv6::HEADER_LEN + inner_len);
-    if !buf.adj(ipv6::HEADER_LEN) {
-        return Next::drop(DropReason::Malformed);
-    }
-    *underlay = outer_src;
-    Next::Conntrack(Origin::Tunnel { target })
+    strip(&t, buf, underlay)
 }

@@ -482,14 +482,29 @@ impl<A: Copy + Default> Conntrack<A> {
         }
     }
 
+    /// The live flow with key `key` (hash `hash`, as for [`Conntrack::track_hashed`]) and
+    /// its direction, without counting a packet: for a caller that decides what to do
+    /// with the packet first and then counts it with [`Conntrack::touch`].
     #[inline]
-    fn track_at(&mut self, key: &FlowKey, h: u64, tcp_flags: u8, now: u32) -> Option<Hit<A>> {
-        let r = self.find(key, h)?.1;
-        let (established, short) = (self.tcp_established_timeout, self.flow_timeout);
-        let e = &mut self.entries[(r >> 1) as usize];
-        if now > e.expires_or_next {
-            return None;
+    pub fn lookup_hashed(&self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<(FlowId, Dir)> {
+        debug_assert_eq!(hash, self.hasher.hash(key));
+        let r = self.find(key, hash)?.1;
+        (ticks(now_ns) <= self.entries[(r >> 1) as usize].expires_or_next)
+            .then(|| (FlowId(r >> 1), Dir::from_bit(r)))
+    }
+
+    /// Counts a packet of the live flow `id` that [`Conntrack::lookup_hashed`] just found
+    /// (same `now_ns`, no change to the table in between): the same as the
+    /// [`Conntrack::track`] that would have found it.
+    #[inline]
+    pub fn touch(&mut self, id: FlowId, tcp_flags: u8, now_ns: u64) {
+        if let Some(e) = self.entries.get_mut(id.index()) {
+            Self::count(e, tcp_flags, ticks(now_ns), self.tcp_established_timeout, self.flow_timeout);
         }
+    }
+
+    #[inline]
+    fn count(e: &mut Entry<A>, tcp_flags: u8, now: u32, established: u32, short: u32) -> TcpState {
         let mut tcp = TcpState::None;
         let mut timeout = short;
         if e.kind == KIND_TCP {
@@ -500,6 +515,18 @@ impl<A: Copy + Default> Conntrack<A> {
             }
         }
         e.expires_or_next = now.saturating_add(timeout);
+        tcp
+    }
+
+    #[inline]
+    fn track_at(&mut self, key: &FlowKey, h: u64, tcp_flags: u8, now: u32) -> Option<Hit<A>> {
+        let r = self.find(key, h)?.1;
+        let (established, short) = (self.tcp_established_timeout, self.flow_timeout);
+        let e = &mut self.entries[(r >> 1) as usize];
+        if now > e.expires_or_next {
+            return None;
+        }
+        let tcp = Self::count(e, tcp_flags, now, established, short);
         let dir = Dir::from_bit(r);
         Some(Hit { id: FlowId(r >> 1), dir, action: e.actions[dir.index()], tcp })
     }
