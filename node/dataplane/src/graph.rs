@@ -160,9 +160,9 @@ counted_enum! {
     pub enum Stage {
         /// First look at every packet that does not take the fast path.
         Classify => "classify",
-        /// The established-flow fast path: a VM's packet of a known flow, tracked and
-        /// given its cached action before the rest of its stages (counted with theirs)
-        /// run at once (see [`stages::fast`]).
+        /// The established-flow fast path: a packet of a known flow, from a VM or
+        /// through the tunnel, tracked and given its cached action before the rest of
+        /// its stages (counted with theirs) run at once (see [`stages::fast`]).
         FastPath => "fast_path",
         /// ARP responder.
         Arp => "arp",
@@ -402,7 +402,7 @@ pub struct PipelineConfig {
     pub nat: MappingsConfig,
     /// Drop flows the firewall denies (`--enforce-firewall`).
     pub enforce_firewall: bool,
-    /// Let a VM's packets of known flows take the fast path ([`stages::fast`]); on by
+    /// Let packets of known flows take the fast path ([`stages::fast`]); on by
     /// default. Off, every packet takes the whole graph (the same results: tests
     /// compare the two).
     pub fast_path: bool,

@@ -604,15 +604,15 @@ pub fn process<B: PacketBuf>(
 /// packet before its lookup: the key, table hash and TCP flags that [`prepare`]
 /// finds for it and [`process`] tracks it with.
 #[derive(Clone, Copy, Debug)]
-pub struct VmKey {
+pub struct FastKey {
     key: FlowKey,
     hash: u64,
     tcp_flags: u8,
 }
 
-impl Default for VmKey {
+impl Default for FastKey {
     fn default() -> Self {
-        VmKey {
+        FastKey {
             key: FlowKey::v4(0, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0),
             hash: 0,
             tcp_flags: 0,
@@ -620,7 +620,7 @@ impl Default for VmKey {
     }
 }
 
-impl VmKey {
+impl FastKey {
     /// The flow table's hash of the key.
     pub fn hash(&self) -> u64 {
         self.hash
@@ -648,7 +648,7 @@ fn vni_of(ctx: &Ctx<'_>, origin: Origin) -> Result<Vni, DropReason> {
 /// and the VNI and zone as `prepare`. Returns false, leaving `out` unspecified, if `ip`
 /// is not such a packet after all or has no VNI (the graph drops it).
 #[inline]
-pub(crate) fn key_v4(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, ip: &[u8], out: &mut VmKey) -> bool {
+pub(crate) fn key_v4(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, ip: &[u8], out: &mut FastKey) -> bool {
     let Ok(vni) = vni_of(ctx, origin) else { return false };
     let hl = usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4;
     let (Some(a), Some(l4b)) = (ip.get(12..20), ip.get(hl..)) else { return false };
@@ -679,7 +679,7 @@ pub(crate) fn key_v4(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, ip: &[u8], ou
 /// [`process`] for the fast path, first half: the live flow of a packet whose key
 /// [`key_v4`] found, without counting the packet (nothing changes).
 #[inline]
-pub(crate) fn lookup_fast(ctx: &Ctx<'_>, flows: &Flows, k: &VmKey) -> Option<(FlowId, Dir)> {
+pub(crate) fn lookup_fast(ctx: &Ctx<'_>, flows: &Flows, k: &FastKey) -> Option<(FlowId, Dir)> {
     flows.table.lookup_hashed(&k.key, k.hash, ctx.now_ns)
 }
 
@@ -691,7 +691,7 @@ pub(crate) fn track_fast<B: PacketBuf>(
     ctx: &Ctx<'_>,
     flows: &mut Flows,
     origin: Origin,
-    k: &VmKey,
+    k: &FastKey,
     (id, dir): (FlowId, Dir),
     buf: &mut B,
     underlay: &mut Underlay,

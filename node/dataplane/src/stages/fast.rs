@@ -45,7 +45,7 @@ use crate::graph::{Ctx, NeighTable};
 use crate::wire::{ethernet, ipv4, ipv6};
 
 use super::classify::{self, DHCP_SERVER_PORT};
-use super::conntrack::{self, Flows, Origin, VmKey};
+use super::conntrack::{self, FastKey, Flows, Origin};
 use super::decap::{self, Tunnel};
 use super::virtsvc::VirtualServices;
 
@@ -54,7 +54,7 @@ use super::virtsvc::VirtualServices;
 pub struct Candidate {
     /// The packet may be an established flow's: `key` holds its key.
     ok: bool,
-    key: VmKey,
+    key: FastKey,
     /// Where the packet enters connection tracking from.
     origin: Origin,
     /// For tunnel traffic, what decapsulation found.
@@ -63,13 +63,13 @@ pub struct Candidate {
 
 impl Default for Candidate {
     fn default() -> Self {
-        Candidate { ok: false, key: VmKey::default(), origin: Origin::Vf, tunnel: None }
+        Candidate { ok: false, key: FastKey::default(), origin: Origin::Vf, tunnel: None }
     }
 }
 
 impl Candidate {
     /// The key, when the packet is a candidate.
-    pub fn key(&self) -> Option<&VmKey> {
+    pub fn key(&self) -> Option<&FastKey> {
         self.ok.then_some(&self.key)
     }
     /// Where the packet enters connection tracking from.
