@@ -477,7 +477,8 @@ fn drawn_frame(d: &Drawn) -> Vec<u8> {
     let src = match d.src {
         0 => own,
         1 => alias,
-        _ => Ipv4Addr::new(10, 100, 1, 99),
+        // The load-balanced IP: a target's answer (the load-balancer zone).
+        _ => LB_VIP,
     };
     let (proto, mut l4) = match d.kind {
         0 => {
@@ -543,11 +544,22 @@ fn drawn_frame(d: &Drawn) -> Vec<u8> {
     f
 }
 
+/// The load balancer of [`fast_path_changes_nothing`]: its IP, its underlay address
+/// and vm1's load-balancer prefix's.
+const LB_VIP: Ipv4Addr = Ipv4Addr::new(172, 22, 2, 1);
+fn lb_ul() -> Ipv6Addr {
+    a6("fc00:1::1:99")
+}
+fn lb_prefix_ul() -> Ipv6Addr {
+    a6("fc00:1::1:77")
+}
+
 /// A tunnel frame of [`fast_path_changes_nothing`]: the reply to what a drawn VM packet
 /// may have started, or something else.
 #[derive(Clone, Copy, Debug)]
 struct DrawnTunnel {
-    /// 0 the NAT's underlay, 1 vm1's, 2 vm2's, 3 the VIP's, 4 an unknown one.
+    /// 0 the NAT's underlay, 1 vm1's, 2 vm2's, 3 the VIP's, 4 an unknown one, 5 the load
+    /// balancer's, 6 vm1's load-balancer prefix's.
     target: u8,
     /// The VM packet it answers (its destination port, source port, kind, flags...).
     vm: Drawn,
@@ -560,7 +572,7 @@ struct DrawnTunnel {
 fn drawn_tunnel() -> impl proptest::strategy::Strategy<Value = DrawnTunnel> {
     use proptest::prelude::*;
     (
-        0u8..5,
+        0u8..7,
         drawn(),
         prop_oneof![9 => Just(false), 1 => Just(true)],
         prop_oneof![19 => Just(false), 1 => Just(true)],
@@ -581,6 +593,8 @@ fn drawn_tunnel_frame(t: &DrawnTunnel) -> Vec<u8> {
         1 => (a6("fc00:1::1:1"), remote, VM1_IP),
         2 => (a6("fc00:1::1:2"), remote, VM2_IP),
         3 => (vip_ul(), PUBLIC, VIP),
+        5 => (lb_ul(), PUBLIC, LB_VIP),
+        6 => (lb_prefix_ul(), PUBLIC, LB_VIP),
         _ => (a6("fc00:1::dead"), PUBLIC, VM1_IP),
     };
     // The reply of the drawn VM packet, swapped around.
@@ -595,10 +609,13 @@ fn drawn_tunnel_frame(t: &DrawnTunnel) -> Vec<u8> {
     ip[16..20].copy_from_slice(&dst.octets());
     if matches!(ip[9], 6 | 17) && ip.len() >= hl + 4 {
         let (sp, dp) = ([ip[hl], ip[hl + 1]], [ip[hl + 2], ip[hl + 3]]);
-        ip[hl..hl + 2].copy_from_slice(&dp);
+        let lb_client = matches!(t.target, 5 | 6);
+        // A client of the load balancer keeps the ports (to 80 or 53, from its own).
+        ip[hl..hl + 2].copy_from_slice(if lb_client { &sp } else { &dp });
         let dport = match (t.target, t.neighbour_port) {
             (0, true) => 500 + u16::from_be_bytes(sp) % 3,
             (0, false) => 100 + u16::from_be_bytes(sp) % 3,
+            (5 | 6, _) => u16::from_be_bytes(dp),
             _ => u16::from_be_bytes(sp),
         };
         ip[hl + 2..hl + 4].copy_from_slice(&dport.to_be_bytes());
@@ -633,7 +650,8 @@ proptest::proptest! {
     /// both zones, other MACs, bad checksums; NAT, VIP, neighbour, local and remote
     /// destinations; an enforced firewall; the clock jumping past flow timeouts) and of
     /// tunnel traffic (replies to the NAT, the VIP and the VMs, neighbour-NAT ports,
-    /// unknown underlay addresses, IPv6 inside, the router's MAC changing) give the
+    /// clients of a load balancer with a remote and a local target, unknown underlay
+    /// addresses, IPv6 inside, the router's MAC changing) give the
     /// same verdicts, frames, drop counts, flow table and learned MACs with and without
     /// it.
     #[test]
@@ -651,6 +669,21 @@ proptest::proptest! {
         let mut snap = stateful_lab();
         // pf0 learns the router's MAC from tunnel traffic.
         snap.ports[usize::from(PF0)].as_mut().unwrap().neigh_mac = None;
+        // A load balancer (TCP 80, UDP 53) with a remote target and vm1, through its
+        // load-balancer prefix.
+        let lb = crate::tables::lb::LoadBalancer {
+            slot: 0,
+            uid: 1,
+            vni: 100,
+            vip: LB_VIP.into(),
+            ports: vec![(6, 80), (17, 53)],
+            underlay: lb_ul(),
+            targets: vec![Some(a6("fc00:2::1")), Some(lb_prefix_ul())],
+            maglev: None,
+        };
+        snap.lbs.insert((100, LB_VIP.into()), Arc::new(lb));
+        snap.underlay_targets.insert(lb_ul(), UnderlayTarget::Lb { vni: 100 });
+        snap.underlay_targets.insert(lb_prefix_ul(), UnderlayTarget::LbPrefix(VM1));
         let alias = RouteTarget::Local { port: VM1 };
         snap.vnis.get_mut(&100).unwrap().routes4.insert(Ipv4Addr::new(10, 100, 1, 64), 29, alias);
         snap.firewall_by_port[usize::from(VM2)] = Some(Arc::new(allow_tcp_in(80)));
