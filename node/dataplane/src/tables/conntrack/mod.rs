@@ -488,9 +488,8 @@ impl<A: Copy + Default> Conntrack<A> {
     #[inline]
     pub fn lookup_hashed(&self, key: &FlowKey, hash: u64, now_ns: u64) -> Option<(FlowId, Dir)> {
         debug_assert_eq!(hash, self.hasher.hash(key));
-        let r = self.find(key, hash)?.1;
-        (ticks(now_ns) <= self.entries[(r >> 1) as usize].expires_or_next)
-            .then(|| (FlowId(r >> 1), Dir::from_bit(r)))
+        let r = self.find_live(key, hash, ticks(now_ns))?;
+        Some((FlowId(r >> 1), Dir::from_bit(r)))
     }
 
     /// Counts a packet of the live flow `id` that [`Conntrack::lookup_hashed`] just found
@@ -498,13 +497,22 @@ impl<A: Copy + Default> Conntrack<A> {
     /// [`Conntrack::track`] that would have found it.
     #[inline]
     pub fn touch(&mut self, id: FlowId, tcp_flags: u8, now_ns: u64) {
-        if let Some(e) = self.entries.get_mut(id.index()) {
-            Self::count(e, tcp_flags, ticks(now_ns), self.tcp_established_timeout, self.flow_timeout);
-        }
+        self.count(id.index(), tcp_flags, ticks(now_ns));
     }
 
+    /// The entry reference of the live flow with key `key` (hash `h`) at tick `now`.
     #[inline]
-    fn count(e: &mut Entry<A>, tcp_flags: u8, now: u32, established: u32, short: u32) -> TcpState {
+    fn find_live(&self, key: &FlowKey, h: u64, now: u32) -> Option<u32> {
+        let r = self.find(key, h)?.1;
+        (now <= self.entries[(r >> 1) as usize].expires_or_next).then_some(r)
+    }
+
+    /// Counts a packet of the flow in entry `idx` at tick `now`: its TCP state advances
+    /// on `tcp_flags` and its expiry moves to `now` plus the state's timeout.
+    #[inline]
+    fn count(&mut self, idx: usize, tcp_flags: u8, now: u32) -> TcpState {
+        let (established, short) = (self.tcp_established_timeout, self.flow_timeout);
+        let Some(e) = self.entries.get_mut(idx) else { return TcpState::None };
         let mut tcp = TcpState::None;
         let mut timeout = short;
         if e.kind == KIND_TCP {
@@ -520,24 +528,21 @@ impl<A: Copy + Default> Conntrack<A> {
 
     #[inline]
     fn track_at(&mut self, key: &FlowKey, h: u64, tcp_flags: u8, now: u32) -> Option<Hit<A>> {
-        let r = self.find(key, h)?.1;
-        let (established, short) = (self.tcp_established_timeout, self.flow_timeout);
-        let e = &mut self.entries[(r >> 1) as usize];
-        if now > e.expires_or_next {
-            return None;
-        }
-        let tcp = Self::count(e, tcp_flags, now, established, short);
+        let r = self.find_live(key, h, now)?;
+        let tcp = self.count((r >> 1) as usize, tcp_flags, now);
         let dir = Dir::from_bit(r);
-        Some(Hit { id: FlowId(r >> 1), dir, action: e.actions[dir.index()], tcp })
+        Some(Hit {
+            id: FlowId(r >> 1),
+            dir,
+            action: self.entries[(r >> 1) as usize].actions[dir.index()],
+            tcp,
+        })
     }
 
     /// Looks up a key without counting a packet. Expired flows are absent.
     pub fn get(&self, key: &FlowKey, now_ns: u64) -> Option<Hit<A>> {
-        let r = self.find(key, self.hasher.hash(key))?.1;
+        let r = self.find_live(key, self.hasher.hash(key), ticks(now_ns))?;
         let e = &self.entries[(r >> 1) as usize];
-        if ticks(now_ns) > e.expires_or_next {
-            return None;
-        }
         let dir = Dir::from_bit(r);
         let tcp = if e.kind == KIND_TCP { TcpState::from_u8(e.tcp) } else { TcpState::None };
         Some(Hit { id: FlowId(r >> 1), dir, action: e.actions[dir.index()], tcp })
