@@ -724,15 +724,16 @@ impl Pipeline {
             let hit = match (self.fast.get(i), self.underlay.get_mut(i)) {
                 (Some(c), Some(underlay)) => c.key().and_then(|k| {
                     let flow = ct_stage::lookup_fast(ctx, &self.flows, k)?;
-                    let mut origin = c.origin();
                     if let Some(t) = c.tunnel() {
                         ran[Stage::Decap as usize] += 1;
-                        match stages::decap::strip(t, buf, underlay) {
-                            Next::Conntrack(o) => origin = o,
-                            n => return Some(PackedNext::from(n)),
+                        let n = stages::decap::strip(t, buf, underlay);
+                        if !matches!(n, Next::Conntrack(_)) {
+                            return Some(PackedNext::from(n));
                         }
                     }
-                    Some(ct_stage::track_fast(ctx, &mut self.flows, origin, k, flow, buf, underlay).into())
+                    Some(
+                        ct_stage::track_fast(ctx, &mut self.flows, c.origin(), k, flow, buf, underlay).into(),
+                    )
                 }),
                 _ => None,
             };

@@ -12,6 +12,8 @@
 //! A PF without a configured router MAC learns it here from the source of tunnel
 //! traffic that reached one of the node's underlay addresses.
 
+use std::net::Ipv6Addr;
+
 use crate::buf::PacketBuf;
 use crate::config::UnderlayTarget;
 use crate::graph::{Ctx, DropReason, NeighTable, Next, Underlay};
@@ -30,6 +32,8 @@ pub struct Tunnel {
     pub inner: L4Info,
     /// The inner packet is IPv4 (else IPv6).
     pub inner_v4: bool,
+    /// The outer source: where the node's answers and relays go back to.
+    pub outer_src: Ipv6Addr,
 }
 
 /// The checks of [`process`], changing nothing: the frame, the outer IPv6 header, the
@@ -44,7 +48,7 @@ pub fn check<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Result<Tunnel, DropReason>
         ipv6::NH_IPV6 => (inspect_ipv6(outer.payload())?, false),
         _ => return Err(DropReason::BadInnerProtocol),
     };
-    Ok(Tunnel { target, inner, inner_v4 })
+    Ok(Tunnel { target, inner, inner_v4, outer_src: outer.src() })
 }
 
 /// Learns the router's MAC from a frame [`check`] accepted, on a PF without a
@@ -63,16 +67,11 @@ pub fn learn<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &B) {
 /// `underlay`.
 #[inline]
 pub fn strip<B: PacketBuf>(t: &Tunnel, buf: &mut B, underlay: &mut Underlay) -> Next {
-    let Some(src) = buf.data().get(ethernet::HEADER_LEN + 8..ethernet::HEADER_LEN + 24) else {
-        return Next::drop(DropReason::Malformed);
-    };
-    let mut outer_src = [0u8; 16];
-    outer_src.copy_from_slice(src);
     buf.truncate(ethernet::HEADER_LEN + ipv6::HEADER_LEN + t.inner.ip_len);
     if !buf.adj(ipv6::HEADER_LEN) {
         return Next::drop(DropReason::Malformed);
     }
-    *underlay = outer_src.into();
+    *underlay = t.outer_src;
     Next::Conntrack(Origin::Tunnel { target: t.target })
 }
 

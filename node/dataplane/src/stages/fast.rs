@@ -50,21 +50,13 @@ use super::decap::{self, Tunnel};
 use super::virtsvc::VirtualServices;
 
 /// What [`prepare`] found for one packet.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Candidate {
     /// The packet may be an established flow's: `key` holds its key.
     ok: bool,
     key: FastKey,
-    /// Where the packet enters connection tracking from.
-    origin: Origin,
-    /// For tunnel traffic, what decapsulation found.
+    /// For tunnel traffic, what decapsulation found (else a VM's packet).
     tunnel: Option<Tunnel>,
-}
-
-impl Default for Candidate {
-    fn default() -> Self {
-        Candidate { ok: false, key: FastKey::default(), origin: Origin::Vf, tunnel: None }
-    }
 }
 
 impl Candidate {
@@ -74,7 +66,10 @@ impl Candidate {
     }
     /// Where the packet enters connection tracking from.
     pub fn origin(&self) -> Origin {
-        self.origin
+        match self.tunnel {
+            Some(t) => Origin::Tunnel { target: t.target },
+            None => Origin::Vf,
+        }
     }
     /// For tunnel traffic, what decapsulation found (the runner strips the outer
     /// headers with it before tracking the packet).
@@ -101,40 +96,57 @@ pub fn applies(ctx: &Ctx<'_>, svcs: &VirtualServices) -> bool {
 #[inline]
 pub fn prepare<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, buf: &B, out: &mut Candidate) {
     out.ok = false;
-    let data = buf.data();
-    if ctx.iface.is_some() {
-        classify::learn(ctx, neigh, buf);
-        let Some(ip) = data.get(ethernet::HEADER_LEN..) else { return };
-        if data.get(12..14) != Some(&ethernet::ETHERTYPE_IPV4.to_be_bytes()[..]) {
-            return;
-        }
-        let Ok(info) = classify::inspect_ipv4(ip) else { return };
-        // A first fragment of TCP or UDP (ports known), not for the DHCP server.
-        match (info.protocol, info.dst_port) {
-            (ipv4::PROTO_TCP, Some(_)) => {}
-            (ipv4::PROTO_UDP, Some(p)) if p != DHCP_SERVER_PORT => {}
-            _ => return,
-        }
-        out.origin = Origin::Vf;
-        out.tunnel = None;
-        out.ok = conntrack::key_v4(ctx, flows, Origin::Vf, ip, &mut out.key);
-    } else {
-        // A PF: classification sends IPv6 with next header 4 or 41 to decapsulation,
-        // whose checks come first.
-        if data.get(12..14) != Some(&ethernet::ETHERTYPE_IPV6.to_be_bytes()[..]) {
-            return;
-        }
-        let Ok(t) = decap::check(ctx, buf) else { return };
-        decap::learn(ctx, neigh, buf);
-        if !t.inner_v4
-            || !matches!(t.inner.protocol, ipv4::PROTO_TCP | ipv4::PROTO_UDP)
-            || t.inner.dst_port.is_none()
-        {
-            return;
-        }
-        let Some(ip) = data.get(ethernet::HEADER_LEN + ipv6::HEADER_LEN..) else { return };
-        out.origin = Origin::Tunnel { target: t.target };
-        out.tunnel = Some(t);
-        out.ok = conntrack::key_v4(ctx, flows, out.origin, ip, &mut out.key);
+    match ctx.port.map(|p| p.role) {
+        Some(PortRole::Vf) => prepare_vm(ctx, neigh, flows, buf, out),
+        Some(PortRole::Pf(_)) => prepare_tunnel(ctx, neigh, flows, buf, out),
+        None => {}
     }
+}
+
+/// [`prepare`] for a VM's frame.
+#[inline]
+fn prepare_vm<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, buf: &B, out: &mut Candidate) {
+    classify::learn(ctx, neigh, buf);
+    let data = buf.data();
+    let Some(ip) = data.get(ethernet::HEADER_LEN..) else { return };
+    if data.get(12..14) != Some(&ethernet::ETHERTYPE_IPV4.to_be_bytes()[..]) {
+        return;
+    }
+    let Ok(info) = classify::inspect_ipv4(ip) else { return };
+    // A first fragment of TCP or UDP (ports known), not for the DHCP server.
+    match (info.protocol, info.dst_port) {
+        (ipv4::PROTO_TCP, Some(_)) => {}
+        (ipv4::PROTO_UDP, Some(p)) if p != DHCP_SERVER_PORT => {}
+        _ => return,
+    }
+    out.tunnel = None;
+    out.ok = conntrack::key_v4(ctx, flows, Origin::Vf, ip, &mut out.key);
+}
+
+/// [`prepare`] for a frame on a PF.
+#[inline]
+fn prepare_tunnel<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    neigh: &NeighTable,
+    flows: &Flows,
+    buf: &B,
+    out: &mut Candidate,
+) {
+    // Classification sends IPv6 with next header 4 or 41 to decapsulation, whose checks
+    // come first.
+    let data = buf.data();
+    if data.get(12..14) != Some(&ethernet::ETHERTYPE_IPV6.to_be_bytes()[..]) {
+        return;
+    }
+    let Ok(t) = decap::check(ctx, buf) else { return };
+    decap::learn(ctx, neigh, buf);
+    if !t.inner_v4
+        || !matches!(t.inner.protocol, ipv4::PROTO_TCP | ipv4::PROTO_UDP)
+        || t.inner.dst_port.is_none()
+    {
+        return;
+    }
+    let Some(ip) = data.get(ethernet::HEADER_LEN + ipv6::HEADER_LEN..) else { return };
+    out.tunnel = Some(t);
+    out.ok = conntrack::key_v4(ctx, flows, Origin::Tunnel { target: t.target }, ip, &mut out.key);
 }
