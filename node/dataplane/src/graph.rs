@@ -715,40 +715,41 @@ impl Pipeline {
         for (buf, c) in pkts.iter().zip(self.fast.iter_mut()) {
             stages::fast::prepare(ctx, &self.neigh, &self.flows, buf, c);
         }
-        let fast = &self.fast;
-        self.flows.table.warm(fast[..pkts.len().min(CHUNK)].iter().filter_map(|c| Some(c.key()?.hash())));
+        let fast = &self.fast[..pkts.len().min(CHUNK)];
+        self.flows.table.warm_slots(fast.iter().filter_map(|c| Some(c.key()?.hash())));
+        // Every candidate's look-up first, in one loop: the look-ups change nothing and
+        // the tracking below only moves a flow's expiry forward, so each finds what it
+        // would find right before its packet; and the loop's independent look-ups
+        // overlap their misses on the flow entries.
+        let mut found = [None; CHUNK];
+        for (f, c) in found.iter_mut().zip(fast) {
+            *f = c.key().and_then(|k| ct_stage::lookup_fast(ctx, &self.flows, k));
+        }
         let mut ran = [0usize; Stage::ALL.len()];
         for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
-            // Packed as soon as a stage returns it (see `packed`): a `Next` copied whole
-            // right after a stage wrote it waits on store-to-load forwarding.
-            let hit = match (self.fast.get(i), self.underlay.get_mut(i)) {
-                (Some(c), Some(underlay)) => c.key().and_then(|k| {
-                    let flow = ct_stage::lookup_fast(ctx, &self.flows, k)?;
+            let hit = match (self.fast.get(i), self.underlay.get_mut(i), found.get(i)) {
+                (Some(c), Some(underlay), Some(&Some(flow))) => c.key().and_then(|k| {
                     if let Some(t) = c.tunnel() {
                         ran[Stage::Decap as usize] += 1;
                         let n = stages::decap::strip(t, buf, underlay);
                         if !matches!(n, Next::Conntrack(_)) {
-                            return Some(PackedNext::from(n));
+                            return Some(n);
                         }
                     }
-                    Some(
-                        ct_stage::track_fast(ctx, &mut self.flows, c.origin(), k, flow, buf, underlay).into(),
-                    )
+                    Some(ct_stage::track_fast(ctx, &mut self.flows, c.origin(), k, flow, buf, underlay))
                 }),
                 _ => None,
             };
             match hit {
-                Some(mut p) => {
+                Some(mut n) => {
                     ran[Stage::FastPath as usize] += 1;
                     // Every stage the packet has left, at once. Edges only go forward
                     // (see ORDER), so this ends, with the packet out of the graph.
-                    loop {
-                        let n = Next::from(p);
-                        let Some(stage) = n.stage() else { break };
+                    while let Some(stage) = n.stage() {
                         ran[stage as usize] += 1;
-                        p = self.step(ctx, n, buf, i).into();
+                        n = self.step(ctx, n, buf, i);
                     }
-                    *nx = p;
+                    *nx = n.into();
                 }
                 None => {
                     ran[Stage::Classify as usize] += 1;

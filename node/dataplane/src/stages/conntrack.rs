@@ -603,7 +603,7 @@ pub fn process<B: PacketBuf>(
 /// What the established-flow fast path ([`super::fast`]) learns of an IPv4 TCP or UDP
 /// packet before its lookup: the key, table hash and TCP flags that [`prepare`]
 /// finds for it and [`process`] tracks it with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FastKey {
     key: FlowKey,
     hash: u64,
@@ -649,12 +649,10 @@ fn vni_of(ctx: &Ctx<'_>, origin: Origin) -> Result<Vni, DropReason> {
 /// is not such a packet after all or has no VNI (the graph drops it).
 #[inline]
 pub(crate) fn key_v4(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, ip: &[u8], out: &mut FastKey) -> bool {
-    let Ok(vni) = vni_of(ctx, origin) else { return false };
     let hl = usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4;
-    let (Some(a), Some(l4b)) = (ip.get(12..20), ip.get(hl..)) else { return false };
-    let proto = ip.get(9).copied().unwrap_or(0);
+    let (Some(a), Some(l4b)) = (ip.first_chunk::<20>(), ip.get(hl..)) else { return false };
     let (Some(sp), Some(dp)) = (rd16(l4b, 0), rd16(l4b, 2)) else { return false };
-    let tcp_flags = match proto {
+    let tcp_flags = match a[9] {
         PROTO_TCP => match l4b.get(13) {
             Some(&f) => f,
             None => return false,
@@ -662,8 +660,25 @@ pub(crate) fn key_v4(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, ip: &[u8], ou
         PROTO_UDP => 0,
         _ => return false,
     };
-    let src = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-    let dst = Ipv4Addr::new(a[4], a[5], a[6], a[7]);
+    key_v4_fields(ctx, flows, origin, a, (sp, dp, tcp_flags), out)
+}
+
+/// The end of [`key_v4`], from the fixed IPv4 header `h` (the protocol and addresses
+/// are read from it) and what the L4 header gave: source and destination port, TCP
+/// flags (zero for UDP).
+#[inline]
+pub(crate) fn key_v4_fields(
+    ctx: &Ctx<'_>,
+    flows: &Flows,
+    origin: Origin,
+    h: &[u8; 20],
+    (sp, dp, tcp_flags): (u16, u16, u8),
+    out: &mut FastKey,
+) -> bool {
+    let Ok(vni) = vni_of(ctx, origin) else { return false };
+    let proto = h[9];
+    let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+    let dst = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
     let zone = match (origin, ctx.iface) {
         // The VM's own address, the usual case, is the default zone without a lookup.
         (Origin::Vf, Some(i)) if i.ipv4 == src => ZONE_DEFAULT,

@@ -42,7 +42,7 @@
 use crate::buf::PacketBuf;
 use crate::config::PortRole;
 use crate::graph::{Ctx, NeighTable};
-use crate::wire::{ethernet, ipv4, ipv6};
+use crate::wire::{checksum, ethernet, ipv4, ipv6};
 
 use super::classify::{self, DHCP_SERVER_PORT};
 use super::conntrack::{self, FastKey, Flows, Origin};
@@ -63,6 +63,9 @@ impl Candidate {
     /// The key, when the packet is a candidate.
     pub fn key(&self) -> Option<&FastKey> {
         self.ok.then_some(&self.key)
+    }
+    fn key_mut(&mut self) -> &mut FastKey {
+        &mut self.key
     }
     /// Where the packet enters connection tracking from.
     pub fn origin(&self) -> Origin {
@@ -108,10 +111,51 @@ pub fn prepare<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, b
 fn prepare_vm<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, buf: &B, out: &mut Candidate) {
     classify::learn(ctx, neigh, buf);
     let data = buf.data();
-    let Some(ip) = data.get(ethernet::HEADER_LEN..) else { return };
     if data.get(12..14) != Some(&ethernet::ETHERTYPE_IPV4.to_be_bytes()[..]) {
         return;
     }
+    out.tunnel = None;
+    match data.first_chunk::<{ ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + 8 }>() {
+        Some(f) if f[ethernet::HEADER_LEN] == 0x45 => prepare_vm_plain(ctx, flows, data, f, out),
+        _ => prepare_vm_any(ctx, flows, data, out),
+    }
+}
+
+/// [`prepare_vm`] for IPv4 with a 20-byte header (no options), the usual case: the
+/// checks of [`classify::inspect_ipv4`] and the fields [`conntrack::key_v4`] reads,
+/// from one fixed-size read of the frame `f` (its first bytes; `data` is all of it).
+/// The same answer as [`prepare_vm_any`], which a test checks.
+#[inline]
+fn prepare_vm_plain(ctx: &Ctx<'_>, flows: &Flows, data: &[u8], f: &[u8; 42], out: &mut Candidate) {
+    let Some(h) = f[ethernet::HEADER_LEN..].first_chunk::<{ ipv4::MIN_HEADER_LEN }>() else { return };
+    let rd = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+    let total = usize::from(rd(ethernet::HEADER_LEN + 2));
+    let frag_offset = rd(ethernet::HEADER_LEN + 6) & 0x1fff;
+    if total < ipv4::MIN_HEADER_LEN || total > data.len() - ethernet::HEADER_LEN || frag_offset != 0 {
+        return;
+    }
+    if !checksum::verifies_header(h) {
+        return;
+    }
+    let l4 = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN;
+    let (sp, dp, payload) = (rd(l4), rd(l4 + 2), total - ipv4::MIN_HEADER_LEN);
+    let tcp_flags = match h[9] {
+        // The TCP header is in the packet (its payload), so byte 13 of it is in `data`.
+        ipv4::PROTO_TCP if payload >= 20 => match data.get(l4 + 13) {
+            Some(&flags) => flags,
+            None => return,
+        },
+        ipv4::PROTO_UDP if payload >= 8 && dp != DHCP_SERVER_PORT => 0,
+        _ => return,
+    };
+    out.ok = conntrack::key_v4_fields(ctx, flows, Origin::Vf, h, (sp, dp, tcp_flags), out.key_mut());
+}
+
+/// [`prepare_vm`] for any other frame: IPv4 with options, or too short to hold an
+/// option-less header and 8 bytes more (and then no candidate).
+#[cold]
+fn prepare_vm_any(ctx: &Ctx<'_>, flows: &Flows, data: &[u8], out: &mut Candidate) {
+    let Some(ip) = data.get(ethernet::HEADER_LEN..) else { return };
     let Ok(info) = classify::inspect_ipv4(ip) else { return };
     // A first fragment of TCP or UDP (ports known), not for the DHCP server.
     match (info.protocol, info.dst_port) {
@@ -119,7 +163,6 @@ fn prepare_vm<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, bu
         (ipv4::PROTO_UDP, Some(p)) if p != DHCP_SERVER_PORT => {}
         _ => return,
     }
-    out.tunnel = None;
     out.ok = conntrack::key_v4(ctx, flows, Origin::Vf, ip, &mut out.key);
 }
 
@@ -149,4 +192,78 @@ fn prepare_tunnel<B: PacketBuf>(
     let Some(ip) = data.get(ethernet::HEADER_LEN + ipv6::HEADER_LEN..) else { return };
     out.tunnel = Some(t);
     out.ok = conntrack::key_v4(ctx, flows, Origin::Tunnel { target: t.target }, ip, &mut out.key);
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::graph::testkit::{self, ports};
+    use crate::graph::PipelineConfig;
+    use crate::tables::conntrack::Conntrack;
+    use crate::tables::nat::NatMappings;
+
+    /// vm1's TCP (or UDP) frame to vm2 with IPv4 total length `total`, `len` bytes of
+    /// the frame kept, with `edits` (offset from the IPv4 header, value) applied and the
+    /// header checksum fixed afterwards unless `keep_checksum`.
+    fn frame(tcp: bool, len: usize, total: u16, edits: &[(usize, u8)], keep_checksum: bool) -> Vec<u8> {
+        let mut f = vec![0u8; 74];
+        f[..6].copy_from_slice(&testkit::vm_mac(1));
+        f[6..12].copy_from_slice(&testkit::vm_mac(0));
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[14..];
+        ip[..12].copy_from_slice(&[0x45, 0, 0, 60, 0, 1, 0x40, 0, 64, if tcp { 6 } else { 17 }, 0, 0]);
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[12..20].copy_from_slice(&[10, 100, 1, 1, 10, 100, 1, 2]);
+        ip[20..24].copy_from_slice(&[0x04, 0xd2, 0x00, 0x50]);
+        ip[33] = 0x12;
+        for &(at, v) in edits {
+            if let Some(b) = ip.get_mut(at % 60) {
+                *b = v;
+            }
+        }
+        if !keep_checksum {
+            let hl = usize::from(ip[0] & 0x0f) * 4;
+            if let Some(h) = ip.get_mut(..hl.max(20)) {
+                h[10..12].fill(0);
+                let ck = checksum::checksum(h);
+                h[10..12].copy_from_slice(&ck.to_be_bytes());
+            }
+        }
+        f.truncate(len);
+        f
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+        /// The option-less shortcut answers exactly as the general checks and key.
+        #[test]
+        fn plain_ipv4_is_read_as_any_ipv4(
+            tcp: bool,
+            len in 34usize..75,
+            total in prop_oneof![Just(60u16), 0u16..80, 20u16..50],
+            edits in proptest::collection::vec((prop_oneof![0usize..12, 0usize..60], any::<u8>()), 0..3),
+            keep_checksum in proptest::bool::weighted(0.1),
+        ) {
+            let snap = testkit::lab();
+            let ctx = Ctx::new(&snap, ports::VM1, 0);
+            let cfg = PipelineConfig::small();
+            let flows = Flows {
+                table: Conntrack::new(&cfg.flows).unwrap(),
+                nat: NatMappings::new(cfg.nat).unwrap(),
+                addrs: crate::tables::addrpool::AddrPool::new(16),
+                enforce_firewall: false,
+                lb: Default::default(),
+            };
+            let f = frame(tcp, len, total, &edits, keep_checksum);
+            let Some(head) = f.first_chunk::<42>().filter(|h| h[14] == 0x45) else {
+                return Ok(());
+            };
+            let (mut plain, mut any) = (Candidate::default(), Candidate::default());
+            prepare_vm_plain(&ctx, &flows, &f, head, &mut plain);
+            prepare_vm_any(&ctx, &flows, &f, &mut any);
+            prop_assert_eq!(plain.key(), any.key());
+        }
+    }
 }

@@ -417,10 +417,8 @@ impl<A: Copy + Default> Conntrack<A> {
     /// flows, over half of the worker's time went to the first load of each lookup).
     /// Changes nothing.
     pub fn warm(&self, hashes: impl Iterator<Item = u64> + Clone) {
+        self.warm_slots(hashes.clone());
         let mut acc = 0u64;
-        for h in hashes.clone() {
-            acc ^= self.slots[self.home(tag_of(h))];
-        }
         for h in hashes {
             let s = self.slots[self.home(tag_of(h))];
             if s != EMPTY && slot_tag(s) == tag_of(h) {
@@ -432,6 +430,19 @@ impl<A: Copy + Default> Conntrack<A> {
                     std::hint::black_box(e.actions[(s & 1) as usize]);
                 }
             }
+        }
+        // Keeps the loads from being optimised away.
+        std::hint::black_box(acc);
+    }
+
+    /// The first half of [`Conntrack::warm`]: reads the index slot where each lookup
+    /// starts. For a caller that then looks up the whole vector in one tight loop, whose
+    /// independent lookups overlap their misses on the entries by themselves.
+    #[inline]
+    pub fn warm_slots(&self, hashes: impl Iterator<Item = u64>) {
+        let mut acc = 0u64;
+        for h in hashes {
+            acc ^= self.slots[self.home(tag_of(h))];
         }
         // Keeps the loads from being optimised away.
         std::hint::black_box(acc);
