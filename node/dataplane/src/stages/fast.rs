@@ -13,12 +13,13 @@
 //!    checks of the graph's first stages are made with their own functions
 //!    ([`classify::inspect_ipv4`] for a VM's packet; [`decap::check`] for tunnel
 //!    traffic). For an IPv4 TCP or UDP packet that would reach connection tracking,
-//!    its flow key and table hash follow ([`conntrack::key_v4`]). Nothing else
-//!    changes.
-//! 2. The runner warms the flow table for the candidates' lookups (as for the conntrack
-//!    stage's vector).
-//! 3. In arrival order, each candidate is looked up ([`conntrack::lookup_fast`], which
-//!    changes nothing). On a hit, tunnel traffic is decapsulated ([`decap::strip`]), the
+//!    its flow key and table hash follow ([`conntrack::key_v4`]; for a VM's IPv4
+//!    without options, the usual case, one fixed-size read gives the checks and the
+//!    key at once). Nothing else changes.
+//! 2. The runner reads the index slot of every candidate's look-up, then looks them
+//!    all up in one loop ([`conntrack::lookup_fast`], which changes nothing), so that
+//!    the cache misses of a large table overlap.
+//! 3. In arrival order, on a hit, tunnel traffic is decapsulated ([`decap::strip`]), the
 //!    packet is tracked and gets the flow's cached action exactly as the conntrack stage
 //!    gives it ([`conntrack::track_fast`]: the same `finish`), and the runner runs its
 //!    remaining stages (routing, delivery, encapsulation or relay: the same stage
