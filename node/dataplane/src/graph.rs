@@ -712,6 +712,7 @@ impl Pipeline {
         queue: &mut [[u8; CHUNK]],
         queued: &mut [usize],
     ) {
+        stages::fast::learn_chunk(ctx, &self.neigh, pkts);
         for (buf, c) in pkts.iter().zip(self.fast.iter_mut()) {
             stages::fast::prepare(ctx, &self.neigh, &self.flows, buf, c);
         }
@@ -747,7 +748,18 @@ impl Pipeline {
                     // (see ORDER), so this ends, with the packet out of the graph.
                     while let Some(stage) = n.stage() {
                         ran[stage as usize] += 1;
-                        n = self.step(ctx, n, buf, i);
+                        // Delivery, the last stage, always ends the graph.
+                        match n {
+                            Next::VfTx(port) => {
+                                n = stages::vf_tx::process(ctx, &self.neigh, port, buf);
+                                break;
+                            }
+                            Next::PfTx(port) => {
+                                n = stages::pf_tx::process(ctx, &self.neigh, port, buf);
+                                break;
+                            }
+                            _ => n = self.step(ctx, n, buf, i),
+                        }
                     }
                     *nx = n.into();
                 }

@@ -26,7 +26,7 @@
 //! others, although RFC 4861 messages are link-local and never forwarded).
 
 use crate::buf::PacketBuf;
-use crate::config::PortRole;
+use crate::config::{Mac, PortRole};
 use crate::graph::{Ctx, DropReason, NeighTable, Next};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::{ipv4, ipv6};
@@ -113,15 +113,19 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, svcs: &VirtualSe
 /// Ethernet destination of traffic delivered to it). Nothing for other ports.
 #[inline]
 pub fn learn<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &B) {
+    if let Some(mac) = learnable(ctx, buf) {
+        neigh.learn(ctx.in_port, mac);
+    }
+}
+
+/// What [`learn`] learns from a frame, if anything.
+#[inline]
+pub fn learnable<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Option<Mac> {
     if ctx.iface.is_none() || !ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
-        return;
+        return None;
     }
-    if let Some(frame) = Frame::new_checked(buf.data()) {
-        let src = frame.src();
-        if ethernet::is_unicast(&src) {
-            neigh.learn(ctx.in_port, src);
-        }
-    }
+    let src = Frame::new_checked(buf.data())?.src();
+    ethernet::is_unicast(&src).then_some(src)
 }
 
 /// Picks the first stage of a packet received on `ctx.in_port`, without learning.

@@ -757,6 +757,7 @@ fn nat64_route<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Option<Ipv6Addr> {
 /// here even when its flow could not be kept: a released id's address stays in the pool
 /// until the next acquire, and nothing acquires before this returns.
 #[allow(clippy::too_many_arguments)] // the stage's own arguments, passed on
+#[inline]
 fn finish<B: PacketBuf>(
     ctx: &Ctx<'_>,
     flows: &Flows,

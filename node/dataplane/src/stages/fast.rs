@@ -8,8 +8,9 @@
 //! IPv6, ICMP errors by their quote), and the runner moves the packet from queue to
 //! queue. On a chunk, the runner first asks this module about every packet:
 //!
-//! 1. [`prepare`], over the whole chunk: the MACs the graph would learn are learned
-//!    (a VM's as classification does, the router's as decapsulation does), and the
+//! 1. [`learn_chunk`] and [`prepare`], over the whole chunk: the MACs the graph would
+//!    learn are learned (a VM's as classification does, the router's as decapsulation
+//!    does), and the
 //!    checks of the graph's first stages are made with their own functions
 //!    ([`classify::inspect_ipv4`] for a VM's packet; [`decap::check`] for tunnel
 //!    traffic). For an IPv4 TCP or UDP packet that would reach connection tracking,
@@ -94,14 +95,29 @@ pub fn applies(ctx: &Ctx<'_>, svcs: &VirtualServices) -> bool {
     }
 }
 
-/// The first pass over a packet of a burst [`applies`] to: learns the MAC the graph
-/// would learn from it (a VM's, as classification does; the router's, as decapsulation
-/// does), and finds whether it is a candidate, with its key. Changes nothing else.
+/// Learns what the graph would learn from a chunk of a burst [`applies`] to, from a
+/// VF: classification learns the VM's MAC from each frame ([`classify::learn`]); the
+/// neighbour table keeps one MAC per port and nothing reads it before the whole chunk
+/// is learned (see the module docs), so only the last frame it learns from counts.
+/// (Frames on a PF are learned from one by one by [`prepare`].)
+#[inline]
+pub fn learn_chunk<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, pkts: &[B]) {
+    if ctx.port.map(|p| p.role) != Some(PortRole::Vf) {
+        return;
+    }
+    if let Some(mac) = pkts.iter().rev().find_map(|b| classify::learnable(ctx, b)) {
+        neigh.learn(ctx.in_port, mac);
+    }
+}
+
+/// The first pass over a packet of a burst [`applies`] to, after [`learn_chunk`]: learns
+/// the router's MAC from tunnel traffic as decapsulation does, and finds whether the
+/// packet is a candidate, with its key. Changes nothing else.
 #[inline]
 pub fn prepare<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, buf: &B, out: &mut Candidate) {
     out.ok = false;
     match ctx.port.map(|p| p.role) {
-        Some(PortRole::Vf) => prepare_vm(ctx, neigh, flows, buf, out),
+        Some(PortRole::Vf) => prepare_vm(ctx, flows, buf, out),
         Some(PortRole::Pf(_)) => prepare_tunnel(ctx, neigh, flows, buf, out),
         None => {}
     }
@@ -109,8 +125,7 @@ pub fn prepare<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, b
 
 /// [`prepare`] for a VM's frame.
 #[inline]
-fn prepare_vm<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, buf: &B, out: &mut Candidate) {
-    classify::learn(ctx, neigh, buf);
+fn prepare_vm<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, buf: &B, out: &mut Candidate) {
     let data = buf.data();
     if data.get(12..14) != Some(&ethernet::ETHERTYPE_IPV4.to_be_bytes()[..]) {
         return;

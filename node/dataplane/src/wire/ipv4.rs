@@ -130,13 +130,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn decrement_ttl(&mut self) {
         let b = self.buf.as_mut();
-        let old = u16::from_be_bytes([b[field::TTL], b[field::PROTOCOL]]);
         b[field::TTL] = b[field::TTL].wrapping_sub(1);
-        let new = u16::from_be_bytes([b[field::TTL], b[field::PROTOCOL]]);
         let ck = u16::from_be_bytes([b[field::CHECKSUM], b[field::CHECKSUM + 1]]);
-        let ck = checksum::update16(ck, old, new);
-        b[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&ck.to_be_bytes());
+        b[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&ttl_decremented(ck).to_be_bytes());
     }
+}
+
+/// The header checksum after the TTL went down by one, from `ck` before: RFC 1624
+/// eqn. 3 for the 16-bit word (TTL, protocol), `~(~ck + ~m + m')`, where `~m + m'` is
+/// `0xfeff` whatever the protocol, for a TTL above zero. The sum is below `0x1_ff00`, so
+/// one fold brings it to 16 bits.
+#[inline]
+fn ttl_decremented(ck: u16) -> u16 {
+    let sum = u32::from(!ck) + 0xfeff;
+    let sum = (sum & 0xffff) + (sum >> 16);
+    #[allow(clippy::cast_possible_truncation)] // at most 0xffff after the fold
+    let folded = sum as u16;
+    !folded
 }
 
 #[cfg(test)]
@@ -180,6 +190,15 @@ mod tests {
         let mut p = PKT;
         p[11] ^= 1;
         assert_eq!(Packet::new_checked(&p[..]).unwrap_err(), Invalid::Checksum);
+    }
+
+    proptest::proptest! {
+        /// The shortcut is RFC 1624's update of the (TTL, protocol) word.
+        #[test]
+        fn ttl_decrement_is_the_incremental_update(ck: u16, ttl in 1u8..=255, proto: u8) {
+            let (old, new) = (u16::from_be_bytes([ttl, proto]), u16::from_be_bytes([ttl - 1, proto]));
+            proptest::prop_assert_eq!(ttl_decremented(ck), checksum::update16(ck, old, new));
+        }
     }
 
     #[test]
