@@ -102,16 +102,39 @@ pub fn l4_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, segment: &[u8]) -> u
 /// `new` (RFC 1624, eqn. 3).
 #[inline]
 pub fn update16(old_ck: u16, old: u16, new: u16) -> u16 {
-    let sum = u32::from(!old_ck) + u32::from(!old) + u32::from(new);
-    finish(sum)
+    update(old_ck, delta16(old, new))
 }
 
 /// Incrementally updates a checksum for a changed 32-bit field (e.g. an IPv4 address).
 #[inline]
 pub fn update32(old_ck: u16, old: u32, new: u32) -> u16 {
+    update(old_ck, delta32(old, new))
+}
+
+/// What a 16-bit field changing from `old` to `new` adds to the sum of an incremental
+/// update: `~m + m'` of RFC 1624, eqn. 3. Deltas of several fields add up (below
+/// 2^32 for thousands of them) and go to [`update`] once.
+#[inline]
+pub fn delta16(old: u16, new: u16) -> u32 {
+    u32::from(!old) + u32::from(new)
+}
+
+/// [`delta16`] for a 32-bit field: its two 16-bit halves.
+#[inline]
+pub fn delta32(old: u32, new: u32) -> u32 {
     #[allow(clippy::cast_possible_truncation)] // split into 16-bit halves
     let (oh, ol, nh, nl) = ((old >> 16) as u16, old as u16, (new >> 16) as u16, new as u16);
-    update16(update16(old_ck, oh, nh), ol, nl)
+    delta16(oh, nh) + delta16(ol, nl)
+}
+
+/// Checksum `old_ck` updated by the summed deltas of the changed fields:
+/// `~(~HC + Σ(~m + m'))`, folded once at the end. The same as updating field by field,
+/// each update folded: folding keeps a sum's residue modulo 0xffff and maps a nonzero
+/// sum into 1..=0xffff, where each residue has one value, so where the folds happen
+/// changes nothing.
+#[inline]
+pub fn update(old_ck: u16, delta: u32) -> u16 {
+    finish(u32::from(!old_ck) + delta)
 }
 
 #[cfg(test)]
@@ -126,7 +149,24 @@ mod tests {
         0x64, 0x01, 0x02,
     ];
 
+    /// The chained field-by-field update that [`update`] with summed deltas replaces.
+    fn update16_chained(ck: u16, fields: &[(u16, u16)]) -> u16 {
+        fields.iter().fold(ck, |ck, &(old, new)| finish(u32::from(!ck) + u32::from(!old) + u32::from(new)))
+    }
+
     proptest! {
+        #[test]
+        fn summed_deltas_update_as_field_by_field(ck: u16, fields in vec(any::<(u16, u16)>(), 0..7)) {
+            let delta = fields.iter().map(|&(o, n)| delta16(o, n)).sum();
+            prop_assert_eq!(update(ck, delta), update16_chained(ck, &fields));
+        }
+
+        #[test]
+        fn update32_is_two_16_bit_updates(ck: u16, old: u32, new: u32) {
+            let halves = [((old >> 16) as u16, (new >> 16) as u16), (old as u16, new as u16)];
+            prop_assert_eq!(update32(ck, old, new), update16_chained(ck, &halves));
+        }
+
         #[test]
         fn verifies_header_agrees_with_verifies(mut h in any::<[u8; 20]>(), fix: bool) {
             if fix {

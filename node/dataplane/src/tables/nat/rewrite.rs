@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::wire::checksum::{update16, update32};
+use crate::wire::checksum::{delta16, delta32, update, update16, update32};
 
 /// Which endpoint of the packet a rewrite changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,8 +71,8 @@ pub fn rewrite_ipv4(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16
     let old_addr = u32::from_be_bytes([pkt[addr_at], pkt[addr_at + 1], pkt[addr_at + 2], pkt[addr_at + 3]]);
     let new_addr = u32::from(addr);
     pkt[addr_at..addr_at + 4].copy_from_slice(&addr.octets());
-    let ck = update32(rd16(pkt, IP_CKSUM), old_addr, new_addr);
-    wr16(pkt, IP_CKSUM, ck);
+    let addr_delta = delta32(old_addr, new_addr);
+    wr16(pkt, IP_CKSUM, update(rd16(pkt, IP_CKSUM), addr_delta));
 
     let Some(ck_off) = cksum_at else { return true };
     let l4 = &mut pkt[hl..total];
@@ -84,15 +84,14 @@ pub fn rewrite_ipv4(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16
         }
         return true;
     }
-    let mut ck = old_ck;
-    if pseudo {
-        ck = update32(ck, old_addr, new_addr);
-    }
+    // The address (in the pseudo-header) and the port, in one update.
+    let mut delta = if pseudo { addr_delta } else { 0 };
     if let Some(p) = port {
         let old_port = rd16(l4, port_at);
         wr16(l4, port_at, p);
-        ck = update16(ck, old_port, p);
+        delta += delta16(old_port, p);
     }
+    let mut ck = update(old_ck, delta);
     if proto == 17 && ck == 0 {
         ck = 0xffff; // 0 means "no checksum" in UDP
     }
