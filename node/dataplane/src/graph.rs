@@ -729,15 +729,15 @@ impl Pipeline {
         let mut ran = [0usize; Stage::ALL.len()];
         for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
             let hit = match (self.fast.get(i), self.underlay.get_mut(i), found.get(i)) {
-                (Some(c), Some(underlay), Some(&Some(flow))) => c.key().and_then(|k| {
+                (Some(c), Some(underlay), Some(&Some(flow))) => c.key().map(|k| {
                     if let Some(t) = c.tunnel() {
                         ran[Stage::Decap as usize] += 1;
                         let n = stages::decap::strip(t, buf, underlay);
                         if !matches!(n, Next::Conntrack(_)) {
-                            return Some(n);
+                            return n;
                         }
                     }
-                    Some(ct_stage::track_fast(ctx, &mut self.flows, c.origin(), k, flow, buf, underlay))
+                    ct_stage::track_fast(ctx, &mut self.flows, c.origin(), k, flow, buf, underlay)
                 }),
                 _ => None,
             };

@@ -666,7 +666,7 @@ pub(crate) fn key_v4(ctx: &Ctx<'_>, flows: &Flows, origin: Origin, ip: &[u8], ou
 /// The end of [`key_v4`], from the fixed IPv4 header `h` (the protocol and addresses
 /// are read from it) and what the L4 header gave: source and destination port, TCP
 /// flags (zero for UDP).
-#[inline]
+#[inline(always)]
 pub(crate) fn key_v4_fields(
     ctx: &Ctx<'_>,
     flows: &Flows,
