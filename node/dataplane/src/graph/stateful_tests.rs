@@ -567,6 +567,8 @@ struct DrawnTunnel {
     neighbour_port: bool,
     /// IPv6 inside instead of IPv4.
     inner_v6: bool,
+    /// Ethernet padding after the outer packet.
+    padded: bool,
 }
 
 fn drawn_tunnel() -> impl proptest::strategy::Strategy<Value = DrawnTunnel> {
@@ -576,12 +578,14 @@ fn drawn_tunnel() -> impl proptest::strategy::Strategy<Value = DrawnTunnel> {
         drawn(),
         prop_oneof![9 => Just(false), 1 => Just(true)],
         prop_oneof![19 => Just(false), 1 => Just(true)],
+        prop_oneof![3 => Just(false), 1 => Just(true)],
     )
-        .prop_map(|(target, vm, neighbour_port, inner_v6)| DrawnTunnel {
+        .prop_map(|(target, vm, neighbour_port, inner_v6, padded)| DrawnTunnel {
             target,
             vm,
             neighbour_port,
             inner_v6,
+            padded,
         })
 }
 
@@ -639,6 +643,9 @@ fn drawn_tunnel_frame(t: &DrawnTunnel) -> Vec<u8> {
     if t.vm.other_mac {
         f[11] ^= 0x40;
     }
+    if t.padded {
+        f.extend_from_slice(&[0xa5; 6]);
+    }
     f
 }
 
@@ -651,7 +658,7 @@ proptest::proptest! {
     /// destinations; an enforced firewall; the clock jumping past flow timeouts) and of
     /// tunnel traffic (replies to the NAT, the VIP and the VMs, neighbour-NAT ports,
     /// clients of a load balancer with a remote and a local target, unknown underlay
-    /// addresses, IPv6 inside, the router's MAC changing) give the
+    /// addresses, IPv6 inside, Ethernet padding, the router's MAC changing) give the
     /// same verdicts, frames, drop counts, flow table and learned MACs with and without
     /// it.
     #[test]

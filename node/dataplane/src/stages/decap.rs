@@ -40,15 +40,45 @@ pub struct Tunnel {
 /// underlay address and the inner packet.
 #[inline]
 pub fn check<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Result<Tunnel, DropReason> {
+    check_inner(&check_outer(ctx, buf)?)
+}
+
+/// What the first half of [`check`] finds: the outer headers are valid and for one of
+/// the node's addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct Outer<'a> {
+    /// What the outer destination stands for.
+    pub target: UnderlayTarget,
+    /// The outer source.
+    pub src: Ipv6Addr,
+    /// The outer next header.
+    pub next_header: u8,
+    /// The inner packet, up to the outer payload length (padding excluded).
+    pub payload: &'a [u8],
+}
+
+/// The first half of [`check`]: the frame, the outer IPv6 header and the underlay
+/// address.
+#[inline]
+pub fn check_outer<'a, B: PacketBuf>(ctx: &Ctx<'_>, buf: &'a B) -> Result<Outer<'a>, DropReason> {
     let frame = Frame::new_checked(buf.data()).ok_or(DropReason::Malformed)?;
     let outer = ipv6::Packet::new_checked(frame.payload()).ok_or(DropReason::Malformed)?;
     let &target = ctx.snap.underlay_targets.get(&outer.dst()).ok_or(DropReason::UnknownUnderlay)?;
-    let (inner, inner_v4) = match outer.next_header() {
-        ipv6::NH_IPV4 => (inspect_ipv4(outer.payload())?, true),
-        ipv6::NH_IPV6 => (inspect_ipv6(outer.payload())?, false),
+    let (src, next_header) = (outer.src(), outer.next_header());
+    let at = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+    let payload = buf.data().get(at..at + outer.payload_len()).ok_or(DropReason::Malformed)?;
+    Ok(Outer { target, src, next_header, payload })
+}
+
+/// The second half of [`check`]: the inner packet.
+#[inline]
+pub fn check_inner(o: &Outer<'_>) -> Result<Tunnel, DropReason> {
+    let (inner, inner_v4) = match o.next_header {
+        ipv6::NH_IPV4 => (inspect_ipv4(o.payload)?, true),
+        ipv6::NH_IPV6 => (inspect_ipv6(o.payload)?, false),
         _ => return Err(DropReason::BadInnerProtocol),
     };
-    Ok(Tunnel { target, inner, inner_v4, outer_src: outer.src() })
+    Ok(Tunnel { target: o.target, inner, inner_v4, outer_src: o.src })
 }
 
 /// Learns the router's MAC from a frame [`check`] accepted, on a PF without a

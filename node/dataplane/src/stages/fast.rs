@@ -46,7 +46,7 @@ use crate::config::PortRole;
 use crate::graph::{Ctx, NeighTable};
 use crate::wire::{checksum, ethernet, ipv4, ipv6};
 
-use super::classify::{self, DHCP_SERVER_PORT};
+use super::classify::{self, L4Info, DHCP_SERVER_PORT};
 use super::conntrack::{self, FastKey, Flows, Origin};
 use super::decap::{self, Tunnel};
 use super::virtsvc::VirtualServices;
@@ -131,40 +131,63 @@ fn prepare_vm<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, buf: &B, out: &mut Can
         return;
     }
     out.tunnel = None;
-    match data.first_chunk::<{ ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + 8 }>() {
-        Some(f) if f[ethernet::HEADER_LEN] == 0x45 => prepare_vm_plain(ctx, flows, data, f, out),
-        _ => prepare_vm_any(ctx, flows, data, out),
+    match data.get(ethernet::HEADER_LEN..).filter(|ip| is_plain(ip)) {
+        Some(ip) => {
+            // A plain header decides: what `plain_v4` refuses, the general checks refuse.
+            let Some(p) = plain_v4(ip) else { return };
+            if p.header[9] == ipv4::PROTO_UDP && p.ports.1 == DHCP_SERVER_PORT {
+                return;
+            }
+            out.ok = conntrack::key_v4_fields(ctx, flows, Origin::Vf, p.header, p.ports, out.key_mut());
+        }
+        None => prepare_vm_any(ctx, flows, data, out),
     }
 }
 
-/// [`prepare_vm`] for IPv4 with a 20-byte header (no options), the usual case: the
-/// checks of [`classify::inspect_ipv4`] and the fields [`conntrack::key_v4`] reads,
-/// from one fixed-size read of the frame `f` (its first bytes; `data` is all of it).
-/// The same answer as [`prepare_vm_any`], which a test checks.
+/// Whether `ip` starts with an IPv4 header without options and holds 8 bytes more (the
+/// start of any L4 header): the packets [`plain_v4`] answers for.
 #[inline]
-fn prepare_vm_plain(ctx: &Ctx<'_>, flows: &Flows, data: &[u8], f: &[u8; 42], out: &mut Candidate) {
-    let Some(h) = f[ethernet::HEADER_LEN..].first_chunk::<{ ipv4::MIN_HEADER_LEN }>() else { return };
+fn is_plain(ip: &[u8]) -> bool {
+    ip.len() >= ipv4::MIN_HEADER_LEN + 8 && ip[0] == 0x45
+}
+
+/// What [`plain_v4`] reads from a packet.
+struct Plain<'a> {
+    /// The IPv4 header.
+    header: &'a [u8; ipv4::MIN_HEADER_LEN],
+    /// Source and destination port, TCP flags (zero for UDP).
+    ports: (u16, u16, u8),
+    /// The total length.
+    total: usize,
+}
+
+/// For an IPv4 packet [`is_plain`] accepts (`ip` may carry padding): whether
+/// [`classify::inspect_ipv4`] accepts it as TCP or UDP with ports (a first fragment),
+/// and then the fields [`conntrack::key_v4`] reads, from one fixed-size read and with
+/// the header checksum summed without a loop. `None` for every other packet. The same
+/// answers as the general functions, which a test checks.
+#[inline]
+fn plain_v4(ip: &[u8]) -> Option<Plain<'_>> {
+    let f = ip.first_chunk::<{ ipv4::MIN_HEADER_LEN + 8 }>()?;
+    let header = f.first_chunk::<{ ipv4::MIN_HEADER_LEN }>()?;
     let rd = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
-    let total = usize::from(rd(ethernet::HEADER_LEN + 2));
-    let frag_offset = rd(ethernet::HEADER_LEN + 6) & 0x1fff;
-    if total < ipv4::MIN_HEADER_LEN || total > data.len() - ethernet::HEADER_LEN || frag_offset != 0 {
-        return;
+    let total = usize::from(rd(2));
+    let frag_offset = rd(6) & 0x1fff;
+    if header[0] != 0x45 || total < ipv4::MIN_HEADER_LEN || total > ip.len() || frag_offset != 0 {
+        return None;
     }
-    if !checksum::verifies_header(h) {
-        return;
+    if !checksum::verifies_header(header) {
+        return None;
     }
-    let l4 = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN;
+    let l4 = ipv4::MIN_HEADER_LEN;
     let (sp, dp, payload) = (rd(l4), rd(l4 + 2), total - ipv4::MIN_HEADER_LEN);
-    let tcp_flags = match h[9] {
-        // The TCP header is in the packet (its payload), so byte 13 of it is in `data`.
-        ipv4::PROTO_TCP if payload >= 20 => match data.get(l4 + 13) {
-            Some(&flags) => flags,
-            None => return,
-        },
-        ipv4::PROTO_UDP if payload >= 8 && dp != DHCP_SERVER_PORT => 0,
-        _ => return,
+    let tcp_flags = match header[9] {
+        // The TCP header is in the packet (its payload), so byte 13 of it is in `ip`.
+        ipv4::PROTO_TCP if payload >= 20 => *ip.get(l4 + 13)?,
+        ipv4::PROTO_UDP if payload >= 8 => 0,
+        _ => return None,
     };
-    out.ok = conntrack::key_v4_fields(ctx, flows, Origin::Vf, h, (sp, dp, tcp_flags), out.key_mut());
+    Some(Plain { header, ports: (sp, dp, tcp_flags), total })
 }
 
 /// [`prepare_vm`] for any other frame: IPv4 with options, or too short to hold an
@@ -197,8 +220,28 @@ fn prepare_tunnel<B: PacketBuf>(
     if data.get(12..14) != Some(&ethernet::ETHERTYPE_IPV6.to_be_bytes()[..]) {
         return;
     }
-    let Ok(t) = decap::check(ctx, buf) else { return };
+    let Ok(outer) = decap::check_outer(ctx, buf) else { return };
+    // Inner IPv4 TCP or UDP without options, the usual case: `plain_v4` checks it as
+    // decapsulation would and reads its key. Anything else, the general checks.
+    let plain = (outer.next_header == ipv6::NH_IPV4).then(|| plain_v4(outer.payload)).flatten();
+    let Some(p) = plain else {
+        if let Ok(t) = decap::check_inner(&outer) {
+            decap::learn(ctx, neigh, buf);
+            prepare_tunnel_any(ctx, flows, data, t, out);
+        }
+        return;
+    };
     decap::learn(ctx, neigh, buf);
+    let inner = L4Info { protocol: p.header[9], dst_port: Some(p.ports.1), icmp_type: None, ip_len: p.total };
+    let target = outer.target;
+    out.tunnel = Some(Tunnel { target, inner, inner_v4: true, outer_src: outer.src });
+    out.ok =
+        conntrack::key_v4_fields(ctx, flows, Origin::Tunnel { target }, p.header, p.ports, out.key_mut());
+}
+
+/// [`prepare_tunnel`] for what decapsulation accepts but `plain_v4` does not.
+#[cold]
+fn prepare_tunnel_any(ctx: &Ctx<'_>, flows: &Flows, data: &[u8], t: Tunnel, out: &mut Candidate) {
     if !t.inner_v4
         || !matches!(t.inner.protocol, ipv4::PROTO_TCP | ipv4::PROTO_UDP)
         || t.inner.dst_port.is_none()
@@ -273,13 +316,29 @@ mod tests {
                 lb: Default::default(),
             };
             let f = frame(tcp, len, total, &edits, keep_checksum);
-            let Some(head) = f.first_chunk::<42>().filter(|h| h[14] == 0x45) else {
-                return Ok(());
-            };
-            let (mut plain, mut any) = (Candidate::default(), Candidate::default());
-            prepare_vm_plain(&ctx, &flows, &f, head, &mut plain);
+            // The shortcut against the general checks and key, for every packet it
+            // answers for (as the VM's frame here, or as a tunnel's inner packet).
+            let ip = &f[14..];
+            if is_plain(ip) {
+                let general = classify::inspect_ipv4(ip)
+                    .ok()
+                    .filter(|i| matches!(i.protocol, ipv4::PROTO_TCP | ipv4::PROTO_UDP) && i.dst_port.is_some());
+                let plain = plain_v4(ip);
+                prop_assert_eq!(plain.is_some(), general.is_some());
+                if let (Some(p), Some(g)) = (plain, general) {
+                    prop_assert_eq!((p.header[9], Some(p.ports.1), p.total), (g.protocol, g.dst_port, g.ip_len));
+                    let (mut short, mut long) = (FastKey::default(), FastKey::default());
+                    let origin = Origin::Vf;
+                    prop_assert!(conntrack::key_v4_fields(&ctx, &flows, origin, p.header, p.ports, &mut short));
+                    prop_assert!(conntrack::key_v4(&ctx, &flows, origin, ip, &mut long));
+                    prop_assert_eq!(short, long);
+                }
+            }
+            // And the VM's whole first pass.
+            let (mut fast, mut any) = (Candidate::default(), Candidate::default());
+            prepare_vm(&ctx, &flows, &crate::buf::TestBuf::new(&f), &mut fast);
             prepare_vm_any(&ctx, &flows, &f, &mut any);
-            prop_assert_eq!(plain.key(), any.key());
+            prop_assert_eq!(fast.key(), any.key());
         }
     }
 }
