@@ -24,35 +24,11 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use dpfleet_dataplane::buf::{PacketBuf, TestBuf};
-use dpfleet_dataplane::config::DnatTarget;
-use dpfleet_dataplane::graph::testkit::{lab, ports, vm_mac, PF0_MAC};
+use dpfleet_dataplane::graph::testkit::{lab, ports, snat_lab, vm1_udp_frame as frame, vm_mac, PF0_MAC};
 use dpfleet_dataplane::graph::{DropReason, Pipeline, PipelineConfig, Verdict};
-use dpfleet_dataplane::tables::nat::{LocalNat, PortRange};
 use dpfleet_dataplane::wire::checksum;
 
 const BURST: usize = 32;
-
-/// A 64-byte Ethernet frame (60 bytes + FCS on the wire; 64 here) carrying IPv4/UDP
-/// from vm1 (10.100.1.1) to `dst`, with source port `sport`.
-fn frame(dst_mac: [u8; 6], dst: [u8; 4], sport: u16) -> Vec<u8> {
-    let mut f = vec![0u8; 64];
-    f[..6].copy_from_slice(&dst_mac);
-    f[6..12].copy_from_slice(&vm_mac(0));
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip_len: u16 = 64 - 14;
-    let ip = &mut f[14..];
-    ip[..12].copy_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0]);
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[12..16].copy_from_slice(&[10, 100, 1, 1]);
-    ip[16..20].copy_from_slice(&dst);
-    let ck = checksum::checksum(&ip[..20]);
-    ip[10..12].copy_from_slice(&ck.to_be_bytes());
-    let udp = &mut ip[20..];
-    udp[..2].copy_from_slice(&sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&5678u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
-    f
-}
 
 fn bench(c: &mut Criterion) {
     let snap = lab();
@@ -145,12 +121,7 @@ fn snat(c: &mut Criterion) {
 }
 
 fn snat_case(c: &mut Criterion, name: &str, fast: bool) {
-    let mut snap = lab();
-    let nat_ip = std::net::Ipv4Addr::new(172, 21, 1, 1);
-    let range = PortRange::new(1024, 65535).expect("range");
-    let Some(Some(vm1)) = snap.iface_by_port.get_mut(usize::from(ports::VM1)) else { panic!("lab has vm1") };
-    vm1.nat = Some(LocalNat { nat_ip, range, vni: 100 });
-    snap.dnat.insert((100, nat_ip), DnatTarget::Nat);
+    let snap = snat_lab();
     let mut cfg = PipelineConfig::new(1 << 20, 30, 0, 1, 0x5eed);
     cfg.fast_path = fast;
     let mut p = Pipeline::with_config(Arc::default(), &cfg).expect("pipeline");

@@ -8,8 +8,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::{
-    Interface, Mac, NodeConfig, PortId, PortInfo, PortRole, RouteTarget, Snapshot, UnderlayTarget, Vni,
+    DnatTarget, Interface, Mac, NodeConfig, PortId, PortInfo, PortRole, RouteTarget, Snapshot,
+    UnderlayTarget, Vni,
 };
+use crate::tables::nat::{LocalNat, PortRange};
+use crate::wire::checksum;
 
 /// Builds a [`Snapshot`] step by step.
 #[derive(Debug)]
@@ -176,4 +179,41 @@ pub fn lab() -> Snapshot {
         .route4(100, a4("0.0.0.0"), 0, router)
         .route6(100, a6("::"), 0, router)
         .build()
+}
+
+/// A 64-byte Ethernet frame (60 bytes and room for the FCS) carrying IPv4/UDP from vm1
+/// (10.100.1.1, source port `sport`) to `dst`, port 5678, TTL 64, for the benchmarks.
+pub fn vm1_udp_frame(dst_mac: Mac, dst: [u8; 4], sport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&vm_mac(0));
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip_len: u16 = 64 - 14;
+    let ip = &mut f[14..];
+    ip[..12].copy_from_slice(&[0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0]);
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[12..16].copy_from_slice(&[10, 100, 1, 1]);
+    ip[16..20].copy_from_slice(&dst);
+    let ck = checksum::checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&ck.to_be_bytes());
+    let udp = &mut ip[20..];
+    udp[..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&5678u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f
+}
+
+/// The NAT IP of [`snat_lab`].
+pub const SNAT_IP: Ipv4Addr = Ipv4Addr::new(172, 21, 1, 1);
+
+/// [`lab`] with a NAT gateway for vm1: [`SNAT_IP`], ports 1024-65535.
+pub fn snat_lab() -> Snapshot {
+    let mut snap = lab();
+    if let (Some(Some(vm1)), Ok(range)) =
+        (snap.iface_by_port.get_mut(usize::from(ports::VM1)), PortRange::new(1024, 65535))
+    {
+        vm1.nat = Some(LocalNat { nat_ip: SNAT_IP, range, vni: 100 });
+    }
+    snap.dnat.insert((100, SNAT_IP), DnatTarget::Nat);
+    snap
 }
