@@ -701,9 +701,9 @@ impl Pipeline {
     }
 
     /// The start of a chunk on the fast path (see [`stages::fast`]): the candidates of
-    /// the chunk are found and their flows warmed; then, in arrival order, a packet of
-    /// a known flow is run to the end of the graph and every other one is classified
-    /// and queued as usual.
+    /// the chunk are found and looked up; then, in arrival order, a packet of a known
+    /// flow is run to the end of the graph and every other one is classified and queued
+    /// as usual.
     fn run_fast<B: PacketBuf>(
         &mut self,
         ctx: &Ctx<'_>,
