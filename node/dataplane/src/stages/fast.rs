@@ -10,13 +10,13 @@
 //!
 //! 1. [`learn_chunk`] and [`prepare`], over the whole chunk: the MACs the graph would
 //!    learn are learned (a VM's as classification does, the router's as decapsulation
-//!    does), and the
-//!    checks of the graph's first stages are made with their own functions
-//!    ([`classify::inspect_ipv4`] for a VM's packet; [`decap::check`] for tunnel
-//!    traffic). For an IPv4 TCP or UDP packet that would reach connection tracking,
-//!    its flow key and table hash follow ([`conntrack::key_v4`]; for a VM's IPv4
-//!    without options, the usual case, one fixed-size read gives the checks and the
-//!    key at once). Nothing else changes.
+//!    does), and the checks of the graph's first stages are made with their own
+//!    functions ([`classify::inspect_ipv4`] for a VM's packet; [`decap::check_outer`]
+//!    and [`decap::check_inner`] for tunnel traffic). For an IPv4 TCP or UDP packet
+//!    that would reach connection tracking, its flow key and table hash follow
+//!    ([`conntrack::key_v4`]). For IPv4 without options, the usual case (a VM's
+//!    packet, or a tunnel's inner one), one fixed-size read gives the checks and the
+//!    key at once (`plain_v4`, tested against those functions). Nothing else changes.
 //! 2. The runner reads the index slot of every candidate's look-up, then looks them
 //!    all up in one loop ([`conntrack::lookup_fast`], which changes nothing), so that
 //!    the cache misses of a large table overlap.
