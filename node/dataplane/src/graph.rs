@@ -750,7 +750,10 @@ impl Pipeline {
                     // (see ORDER), so this ends, with the packet out of the graph.
                     while let Some(stage) = n.stage() {
                         ran[stage as usize] += 1;
-                        // Delivery, the last stage, always ends the graph.
+                        // Delivery, the last stage, always ends the graph. Its two
+                        // arms repeat `step`'s on purpose: calling `step` and then
+                        // breaking measured 46 more instructions per packet
+                        // (`burst_loop`).
                         match n {
                             Next::VfTx(port) => {
                                 n = stages::vf_tx::process(ctx, &self.neigh, port, buf);
