@@ -124,16 +124,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
-impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Decrements the TTL by one, updating the checksum incrementally. The caller
-    /// checks that the TTL is above one.
-    #[inline]
-    pub fn decrement_ttl(&mut self) {
-        let b = self.buf.as_mut();
-        b[field::TTL] = b[field::TTL].wrapping_sub(1);
-        let ck = u16::from_be_bytes([b[field::CHECKSUM], b[field::CHECKSUM + 1]]);
-        b[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&ttl_decremented(ck).to_be_bytes());
+/// The destination address of the fixed header `h`.
+#[inline]
+pub fn header_dst(h: &[u8; MIN_HEADER_LEN]) -> Ipv4Addr {
+    Ipv4Addr::new(h[16], h[17], h[18], h[19])
+}
+
+/// Decrements the TTL of the fixed header `h` by one, updating the checksum
+/// incrementally, if it is above one; returns false, changing nothing, if not.
+#[inline]
+pub fn decrement_ttl_header(h: &mut [u8; MIN_HEADER_LEN]) -> bool {
+    if h[field::TTL] <= 1 {
+        return false;
     }
+    h[field::TTL] -= 1;
+    let ck = u16::from_be_bytes([h[field::CHECKSUM], h[field::CHECKSUM + 1]]);
+    let [a, b] = ttl_decremented(ck).to_be_bytes();
+    h[field::CHECKSUM] = a;
+    h[field::CHECKSUM + 1] = b;
+    true
 }
 
 /// The header checksum after the TTL went down by one, from `ck` before: RFC 1624
@@ -204,9 +213,14 @@ mod tests {
     #[test]
     fn ttl_decrement_keeps_checksum_valid() {
         let mut p = PKT;
-        Packet::new_checked(&mut p[..]).unwrap().decrement_ttl();
+        assert!(decrement_ttl_header(p.first_chunk_mut().unwrap()));
         assert_eq!(p[8], 63);
         assert_eq!(&p[10..12], &[0x65, 0x0e]); // what scapy computes for ttl=63
         assert!(Packet::new_checked(&p[..]).is_ok());
+        // At TTL 1 (and 0) nothing changes.
+        p[8] = 1;
+        let before = p;
+        assert!(!decrement_ttl_header(p.first_chunk_mut().unwrap()));
+        assert_eq!(p, before);
     }
 }
