@@ -12,6 +12,12 @@
 # by Maglev on a target interface of this node: decapsulation, the LB zone of conntrack,
 # delivery to the VF). Every frame after the first round belongs to an established flow.
 # Prints a markdown table for docs/benchmarks.md.
+#
+# A/B mode: with BENCH_BASE set to another cargo target dir holding a release build of
+# dpfleet-node and dpfleetctl (say, of main, built in a git worktree), each path is run
+# BENCH_ROUNDS times (default 4) with that build and this one alternately, without
+# testpmd, and the medians are compared. On a host whose load moves single runs by
+# 10-20 %, this shows changes of a few per cent that single runs cannot.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=${1:-10}
@@ -95,16 +101,42 @@ node_rate() { # pcap out-port-name path
 	echo $(((b - a) / secs))
 }
 
-echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //'), hugepages: ${huge[*]}"
-printf '| path | dpfleet-node (pps) | testpmd macswap (pps) | ratio |\n|---|---|---|---|\n'
-for name in "${paths[@]}"; do
-	case $name in
+pcap_of() { # path: sets pcap and out
+	case $1 in
 	vf-to-vf | fw) pcap=$work/vf-to-vf.pcap out=net_null1 ;;
 	vf-to-pf) pcap=$work/vf-to-pf.pcap out=net_null0 ;;
 	snat) pcap=$work/snat.pcap out=net_null0 ;;
 	lb) pcap=$work/lb.pcap out=net_null1 ;;
-	*) echo "unknown path $name" >&2; exit 2 ;;
+	*) echo "unknown path $1" >&2; exit 2 ;;
 	esac
+}
+
+if [[ -n ${BENCH_BASE:-} ]]; then
+	this_node=$node this_ctl=$ctl
+	printf '| path | base median (pps) | this build median (pps) | this / base |\n|---|---|---|---|\n'
+	for name in "${paths[@]}"; do
+		pcap_of "$name"
+		base=() this=()
+		for _ in $(seq "${BENCH_ROUNDS:-4}"); do
+			node=$BENCH_BASE/release/dpfleet-node ctl=$BENCH_BASE/release/dpfleetctl
+			base+=("$(node_rate "$pcap" "$out" "$name")")
+			node=$this_node ctl=$this_ctl
+			this+=("$(node_rate "$pcap" "$out" "$name")")
+		done
+		/usr/bin/python3 - "$name" "${base[*]}" "${this[*]}" <<'PY'
+import statistics, sys
+name, a, b = sys.argv[1], [int(x) for x in sys.argv[2].split()], [int(x) for x in sys.argv[3].split()]
+ma, mb = statistics.median(a), statistics.median(b)
+print(f"| {name} | {ma / 1e6:.2f} M | {mb / 1e6:.2f} M | {mb / ma:.3f} |")
+PY
+	done
+	exit 0
+fi
+
+echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //'), hugepages: ${huge[*]}"
+printf '| path | dpfleet-node (pps) | testpmd macswap (pps) | ratio |\n|---|---|---|---|\n'
+for name in "${paths[@]}"; do
+	pcap_of "$name"
 	c=$(ceiling "$pcap")
 	n=$(node_rate "$pcap" "$out" "$name")
 	printf '| %s | %.2f M | %.2f M | %.2f |\n' "$name" "$(bc -l <<<"$n/1000000")" "$(bc -l <<<"$c/1000000")" "$(bc -l <<<"$n/$c")"
