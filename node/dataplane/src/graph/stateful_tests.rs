@@ -281,6 +281,30 @@ fn deleting_a_nat_flushes_its_flows_and_frees_its_ports() {
 }
 
 #[test]
+fn only_the_vms_own_address_is_translated() {
+    // vm1 (NAT) and vm2 (VIP) each with an alias prefix: dpservice keys NAT and VIP
+    // data by the interface's own address, so what the VMs send from their alias
+    // prefixes leaves as they sent it.
+    let mut snap = stateful_lab();
+    let routes = &mut snap.vnis.get_mut(&100).unwrap().routes4;
+    routes.insert(Ipv4Addr::new(10, 100, 1, 64), 29, RouteTarget::Local { port: VM1 });
+    routes.insert(Ipv4Addr::new(10, 100, 1, 72), 29, RouteTarget::Local { port: VM2 });
+    let mut p = pipeline(false);
+    for (vm, n, alias, own, translated) in
+        [(VM1, 0, Ipv4Addr::new(10, 100, 1, 66), VM1_IP, NAT_IP), (VM2, 1, Ipv4Addr::new(10, 100, 1, 74), VM2_IP, VIP)]
+    {
+        let (v, out) = run(&mut p, &snap, vm, &from_vm(n, &tcp4(alias, PUBLIC, 1246, 80, true)));
+        assert_eq!(v, Verdict::Tx(PF0));
+        assert_eq!(tuple(&inner(PF0, &out)), (alias, PUBLIC, 1246, 80), "from the alias prefix");
+        // A later packet of that flow too, and the VM's own address still translates.
+        let (_, out) = run(&mut p, &snap, vm, &from_vm(n, &tcp4(alias, PUBLIC, 1246, 80, false)));
+        assert_eq!(tuple(&inner(PF0, &out)).0, alias);
+        let (_, out) = run(&mut p, &snap, vm, &from_vm(n, &tcp4(own, PUBLIC, 1246, 80, true)));
+        assert_eq!(tuple(&inner(PF0, &out)).0, translated, "from the VM's own address");
+    }
+}
+
+#[test]
 fn vip_translates_egress_ingress_and_local_dnat() {
     let snap = stateful_lab();
     let mut p = pipeline(false);

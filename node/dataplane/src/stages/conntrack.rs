@@ -83,7 +83,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::lb::{Choice as LbChoice, Decision as LbDecision};
 use crate::buf::PacketBuf;
-use crate::config::{DnatTarget, PortId, RouteTarget, Snapshot, UnderlayTarget, Vni, VniTables};
+use crate::config::{DnatTarget, Interface, PortId, RouteTarget, Snapshot, UnderlayTarget, Vni, VniTables};
 use crate::graph::{Ctx, DropReason, Next, Underlay};
 use crate::tables::addrpool::{AddrId, AddrPool};
 use crate::tables::conntrack::{
@@ -728,16 +728,19 @@ pub(crate) fn track_fast<B: PacketBuf>(
 /// when exactly that /32 is one; the node marks every source of the LB zone.
 fn dps_flow_hash(ctx: &Ctx<'_>, pkt: &Parsed) -> u32 {
     let k = &pkt.key;
-    let vnf = match k.dst() {
-        IpAddr::V4(_) if k.zone() == ZONE_LB => VnfType::LbAliasPrefix,
-        IpAddr::V4(_) if ctx.iface.is_some_and(|i| i.nat.is_some()) => VnfType::Nat,
-        IpAddr::V6(d) if super::nat64::is_nat64(d) => VnfType::Nat,
-        _ => VnfType::Undefined,
-    };
     let (dst, src, port_dst, port_src) = if pkt.quoted {
         (k.src(), k.dst(), k.src_port(), k.dst_port())
     } else {
         (k.dst(), k.src(), k.dst_port(), k.src_port())
+    };
+    // NAT: dpservice looks the key's source up among the interfaces' NAT data, which
+    // holds only their own addresses.
+    let nat_source = |i: &Interface| i.nat.is_some() && src == IpAddr::V4(i.ipv4);
+    let vnf = match k.dst() {
+        IpAddr::V4(_) if k.zone() == ZONE_LB => VnfType::LbAliasPrefix,
+        IpAddr::V4(_) if ctx.iface.is_some_and(nat_source) => VnfType::Nat,
+        IpAddr::V6(d) if super::nat64::is_nat64(d) => VnfType::Nat,
+        _ => VnfType::Undefined,
     };
     DpsFlowKey { dst, src, port_dst, port_src, vni: k.vni(), proto: k.proto(), vnf }.hash()
 }
@@ -910,8 +913,15 @@ fn new_flow<B: PacketBuf>(
             let mut src_port = None;
             let mut src = pkt.src;
             let lb_reply = pkt.key.zone() == ZONE_LB;
-            if let (RouteTarget::Remote { .. }, true, IpAddr::V4(vm), FlowKind::Plain, false) =
-                (target, default, pkt.src, kind, lb_reply)
+            // As in dpservice, whose NAT and VIP data are keyed by the interface's own
+            // address, only that address is translated: traffic from an alias prefix
+            // leaves as the VM sent it.
+            let own = match pkt.src {
+                IpAddr::V4(a) if a == iface.ipv4 => Some(a),
+                _ => None,
+            };
+            if let (RouteTarget::Remote { .. }, true, Some(vm), FlowKind::Plain, false) =
+                (target, default, own, kind, lb_reply)
             {
                 if let Some(nat) = iface.nat {
                     let icmp = pkt.key.proto() == PROTO_ICMP;
