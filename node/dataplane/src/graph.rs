@@ -600,6 +600,12 @@ impl Pipeline {
             if let Flush::Interface { port, .. } = flush {
                 self.virtsvc.forget_port(port);
             }
+            // Verdicts only matter when enforced: without enforcement a denied flow is
+            // forwarded like any other, and ending it would only make its next packet
+            // a new flow (a VIP connection's reply would then leave through the NAT).
+            if flush == Flush::Denied && !self.flows.enforce_firewall {
+                continue;
+            }
             let nat = &mut self.flows.nat;
             let addrs = &mut self.flows.addrs;
             self.flows.table.retain(|f| !flush_hits(&flush, f), |f| ct_stage::release(nat, addrs, f));

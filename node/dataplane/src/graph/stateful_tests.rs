@@ -353,6 +353,32 @@ fn a_rule_change_rejudges_denied_flows_and_keeps_accepted_ones() {
     assert_eq!(p.flows().len(), 2);
 }
 
+#[test]
+fn a_rule_change_without_enforcement_ends_no_flow() {
+    // vm2 with a VIP and a NAT: a connection to the VIP is denied by the default
+    // ingress policy but forwarded (not enforced), and its replies leave from the VIP.
+    let mut snap = stateful_lab();
+    let nat = LocalNat { nat_ip: Ipv4Addr::new(172, 21, 2, 2), range: PortRange::new(100, 102).unwrap(), vni: 100 };
+    snap.iface_by_port[usize::from(VM2)].as_mut().unwrap().nat = Some(nat);
+    // No rules, as the control plane gives every interface at first: ingress denied.
+    snap.firewall_by_port[usize::from(VM2)] = Some(Arc::new(RuleSet::new([])));
+    let mut p = pipeline(false);
+    let (v, _) = run(&mut p, &snap, PF0, &from_router(vip_ul(), &tcp4(PUBLIC, VIP, 4000, 22, true)));
+    assert_eq!(v, Verdict::Tx(VM2));
+    let reply = from_vm(1, &tcp4(VM2_IP, PUBLIC, 22, 4000, false));
+    let (_, out) = run(&mut p, &snap, VM2, &reply);
+    assert_eq!(tuple(&inner(PF0, &out)), (VIP, PUBLIC, 22, 4000));
+    // A rule changes somewhere: the control plane asks to end denied flows, which
+    // without enforcement ends none, so the reply still leaves from the VIP.
+    let mut next = snap.clone();
+    next.generation += 1;
+    next.firewall_by_port[usize::from(VM1)] = Some(Arc::new(allow_tcp_in(80)));
+    next.flushes = vec![(1, Flush::Denied)].into();
+    let (_, out) = run(&mut p, &next, VM2, &reply);
+    assert_eq!(tuple(&inner(PF0, &out)), (VIP, PUBLIC, 22, 4000));
+    assert_eq!(p.flows().len(), 1);
+}
+
 fn allow_tcp_in(port: u16) -> RuleSet {
     RuleSet::new([Rule {
         direction: Direction::Ingress,
