@@ -1242,9 +1242,23 @@ impl State {
     fn release_vni(&mut self, vni: Vni, port: PortId) {
         let Some(v) = self.vnis.get_mut(&vni) else { return };
         v.routes.retain(|_, t| *t != RouteTarget::Local { port });
+        self.unref_vni(vni);
+    }
+
+    /// Drops one user (an interface or a load balancer) of `vni`. With the last one the
+    /// VNI goes, and with it, as in dpservice (`dp_free_vni_data`), the neighbour NAT
+    /// entries in it (whose relayed flows are flushed, as DeleteNeighborNat does).
+    fn unref_vni(&mut self, vni: Vni) {
+        let Some(v) = self.vnis.get_mut(&vni) else { return };
         v.refs = v.refs.saturating_sub(1);
-        if v.refs == 0 {
-            self.vnis.remove(&vni);
+        if v.refs > 0 {
+            return;
+        }
+        self.vnis.remove(&vni);
+        let (gone, kept) = std::mem::take(&mut self.neighbor_nats).into_iter().partition(|n| n.vni == vni);
+        self.neighbor_nats = kept;
+        for n in gone {
+            self.flush(Flush::Neighbor(n));
         }
     }
 
@@ -2006,5 +2020,30 @@ pub(crate) mod tests {
         c.delete_interface("vm2").unwrap();
         let last = c.snapshot().flushes.last().map(|f| f.1);
         assert_eq!(last, Some(Flush::Interface { port: 3, vni: 100, ipv4: Ipv4Addr::new(10, 100, 1, 2) }));
+    }
+
+    #[test]
+    fn neighbour_nats_go_with_their_vni() {
+        // As dpservice's dp_free_vni_data: when a VNI's last user (interface or load
+        // balancer) goes, so do the neighbour NAT entries in it, and their flows.
+        let c = control();
+        let (nat, under) = (ip("172.21.1.1"), "fc00:2::64:0:1".parse().unwrap());
+        c.create_interface(vm1()).unwrap();
+        c.create_interface(vm2()).unwrap();
+        c.create_neighbor_nat(nat, 100, range(500, 520), under).unwrap();
+        c.create_neighbor_nat(nat, 200, range(600, 620), under).unwrap();
+        c.delete_interface("vm1").unwrap();
+        assert_eq!(c.list_neighbor_nats(nat).unwrap().len(), 2, "vm2 still uses VNI 100");
+        c.create_lb("lb", 100, ip("172.22.2.1"), vec![(6, 80)]).unwrap();
+        c.delete_interface("vm2").unwrap();
+        assert_eq!(c.list_neighbor_nats(nat).unwrap().len(), 2, "the LB still uses VNI 100");
+        c.delete_lb("lb").unwrap();
+        let left: Vec<_> = c.list_neighbor_nats(nat).unwrap().iter().map(|n| n.vni).collect();
+        assert_eq!(left, vec![200]);
+        let last = c.snapshot().flushes.last().map(|f| f.1);
+        assert!(matches!(last, Some(Flush::Neighbor(n)) if n.vni == 100 && n.range == range(500, 520)), "{last:?}");
+        // The entry is gone: deleting it is NOT_FOUND, creating it again succeeds.
+        assert_eq!(c.delete_neighbor_nat(nat, 100, range(500, 520)), Err(ApiError::NotFound));
+        c.create_neighbor_nat(nat, 100, range(500, 520), under).unwrap();
     }
 }

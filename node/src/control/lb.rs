@@ -347,13 +347,7 @@ impl Control {
     pub fn delete_lb(&self, id: &str) -> Result<(), ApiError> {
         self.apply(|st| {
             let lb = st.lbs.by_id.remove(id).ok_or(ApiError::NotFound)?;
-            let vni = lb.info.vni;
-            if let Some(v) = st.vnis.get_mut(&vni) {
-                v.refs = v.refs.saturating_sub(1);
-                if v.refs == 0 {
-                    st.vnis.remove(&vni);
-                }
-            }
+            st.unref_vni(lb.info.vni);
             Ok(())
         })
     }
