@@ -109,7 +109,7 @@ impl Worker {
                 let pc = counters.port(port);
                 pc.rx_packets.add(n as u64);
                 pc.rx_bytes.add(rx.as_slice().iter().map(|m| u64::from(m.pkt_len())).sum());
-                self.pipeline.process_burst(&snap, port, now_ns, rx.as_mut_slice(), &mut verdicts[..n]);
+                self.pipeline.process_burst(snap, port, now_ns, rx.as_mut_slice(), &mut verdicts[..n]);
                 // The usual case: the whole burst leaves on one port with nothing queued
                 // for it yet this round. Hand the rx burst to that port as it is instead
                 // of moving each mbuf into the pending burst (the order is the same).
