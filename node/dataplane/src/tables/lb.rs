@@ -119,32 +119,28 @@ impl Default for RoundRobin {
 }
 
 impl RoundRobin {
-    /// dpservice's round robin: with exactly one target, that one; else the first
-    /// non-empty slot after the last pick (cyclically), which becomes the last pick.
-    /// Positions start at slot 0, so targets in slots 0 and 1 are picked 1, 0, 1, ...
+    /// dpservice's round robin (`dp_lb_rr_backend`): with exactly one target, that
+    /// one; else the first non-empty slot after the last pick, cyclically over all
+    /// [`MAX_TARGETS`] slots (so the empty slots behind the last target are passed
+    /// over, not cut off). Either way the pick becomes the last pick. Positions start
+    /// at slot 0, so targets in slots 0 and 1 are picked 1, 0, 1, ...
     pub fn select(&mut self, lb: &LoadBalancer) -> Option<Ipv6Addr> {
-        let n = lb.targets.len().min(MAX_TARGETS);
-        let targets = lb.targets.get(..n)?;
-        let mut present = targets.iter().flatten();
-        let first = *present.next()?;
-        if present.next().is_none() {
-            return Some(first);
-        }
-        let entry = self.last.get_mut(usize::from(lb.slot))?;
-        if entry.0 != lb.uid {
-            *entry = (lb.uid, 0);
-        }
-        let last = usize::from(entry.1);
-        for step in 1..=n {
-            let i = (last + step) % n;
-            if let Some(Some(t)) = targets.get(i) {
-                #[allow(clippy::cast_possible_truncation)] // i < MAX_TARGETS
-                let pos = i as u8;
-                entry.1 = pos;
-                return Some(*t);
+        let targets = lb.targets.get(..lb.targets.len().min(MAX_TARGETS))?;
+        let filled = |i: usize| matches!(targets.get(i), Some(Some(_)));
+        let pos = match targets.iter().flatten().count() {
+            0 => return None,
+            1 => targets.iter().position(Option::is_some)?,
+            _ => {
+                let entry = self.last.get(usize::from(lb.slot))?;
+                let last = if entry.0 == lb.uid { usize::from(entry.1) } else { 0 };
+                (1..MAX_TARGETS).map(|step| (last + step) % MAX_TARGETS).find(|&i| filled(i))?
             }
-        }
-        None
+        };
+        let entry = self.last.get_mut(usize::from(lb.slot))?;
+        #[allow(clippy::cast_possible_truncation)] // pos < MAX_TARGETS
+        let pos8 = pos as u8;
+        *entry = (lb.uid, pos8);
+        targets.get(pos).copied().flatten()
     }
 }
 
@@ -197,6 +193,33 @@ mod tests {
         let holes = lb(vec![Some(t(1)), None, None, Some(t(4)), None, Some(t(6))]);
         let picks: Vec<_> = (0..4).map(|_| rr.select(&holes).unwrap()).collect();
         assert_eq!(picks, vec![t(4), t(6), t(1), t(4)]);
+    }
+
+    #[test]
+    fn a_single_target_is_the_last_pick_too() {
+        // As dpservice: A in slot 0, B in 1. B is picked; B goes, A is picked (and
+        // recorded); C takes slot 1 and is picked next (the position is 0, not 1).
+        let mut rr = RoundRobin::default();
+        let mut l = lb(vec![Some(t(1)), Some(t(2))]);
+        assert_eq!(rr.select(&l), Some(t(2)));
+        l.targets = vec![Some(t(1))];
+        assert_eq!(rr.select(&l), Some(t(1)));
+        l.targets = vec![Some(t(1)), Some(t(3))];
+        assert_eq!(rr.select(&l), Some(t(3)));
+    }
+
+    #[test]
+    fn round_robin_wraps_over_every_slot() {
+        // As dpservice, which scans all 64 slots: T0..T4, the last pick T4 (slot 4);
+        // T3 and T4 go (the control plane trims the empty tail), and the scan from
+        // slot 5 wraps to T0, not to T2.
+        let mut rr = RoundRobin::default();
+        let mut l = lb((1..=5).map(|n| Some(t(n))).collect());
+        let picks: Vec<_> = (0..4).map(|_| rr.select(&l).unwrap()).collect();
+        assert_eq!(picks, vec![t(2), t(3), t(4), t(5)]);
+        l.targets.truncate(3);
+        assert_eq!(rr.select(&l), Some(t(1)));
+        assert_eq!(rr.select(&l), Some(t(2)));
     }
 
     #[test]
