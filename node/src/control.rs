@@ -981,6 +981,12 @@ impl Control {
                 .position(|p| p.addr == addr && p.len == len)
                 .ok_or(ApiError::NotFound)?;
             iface.lb_prefixes.remove(idx);
+            let vni = iface.vni;
+            // The load-balanced flows it brought to the VM end: dpservice sends their
+            // packets towards the prefix's underlay address, which no longer leads here.
+            if let Some(port) = st.port_of(id) {
+                st.flush(Flush::LbPrefix { port, vni, addr, len });
+            }
             Ok(())
         })
     }
@@ -1907,6 +1913,9 @@ pub(crate) mod tests {
         c.delete_lb_prefix("vm2", v4, 32).unwrap();
         assert!(!c.snapshot().underlay_targets.contains_key(&u4));
         assert_eq!(c.list_lb_prefixes("vm2").unwrap().len(), 2);
+        // The flows it brought to the VM end.
+        let last = c.snapshot().flushes.last().map(|f| f.1);
+        assert_eq!(last, Some(Flush::LbPrefix { port: 3, vni: 100, addr: v4, len: 32 }));
 
         // They survive Initialize and ResetVni, hold no VNI, and go with the interface.
         c.initialize().unwrap();

@@ -184,6 +184,18 @@ pub enum Flush {
     /// anew and is judged by the new rules. (Accepted flows are kept: a stateful firewall
     /// lets established connections finish.)
     Denied,
+    /// Load-balanced flows the node delivers to the interface on `port` because its
+    /// load-balancer prefix `addr/len` in `vni` (now deleted) made it a local target.
+    LbPrefix {
+        /// The interface's VF port.
+        port: PortId,
+        /// The interface's VNI.
+        vni: Vni,
+        /// The prefix's address.
+        addr: std::net::IpAddr,
+        /// The prefix's length.
+        len: u8,
+    },
 }
 
 /// Where a route sends traffic.

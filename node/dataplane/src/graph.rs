@@ -842,5 +842,30 @@ fn flush_hits(flush: &Flush, f: &Flow<FlowAction>) -> bool {
         Flush::Neighbor(n) => f.keys.iter().any(|k| {
             k.vni() == n.vni && k.dst() == std::net::IpAddr::V4(n.nat_ip) && n.range.contains(k.dst_port())
         }),
+        // A flow through a load balancer's (or the prefix's own) underlay address,
+        // delivered to the VF, for an address in the prefix.
+        Flush::LbPrefix { port, vni, addr, len } => {
+            let k = &f.keys[0];
+            k.zone() == ct_stage::ZONE_LB
+                && a.out == ct_stage::Out::Vf(port)
+                && k.vni() == vni
+                && in_prefix(k.dst(), addr, len)
+        }
+    }
+}
+
+/// Whether `ip` lies in `net/len` (of the same family).
+fn in_prefix(ip: std::net::IpAddr, net: std::net::IpAddr, len: u8) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    match (ip, net) {
+        (V4(a), V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (V6(a), V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
     }
 }

@@ -305,6 +305,46 @@ fn only_the_vms_own_address_is_translated() {
 }
 
 #[test]
+fn deleting_an_lb_prefix_ends_the_flows_it_brought() {
+    // A load balancer whose one target is vm1's load-balancer prefix on this node.
+    let mut snap = stateful_lab();
+    let lb = crate::tables::lb::LoadBalancer {
+        slot: 0,
+        uid: 1,
+        vni: 100,
+        vip: LB_VIP.into(),
+        ports: vec![(6, 80)],
+        underlay: lb_ul(),
+        targets: vec![Some(lb_prefix_ul())],
+        maglev: None,
+    };
+    snap.lbs.insert((100, LB_VIP.into()), Arc::new(lb));
+    snap.underlay_targets.insert(lb_ul(), UnderlayTarget::Lb { vni: 100 });
+    snap.underlay_targets.insert(lb_prefix_ul(), UnderlayTarget::LbPrefix(VM1));
+    let mut p = pipeline(false);
+    let (v, _) = run(&mut p, &snap, PF0, &from_router(lb_ul(), &tcp4(PUBLIC, LB_VIP, 4000, 80, true)));
+    assert_eq!(v, Verdict::Tx(VM1));
+    // Flows of vm1 that have nothing to do with the prefix.
+    let (v, _) = run(&mut p, &snap, PF0, &from_router(lb_prefix_ul(), &tcp4(PUBLIC, VM1_IP, 4001, 22, true)));
+    assert_eq!(v, Verdict::Tx(VM1));
+    let (v, _) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, true)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(p.flows().len(), 3);
+    // The prefix (covering the VIP) is deleted: its load-balanced flow ends, and the
+    // connection's next packet makes a new flow towards the target's underlay address,
+    // which no longer leads to vm1 here: relayed out of the PF.
+    let mut next = snap.clone();
+    next.generation += 1;
+    next.underlay_targets.remove(&lb_prefix_ul());
+    next.flushes = vec![(1, Flush::LbPrefix { port: VM1, vni: 100, addr: LB_VIP.into(), len: 32 })].into();
+    let (v, _) = run(&mut p, &next, PF0, &from_router(lb_ul(), &tcp4(PUBLIC, LB_VIP, 4000, 80, false)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    let (v, _) = run(&mut p, &next, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, false)));
+    assert_eq!(v, Verdict::Tx(PF0), "the NAT flow stays");
+    assert_eq!(p.flows().len(), 3, "two kept, one new");
+}
+
+#[test]
 fn vip_translates_egress_ingress_and_local_dnat() {
     let snap = stateful_lab();
     let mut p = pipeline(false);
