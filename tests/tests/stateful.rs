@@ -1,6 +1,9 @@
 //! Stateful services end to end over TAP ports: NAT gateway (SNAT, replies, ICMP echo
 //! identifiers, the node's answer to echo for the NAT IP, neighbour-NAT relay, flush on
-//! DeleteNat) and VIP both ways. Every frame the node sends has its checksums verified.
+//! DeleteNat, port-range exhaustion), VIP both ways, flow aging with a short
+//! `--flow-timeout`, and the enforced firewall (allow and deny both ways, stateful
+//! replies). Every frame the node sends has its checksums verified. A frame that must
+//! not arrive is followed on the same path by one that must (`not_before`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -161,4 +164,153 @@ fn vip_is_the_source_outside_and_reaches_the_vm_inside() {
     let got = pf0.expect("answer from the VIP", echo_with(b"from-the-vm"));
     frames::verify_checksums(&got).unwrap();
     assert_eq!(inner_v4(&got).0, VIP);
+}
+
+/// A negative check, as the suite makes them: `marker`, sent after the frame that must
+/// not arrive and along the same path, must arrive (`what`), and nothing matching
+/// `unwanted` may have arrived before it.
+fn not_before(tap: &mut Tap, what: &str, marker: &[u8], mut unwanted: impl FnMut(&[u8]) -> bool) -> bool {
+    tap.expect(what, |f| payload_is(f, marker));
+    !tap.backlog().any(&mut unwanted)
+}
+
+/// Whether the frame's (inner, if tunnelled) IP packet is an echo or a UDP datagram
+/// carrying `payload`.
+fn payload_is(f: &[u8], payload: &[u8]) -> bool {
+    let Some(ip) = Ip::from_frame(f).map(|ip| ip.decapsulate().unwrap_or(ip)) else { return false };
+    if let Some(e) = Echo::from_ip(&ip) {
+        return e.payload == payload;
+    }
+    match ip {
+        Ip::V4 { proto: 17, payload: udp, .. } => udp.get(8..) == Some(payload),
+        _ => false,
+    }
+}
+
+#[test]
+fn nat_port_exhaustion_drops_only_the_new_flow() {
+    let mut fx = Fixture::start("nat-full");
+    let (vm1, mut tap1) = boot(&fx, 1);
+    let mut pf0 = fx.pf_tap(0);
+    let gw = fx.node.vf(0).mac;
+    create_nat(&mut fx, &vm1.id, 100, 102);
+    let echo = |id: u16, dst: Ipv4Addr, payload: &'static [u8]| {
+        frames::ethernet(gw, vm1.mac, &frames::ipv4_icmp_echo(vm1.ip, dst, false, id, 1, payload))
+    };
+    // Two echo flows to one host take the range's two ports.
+    let mut ports = Vec::new();
+    for (id, payload) in [(0x40, &b"first"[..]), (0x41, b"second")] {
+        tap1.send(&echo(id, PUBLIC, payload));
+        let got = pf0.expect("a translated echo", |f| payload_is(f, payload));
+        frames::verify_checksums(&got).unwrap();
+        ports.push(inner_v4(&got).2.id);
+    }
+    ports.sort_unstable();
+    assert_eq!(ports, [100, 101]);
+    // A third flow to that host finds no port and is dropped; the established flows
+    // still pass (the first one, sent after it, with its port).
+    tap1.send(&echo(0x42, PUBLIC, b"third"));
+    tap1.send(&echo(0x40, PUBLIC, b"first-again"));
+    assert!(not_before(&mut pf0, "the first flow again", b"first-again", |f| payload_is(f, b"third")));
+    // Another host still gets a port.
+    tap1.send(&echo(0x42, Ipv4Addr::new(45, 86, 6, 207), b"elsewhere"));
+    let got = pf0.expect("a flow to another host", |f| payload_is(f, b"elsewhere"));
+    assert_eq!(inner_v4(&got).0, NAT_IP);
+}
+
+#[test]
+fn flows_age_out_after_a_short_flow_timeout() {
+    // One NAT port: a second flow to the same host gets it only once the first flow
+    // has aged out (--flow-timeout=1) and released it.
+    let mut fx = Fixture::start_with("aging", &["--flow-timeout=1"]);
+    let (vm1, mut tap1) = boot(&fx, 1);
+    let mut pf0 = fx.pf_tap(0);
+    let gw = fx.node.vf(0).mac;
+    create_nat(&mut fx, &vm1.id, 100, 101);
+    let echo = |id: u16, payload: &'static [u8]| {
+        frames::ethernet(gw, vm1.mac, &frames::ipv4_icmp_echo(vm1.ip, PUBLIC, false, id, 1, payload))
+    };
+    tap1.send(&echo(0x40, b"old"));
+    assert_eq!(inner_v4(&pf0.expect("the first flow", |f| payload_is(f, b"old"))).2.id, 100);
+    tap1.send(&echo(0x41, b"too-early"));
+    tap1.send(&echo(0x40, b"old-again"));
+    assert!(not_before(&mut pf0, "the first flow again", b"old-again", |f| payload_is(f, b"too-early")));
+    // Idle for over twice the timeout: the flow is gone and its port free.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    tap1.send(&echo(0x41, b"after-aging"));
+    let got = pf0.expect("the second flow after aging", |f| payload_is(f, b"after-aging"));
+    assert_eq!(inner_v4(&got).2.id, 100);
+}
+
+/// Adds an ACCEPT rule `rule_id` in `direction` on interface `id`.
+fn accept(fx: &mut Fixture, id: &str, rule_id: &str, direction: pb::TrafficDirection, filter: pb::protocol_filter::Filter) {
+    let any = Some(api::prefix(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+    let rule = pb::FirewallRule {
+        id: rule_id.as_bytes().to_vec(),
+        direction: direction as i32,
+        action: pb::FirewallAction::Accept as i32,
+        priority: 1000,
+        source_prefix: any.clone(),
+        destination_prefix: any,
+        protocol_filter: Some(pb::ProtocolFilter { filter: Some(filter) }),
+    };
+    let r = fx.api.create_firewall_rule(pb::CreateFirewallRuleRequest {
+        interface_id: id.as_bytes().to_vec(),
+        rule: Some(rule),
+    });
+    ok("CreateFirewallRule", r);
+}
+
+fn echo_requests() -> pb::protocol_filter::Filter {
+    pb::protocol_filter::Filter::Icmp(pb::IcmpFilter { icmp_type: 8, icmp_code: -1 })
+}
+
+fn any_udp() -> pb::protocol_filter::Filter {
+    pb::protocol_filter::Filter::Udp(pb::UdpFilter {
+        src_port_lower: -1,
+        src_port_upper: -1,
+        dst_port_lower: -1,
+        dst_port_upper: -1,
+    })
+}
+
+#[test]
+fn enforced_firewall_allows_and_denies_both_ways_and_passes_replies() {
+    use pb::TrafficDirection::{Egress, Ingress};
+    let mut fx = Fixture::start_with("firewall", &["--enforce-firewall"]);
+    let (vm1, mut tap1) = boot(&fx, 1);
+    let (vm2, mut tap2) = boot(&fx, 2);
+    let (gw1, gw2) = (fx.node.vf(0).mac, fx.node.vf(1).mac);
+    let ping = |from: &Vm, to: &Vm, gw, reply: bool, id: u16, payload: &'static [u8]| {
+        frames::ethernet(gw, from.mac, &frames::ipv4_icmp_echo(from.ip, to.ip, reply, id, 1, payload))
+    };
+    let udp = |from: &Vm, to: &Vm, gw, payload: &'static [u8]| {
+        frames::ethernet_ipv4_udp(gw, from.mac, from.ip, to.ip, (4000, 5000), payload)
+    };
+    // Both VMs accept UDP in; nothing else has a rule, and ingress denies by default.
+    accept(&mut fx, &vm1.id, "udp-in", Ingress, any_udp());
+    accept(&mut fx, &vm2.id, "udp-in", Ingress, any_udp());
+    // vm1's echo request to vm2 is dropped (UDP after it on the same path passes).
+    tap1.send(&ping(&vm1, &vm2, gw1, false, 0x77, b"denied-in"));
+    tap1.send(&udp(&vm1, &vm2, gw1, b"marker-1"));
+    assert!(not_before(&mut tap2, "UDP from vm1", b"marker-1", |f| payload_is(f, b"denied-in")));
+    // vm2 accepts echo requests: the next request (a new flow after the rule change)
+    // arrives, and vm2's reply reaches vm1, which accepts no echo (stateful).
+    accept(&mut fx, &vm2.id, "echo-in", Ingress, echo_requests());
+    tap1.send(&ping(&vm1, &vm2, gw1, false, 0x77, b"allowed-in"));
+    let got = tap2.expect("the accepted request", |f| payload_is(f, b"allowed-in"));
+    frames::verify_checksums(&got).unwrap();
+    tap2.send(&ping(&vm2, &vm1, gw2, true, 0x77, b"stateful-reply"));
+    tap1.expect("the reply of the accepted flow", |f| payload_is(f, b"stateful-reply"));
+    // The other way: vm2's own echo request to vm1 is dropped.
+    tap2.send(&ping(&vm2, &vm1, gw2, false, 0x78, b"denied-back"));
+    tap2.send(&udp(&vm2, &vm1, gw2, b"marker-2"));
+    assert!(not_before(&mut tap1, "UDP from vm2", b"marker-2", |f| payload_is(f, b"denied-back")));
+    // Egress: vm1 now accepts echo requests, but vm2 gets an egress rule for UDP only,
+    // so its echo request is dropped on the way out while its UDP still passes.
+    accept(&mut fx, &vm1.id, "echo-in", Ingress, echo_requests());
+    accept(&mut fx, &vm2.id, "udp-out", Egress, any_udp());
+    tap2.send(&ping(&vm2, &vm1, gw2, false, 0x79, b"denied-out"));
+    tap2.send(&udp(&vm2, &vm1, gw2, b"marker-3"));
+    assert!(not_before(&mut tap1, "UDP from vm2", b"marker-3", |f| payload_is(f, b"denied-out")));
 }
