@@ -2050,7 +2050,10 @@ pub(crate) mod tests {
         let left: Vec<_> = c.list_neighbor_nats(nat).unwrap().iter().map(|n| n.vni).collect();
         assert_eq!(left, vec![200]);
         let last = c.snapshot().flushes.last().map(|f| f.1);
-        assert!(matches!(last, Some(Flush::Neighbor(n)) if n.vni == 100 && n.range == range(500, 520)), "{last:?}");
+        assert!(
+            matches!(last, Some(Flush::Neighbor(n)) if n.vni == 100 && n.range == range(500, 520)),
+            "{last:?}"
+        );
         // The entry is gone: deleting it is NOT_FOUND, creating it again succeeds.
         assert_eq!(c.delete_neighbor_nat(nat, 100, range(500, 520)), Err(ApiError::NotFound));
         c.create_neighbor_nat(nat, 100, range(500, 520), under).unwrap();

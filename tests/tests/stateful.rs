@@ -243,7 +243,13 @@ fn flows_age_out_after_a_short_flow_timeout() {
 }
 
 /// Adds an ACCEPT rule `rule_id` in `direction` on interface `id`.
-fn accept(fx: &mut Fixture, id: &str, rule_id: &str, direction: pb::TrafficDirection, filter: pb::protocol_filter::Filter) {
+fn accept(
+    fx: &mut Fixture,
+    id: &str,
+    rule_id: &str,
+    direction: pb::TrafficDirection,
+    filter: pb::protocol_filter::Filter,
+) {
     let any = Some(api::prefix(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
     let rule = pb::FirewallRule {
         id: rule_id.as_bytes().to_vec(),

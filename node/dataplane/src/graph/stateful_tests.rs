@@ -290,9 +290,10 @@ fn only_the_vms_own_address_is_translated() {
     routes.insert(Ipv4Addr::new(10, 100, 1, 64), 29, RouteTarget::Local { port: VM1 });
     routes.insert(Ipv4Addr::new(10, 100, 1, 72), 29, RouteTarget::Local { port: VM2 });
     let mut p = pipeline(false);
-    for (vm, n, alias, own, translated) in
-        [(VM1, 0, Ipv4Addr::new(10, 100, 1, 66), VM1_IP, NAT_IP), (VM2, 1, Ipv4Addr::new(10, 100, 1, 74), VM2_IP, VIP)]
-    {
+    for (vm, n, alias, own, translated) in [
+        (VM1, 0, Ipv4Addr::new(10, 100, 1, 66), VM1_IP, NAT_IP),
+        (VM2, 1, Ipv4Addr::new(10, 100, 1, 74), VM2_IP, VIP),
+    ] {
         let (v, out) = run(&mut p, &snap, vm, &from_vm(n, &tcp4(alias, PUBLIC, 1246, 80, true)));
         assert_eq!(v, Verdict::Tx(PF0));
         assert_eq!(tuple(&inner(PF0, &out)), (alias, PUBLIC, 1246, 80), "from the alias prefix");
@@ -398,7 +399,8 @@ fn a_rule_change_without_enforcement_ends_no_flow() {
     // vm2 with a VIP and a NAT: a connection to the VIP is denied by the default
     // ingress policy but forwarded (not enforced), and its replies leave from the VIP.
     let mut snap = stateful_lab();
-    let nat = LocalNat { nat_ip: Ipv4Addr::new(172, 21, 2, 2), range: PortRange::new(100, 102).unwrap(), vni: 100 };
+    let nat =
+        LocalNat { nat_ip: Ipv4Addr::new(172, 21, 2, 2), range: PortRange::new(100, 102).unwrap(), vni: 100 };
     snap.iface_by_port[usize::from(VM2)].as_mut().unwrap().nat = Some(nat);
     // No rules, as the control plane gives every interface at first: ingress denied.
     snap.firewall_by_port[usize::from(VM2)] = Some(Arc::new(RuleSet::new([])));
