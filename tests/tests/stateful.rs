@@ -122,6 +122,8 @@ fn nat_gateway_translates_relays_answers_and_flushes() {
     });
     frames::verify_checksums(&got).unwrap();
     assert_eq!(outer_v6(&got).0, topo::NODE_UL);
+    let (src, dst, echo) = inner_v4(&got);
+    assert_eq!((src, dst, echo.id, echo.reply), (PUBLIC, NAT_IP, 510, true), "relayed unchanged");
 
     // DeleteNat flushes the flow: with a new range the same echo gets the new port.
     ok("DeleteNat", fx.api.delete_nat(pb::DeleteNatRequest { interface_id: vm1.id.as_bytes().to_vec() }));
@@ -152,18 +154,22 @@ fn vip_is_the_source_outside_and_reaches_the_vm_inside() {
     frames::verify_checksums(&got).unwrap();
     let (src, dst, echo) = inner_v4(&got);
     assert_eq!((src, dst, echo.id), (VIP, PUBLIC, 7));
+    assert_eq!(outer_v6(&got), (fx.ul(2), topo::ROUTER_UL), "from vm2's underlay address to the router");
 
     // A connection from outside to the VIP reaches the VM; its answer leaves from the VIP.
     let inbound = frames::ipv4_icmp_echo(PUBLIC, VIP, false, 9, 1, b"to-the-vip");
     pf0.send(&frames::ethernet_ip_in_ipv6(pf_mac, router_mac, topo::ROUTER_UL, vip_ul, &inbound));
     let got = tap2.expect("inbound echo on VM2", echo_with(b"to-the-vip"));
     frames::verify_checksums(&got).unwrap();
-    assert_eq!(inner_v4(&got).1, vm2.ip);
+    let (src, dst, echo) = inner_v4(&got);
+    assert_eq!((src, dst, echo.id, echo.reply), (PUBLIC, vm2.ip, 9, false));
     let answer = frames::ipv4_icmp_echo(vm2.ip, PUBLIC, true, 9, 1, b"from-the-vm");
     tap2.send(&frames::ethernet(gw, vm2.mac, &answer));
     let got = pf0.expect("answer from the VIP", echo_with(b"from-the-vm"));
     frames::verify_checksums(&got).unwrap();
-    assert_eq!(inner_v4(&got).0, VIP);
+    let (src, dst, echo) = inner_v4(&got);
+    assert_eq!((src, dst, echo.id, echo.reply), (VIP, PUBLIC, 9, true));
+    assert_eq!(outer_v6(&got), (fx.ul(2), topo::ROUTER_UL));
 }
 
 /// A negative check, as the suite makes them: `marker`, sent after the frame that must
