@@ -225,6 +225,33 @@ fn nat_icmp_echo_identifier_and_icmp_errors() {
 }
 
 #[test]
+fn an_icmp_error_keeps_its_flow_alive() {
+    // As dpservice refreshes a flow's timestamp for every packet, errors included.
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    let s = 1_000_000_000u64;
+    let at = |p: &mut Pipeline, now: u64, port: PortId, frame: &[u8]| {
+        let mut bufs = [TestBuf::new(frame)];
+        let mut v = [Verdict::Drop(DropReason::TxFull)];
+        p.process_burst(&snap, port, now, &mut bufs, &mut v);
+        (v[0], bufs[0].to_vec())
+    };
+    let (_, out) = at(&mut p, s, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1256, 501, true)));
+    let sent = inner(PF0, &out);
+    let mut err = Vec::new();
+    PacketBuilder::ipv4(PUBLIC.octets(), NAT_IP.octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &sent)
+        .unwrap();
+    // The error 25 s later (the flow's timeout is 30 s) moves its expiry to 55 s.
+    assert_eq!(at(&mut p, 25 * s, PF0, &from_router(nat_ul(), &err)).0, Verdict::Tx(VM1));
+    assert_eq!(p.age(50 * s, PipelineConfig::SMALL_CAPACITY), 0, "expired 30 s after its first packet");
+    assert_eq!(p.age(57 * s, PipelineConfig::SMALL_CAPACITY), 1);
+}
+
+#[test]
 fn echo_to_the_nat_ip_is_answered_and_neighbour_ports_relayed() {
     let snap = stateful_lab();
     let mut p = pipeline(false);

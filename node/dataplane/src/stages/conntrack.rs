@@ -573,7 +573,12 @@ pub fn process<B: PacketBuf>(
     let (vni, pkt, flow_hash) = (prep.vni, &prep.pkt, prep.flow_hash);
     if pkt.quoted {
         return match flows.table.lookup_quoted(&pkt.key, ctx.now_ns) {
-            Some(hit) => finish(ctx, flows, origin, &hit.action, true, flow_hash, buf, underlay),
+            // An error keeps its flow alive, as any packet does in dpservice; it
+            // changes no TCP state (no flags).
+            Some(hit) => {
+                flows.table.touch(hit.id, 0, ctx.now_ns);
+                finish(ctx, flows, origin, &hit.action, true, flow_hash, buf, underlay)
+            }
             // An error about a load balancer's flow goes to one of its targets.
             None if matches!(origin, Origin::Tunnel { target: UnderlayTarget::Lb { .. }, .. }) => {
                 super::lb::icmp_error(ctx.snap, &mut flows.lb, vni, &pkt.key, underlay)
