@@ -252,6 +252,41 @@ fn an_icmp_error_keeps_its_flow_alive() {
 }
 
 #[test]
+fn a_vms_error_without_a_flow_never_carries_its_private_address_out() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    // A port-unreachable from `vm` about a datagram from `from` it got for port 4000.
+    let error = |vm: Ipv4Addr, from: Ipv4Addr| {
+        let mut quoted = Vec::new();
+        PacketBuilder::ipv4(from.octets(), vm.octets(), 60).udp(53, 4000).write(&mut quoted, b"q").unwrap();
+        let mut err = Vec::new();
+        PacketBuilder::ipv4(vm.octets(), from.octets(), 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut err, &quoted)
+            .unwrap();
+        err
+    };
+    // vm2 (VIP): it leaves from the VIP, the quote addressed to the VIP.
+    let (v, out) = run(&mut p, &snap, VM2, &from_vm(1, &error(VM2_IP, PUBLIC)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    let ip = inner(PF0, &out);
+    assert_eq!(tuple(&ip).0, VIP);
+    let quoted = &ip[28..];
+    assert!(checksum::verifies(&quoted[..20]), "quoted header checksum");
+    assert_eq!(tuple(quoted), (PUBLIC, VIP, 53, 4000));
+    // vm1 (NAT, no port for it): dropped.
+    let (v, _) = run(&mut p, &snap, VM1, &from_vm(0, &error(VM1_IP, PUBLIC)));
+    assert_eq!(v, Verdict::Drop(DropReason::UntrackedIcmp));
+    // Inside the VNI nothing is translated: vm1's error to vm2 passes as it is.
+    let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &error(VM1_IP, VM2_IP)));
+    assert_eq!(v, Verdict::Tx(VM2));
+    assert_eq!(tuple(&inner(VM2, &out)).0, VM1_IP);
+    assert_eq!(p.flows().len(), 0, "errors make no flows");
+}
+
+#[test]
 fn echo_to_the_nat_ip_is_answered_and_neighbour_ports_relayed() {
     let snap = stateful_lab();
     let mut p = pipeline(false);

@@ -441,6 +441,28 @@ fn route(tables: Option<&VniTables>, dst: IpAddr) -> Option<(RouteTarget, bool)>
     }
 }
 
+/// What a VM's ICMP error about no known flow gets. It passes unchanged, unless it
+/// leaves through the default route from the VM's own address while the VM has a VIP or
+/// a NAT, which translate such traffic: with a VIP it leaves from the VIP (quote
+/// included, as an error of a VIP flow would); with a NAT, which has no port for it,
+/// it is dropped (`None`). (dpservice makes a flow of the error and translates it as a
+/// new connection: from the VIP, or from the NAT IP with a fresh port that nothing will
+/// answer on.)
+fn untracked_error_action(ctx: &Ctx<'_>, pkt: &Parsed) -> Option<FlowAction> {
+    let Some(iface) = ctx.iface else { return Some(FlowAction::default()) };
+    let outward = matches!(route(ctx.vni_tables, pkt.dst), Some((RouteTarget::Remote { .. }, true)));
+    if !outward || pkt.src != IpAddr::V4(iface.ipv4) {
+        return Some(FlowAction::default());
+    }
+    match (iface.nat, iface.vip) {
+        (Some(_), _) => None,
+        (None, Some(vip)) => {
+            Some(FlowAction { rewrite: Rewrite::Src { ip: vip, port: None }, ..FlowAction::default() })
+        }
+        (None, None) => Some(FlowAction::default()),
+    }
+}
+
 fn verdict_denied(from: Option<PortId>, to: Option<PortId>, snap: &Snapshot, fw: &firewall::FlowKey) -> bool {
     let from = from.and_then(|p| snap.firewall(p));
     let to = to.and_then(|p| snap.firewall(p));
@@ -583,8 +605,18 @@ pub fn process<B: PacketBuf>(
             None if matches!(origin, Origin::Tunnel { target: UnderlayTarget::Lb { .. }, .. }) => {
                 super::lb::icmp_error(ctx.snap, &mut flows.lb, vni, &pkt.key, underlay)
             }
-            // An error about no known flow passes as it would without tracking.
-            None => finish(ctx, flows, origin, &FlowAction::default(), true, flow_hash, buf, underlay),
+            // An error about no known flow passes as it would without tracking, but
+            // never with a VM's private address out to the internet (see below).
+            None => {
+                let a = match origin {
+                    Origin::Vf => match untracked_error_action(ctx, pkt) {
+                        Some(a) => a,
+                        None => return Next::drop(DropReason::UntrackedIcmp),
+                    },
+                    Origin::Tunnel { .. } => FlowAction::default(),
+                };
+                finish(ctx, flows, origin, &a, true, flow_hash, buf, underlay)
+            }
         };
     }
     let created;
