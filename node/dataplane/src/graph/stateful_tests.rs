@@ -252,7 +252,7 @@ fn an_icmp_error_keeps_its_flow_alive() {
 }
 
 #[test]
-fn a_vms_error_without_a_flow_never_carries_its_private_address_out() {
+fn errors_without_a_flow_are_translated_for_vips_and_never_leak_a_private_address() {
     let snap = stateful_lab();
     let mut p = pipeline(false);
     // A port-unreachable from `vm` about a datagram from `from` it got for port 4000.
@@ -283,6 +283,23 @@ fn a_vms_error_without_a_flow_never_carries_its_private_address_out() {
     let (v, out) = run(&mut p, &snap, VM1, &from_vm(0, &error(VM1_IP, VM2_IP)));
     assert_eq!(v, Verdict::Tx(VM2));
     assert_eq!(tuple(&inner(VM2, &out)).0, VM1_IP);
+    assert_eq!(p.flows().len(), 0, "errors make no flows");
+    // An error from outside to vm2's VIP, about what vm2 sent from it, reaches vm2
+    // with the VIP translated back.
+    let mut quoted = Vec::new();
+    PacketBuilder::ipv4(VIP.octets(), PUBLIC.octets(), 60).udp(4000, 53).write(&mut quoted, b"q").unwrap();
+    let mut err = Vec::new();
+    PacketBuilder::ipv4(PUBLIC.octets(), VIP.octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &quoted)
+        .unwrap();
+    let (v, out) = run(&mut p, &snap, PF0, &from_router(vip_ul(), &err));
+    assert_eq!(v, Verdict::Tx(VM2));
+    let ip = inner(VM2, &out);
+    assert_eq!(tuple(&ip).1, VM2_IP);
+    assert_eq!(tuple(&ip[28..]), (VM2_IP, PUBLIC, 4000, 53));
     assert_eq!(p.flows().len(), 0, "errors make no flows");
 }
 

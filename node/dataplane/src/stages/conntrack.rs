@@ -463,6 +463,21 @@ fn untracked_error_action(ctx: &Ctx<'_>, pkt: &Parsed) -> Option<FlowAction> {
     }
 }
 
+/// What an ICMP error to the VIP of the VM on `port` about no known flow gets: delivered
+/// to the VM with the VIP translated back (outer destination and quoted source), as an
+/// error of a VIP flow would be (dpservice makes a flow of it and translates it so).
+/// Errors to any other address take the default action (dropped: no route).
+fn vip_error_action(ctx: &Ctx<'_>, port: PortId, pkt: &Parsed) -> FlowAction {
+    match ctx.snap.iface(port) {
+        Some(i) if i.vip.is_some_and(|v| pkt.dst == IpAddr::V4(v)) => FlowAction {
+            rewrite: Rewrite::Dst { ip: i.ipv4, port: None },
+            out: Out::Vf(port),
+            ..FlowAction::default()
+        },
+        _ => FlowAction::default(),
+    }
+}
+
 fn verdict_denied(from: Option<PortId>, to: Option<PortId>, snap: &Snapshot, fw: &firewall::FlowKey) -> bool {
     let from = from.and_then(|p| snap.firewall(p));
     let to = to.and_then(|p| snap.firewall(p));
@@ -613,6 +628,7 @@ pub fn process<B: PacketBuf>(
                         Some(a) => a,
                         None => return Next::drop(DropReason::UntrackedIcmp),
                     },
+                    Origin::Tunnel { target: UnderlayTarget::Vip(p) } => vip_error_action(ctx, p, pkt),
                     Origin::Tunnel { .. } => FlowAction::default(),
                 };
                 finish(ctx, flows, origin, &a, true, flow_hash, buf, underlay)
