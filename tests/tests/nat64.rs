@@ -20,15 +20,22 @@ fn echo_payload(ip: &Ip) -> Option<Vec<u8>> {
     Echo::from_ip(ip).map(|e| e.payload)
 }
 
-#[test]
-fn icmpv6_echo_to_the_nat64_prefix_leaves_as_ipv4_and_the_reply_returns_as_icmpv6() {
-    let mut fx = Fixture::start("nat64");
+/// A node with vm1 (DHCP done) behind NAT 172.21.1.1 [100, 102), and its PF0.
+struct Setup {
+    fx: Fixture,
+    vm1: topo::Vm,
+    tap1: dpfleet_e2e::tap::Tap,
+    pf0: dpfleet_e2e::tap::Tap,
+    /// The NAT's underlay address.
+    nat_ul: Ipv6Addr,
+}
+
+fn setup(tag: &str) -> Setup {
+    let mut fx = Fixture::start(tag);
     let vm1 = fx.vm(1).clone();
     let mut tap1 = fx.vm_tap(1);
     assert_eq!(Fixture::dhcp(&mut tap1, &vm1).yiaddr, vm1.ip);
-    let mut pf0 = fx.pf_tap(0);
-    let gw = fx.node.vf(0).mac;
-    let (pf_mac, router_mac) = (fx.node.pf(0).mac, topo::router_mac(0));
+    let pf0 = fx.pf_tap(0);
     let r = fx.api.create_nat(pb::CreateNatRequest {
         interface_id: vm1.id.as_bytes().to_vec(),
         nat_ip: Some(api::ip(IpAddr::V4(NAT_IP))),
@@ -37,6 +44,14 @@ fn icmpv6_echo_to_the_nat64_prefix_leaves_as_ipv4_and_the_reply_returns_as_icmpv
         preferred_underlay_route: Vec::new(),
     });
     let nat_ul = api::parse_v6(&ok("CreateNat", r).underlay_route);
+    Setup { fx, vm1, tap1, pf0, nat_ul }
+}
+
+#[test]
+fn icmpv6_echo_to_the_nat64_prefix_leaves_as_ipv4_and_the_reply_returns_as_icmpv6() {
+    let Setup { fx, vm1, mut tap1, mut pf0, nat_ul } = setup("nat64");
+    let gw = fx.node.vf(0).mac;
+    let (pf_mac, router_mac) = (fx.node.pf(0).mac, topo::router_mac(0));
 
     let req = frames::ipv6_icmp_echo(vm1.ipv6, REMOTE6, false, 0x40, 1, b"nat64-out");
     tap1.send(&frames::ethernet(gw, vm1.mac, &req));
@@ -84,21 +99,9 @@ fn tcp_of(ip: &Ip) -> Option<(u16, u16, u8)> {
 
 #[test]
 fn tcp_to_the_nat64_prefix_leaves_as_ipv4_and_the_answer_returns_as_ipv6() {
-    let mut fx = Fixture::start("nat64-tcp");
-    let vm1 = fx.vm(1).clone();
-    let mut tap1 = fx.vm_tap(1);
-    assert_eq!(Fixture::dhcp(&mut tap1, &vm1).yiaddr, vm1.ip);
-    let mut pf0 = fx.pf_tap(0);
+    let Setup { fx, vm1, mut tap1, mut pf0, nat_ul } = setup("nat64-tcp");
     let gw = fx.node.vf(0).mac;
     let (pf_mac, router_mac) = (fx.node.pf(0).mac, topo::router_mac(0));
-    let r = fx.api.create_nat(pb::CreateNatRequest {
-        interface_id: vm1.id.as_bytes().to_vec(),
-        nat_ip: Some(api::ip(IpAddr::V4(NAT_IP))),
-        min_port: 100,
-        max_port: 102,
-        preferred_underlay_route: Vec::new(),
-    });
-    let nat_ul = api::parse_v6(&ok("CreateNat", r).underlay_route);
     const SYN: u8 = 0x02;
     const SYN_ACK: u8 = 0x12;
 

@@ -89,6 +89,18 @@ fn icmp_echo4(src: Ipv4Addr, dst: Ipv4Addr, request: bool, id: u16) -> Vec<u8> {
     v
 }
 
+/// An ICMPv4 port-unreachable from `src` to `dst` quoting `quoted`.
+fn port_unreachable(src: Ipv4Addr, dst: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+    let mut err = Vec::new();
+    PacketBuilder::ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, quoted)
+        .unwrap();
+    err
+}
+
 /// From a VM: Ethernet + `ip`.
 fn from_vm(n: u8, ip: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
@@ -207,13 +219,7 @@ fn nat_icmp_echo_identifier_and_icmp_errors() {
     let (_, out) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1256, 501, true)));
     let sent = inner(PF0, &out);
     let nat_port = tuple(&sent).2;
-    let mut err = Vec::new();
-    PacketBuilder::ipv4(PUBLIC.octets(), NAT_IP.octets(), 64)
-        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::Port,
-        ))
-        .write(&mut err, &sent)
-        .unwrap();
+    let err = port_unreachable(PUBLIC, NAT_IP, &sent);
     let (v, out) = run(&mut p, &snap, PF0, &from_router(nat_ul(), &err));
     assert_eq!(v, Verdict::Tx(VM1));
     let ip = inner(VM1, &out);
@@ -238,13 +244,7 @@ fn an_icmp_error_keeps_its_flow_alive() {
     };
     let (_, out) = at(&mut p, s, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1256, 501, true)));
     let sent = inner(PF0, &out);
-    let mut err = Vec::new();
-    PacketBuilder::ipv4(PUBLIC.octets(), NAT_IP.octets(), 64)
-        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::Port,
-        ))
-        .write(&mut err, &sent)
-        .unwrap();
+    let err = port_unreachable(PUBLIC, NAT_IP, &sent);
     // The error 25 s later (the flow's timeout is 30 s) moves its expiry to 55 s.
     assert_eq!(at(&mut p, 25 * s, PF0, &from_router(nat_ul(), &err)).0, Verdict::Tx(VM1));
     assert_eq!(p.age(50 * s, PipelineConfig::SMALL_CAPACITY), 0, "expired 30 s after its first packet");
@@ -259,14 +259,7 @@ fn errors_without_a_flow_are_translated_for_vips_and_never_leak_a_private_addres
     let error = |vm: Ipv4Addr, from: Ipv4Addr| {
         let mut quoted = Vec::new();
         PacketBuilder::ipv4(from.octets(), vm.octets(), 60).udp(53, 4000).write(&mut quoted, b"q").unwrap();
-        let mut err = Vec::new();
-        PacketBuilder::ipv4(vm.octets(), from.octets(), 64)
-            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::Port,
-            ))
-            .write(&mut err, &quoted)
-            .unwrap();
-        err
+        port_unreachable(vm, from, &quoted)
     };
     // vm2 (VIP): it leaves from the VIP, the quote addressed to the VIP.
     let (v, out) = run(&mut p, &snap, VM2, &from_vm(1, &error(VM2_IP, PUBLIC)));
@@ -288,13 +281,7 @@ fn errors_without_a_flow_are_translated_for_vips_and_never_leak_a_private_addres
     // with the VIP translated back.
     let mut quoted = Vec::new();
     PacketBuilder::ipv4(VIP.octets(), PUBLIC.octets(), 60).udp(4000, 53).write(&mut quoted, b"q").unwrap();
-    let mut err = Vec::new();
-    PacketBuilder::ipv4(PUBLIC.octets(), VIP.octets(), 64)
-        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::Port,
-        ))
-        .write(&mut err, &quoted)
-        .unwrap();
+    let err = port_unreachable(PUBLIC, VIP, &quoted);
     let (v, out) = run(&mut p, &snap, PF0, &from_router(vip_ul(), &err));
     assert_eq!(v, Verdict::Tx(VM2));
     let ip = inner(VM2, &out);
