@@ -118,8 +118,6 @@ counted_enum! {
         Dhcpv6Ignored => "dhcpv6_ignored",
         /// IPv6 from a VM while the IPv6 overlay is off.
         Ipv6Disabled => "ipv6_disabled",
-        /// The VM sent from an address that is not its own.
-        SpoofedSource => "spoofed_source",
         /// No route in the VNI.
         NoRoute => "no_route",
         /// TTL or hop limit would reach zero.
