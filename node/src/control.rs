@@ -735,7 +735,7 @@ impl Control {
             st.port_by_id.remove(&iface.id);
             st.release_vni(iface.vni, port);
             let ipv4 = iface.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
-            st.flush(Flush::Interface { port, vni: iface.vni, ipv4 });
+            st.flush(Flush::Interface { port, vni: iface.vni, ipv4, ipv6: iface.ipv6 });
             Ok(())
         })
     }
@@ -2028,7 +2028,11 @@ pub(crate) mod tests {
         assert!(c.list_neighbor_nats(nat).unwrap().is_empty());
         c.delete_interface("vm2").unwrap();
         let last = c.snapshot().flushes.last().map(|f| f.1);
-        assert_eq!(last, Some(Flush::Interface { port: 3, vni: 100, ipv4: Ipv4Addr::new(10, 100, 1, 2) }));
+        let ipv6 = Some("2000:100:1::2".parse().unwrap());
+        assert_eq!(
+            last,
+            Some(Flush::Interface { port: 3, vni: 100, ipv4: Ipv4Addr::new(10, 100, 1, 2), ipv6 })
+        );
     }
 
     #[test]

@@ -165,7 +165,7 @@ pub enum DnatTarget {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flush {
     /// Every flow of the interface on `port` (it was deleted), and every flow in `vni`
-    /// addressed to `ipv4`.
+    /// addressed to `ipv4` or `ipv6`.
     Interface {
         /// The VF port.
         port: PortId,
@@ -173,6 +173,8 @@ pub enum Flush {
         vni: Vni,
         /// The interface's IPv4 address.
         ipv4: Ipv4Addr,
+        /// The interface's IPv6 address, if it had one.
+        ipv6: Option<std::net::Ipv6Addr>,
     },
     /// The VIP flows of the interface on this port.
     Vip(PortId),

@@ -831,8 +831,10 @@ fn prep_tag(chunks: u64, i: usize) -> u64 {
 fn flush_hits(flush: &Flush, f: &Flow<FlowAction>) -> bool {
     let a = f.actions[0];
     match *flush {
-        Flush::Interface { port, vni, ipv4 } => {
-            a.port == port || (f.keys[0].vni() == vni && f.keys[0].dst() == std::net::IpAddr::V4(ipv4))
+        Flush::Interface { port, vni, ipv4, ipv6 } => {
+            let k = &f.keys[0];
+            let to_it = k.dst() == std::net::IpAddr::V4(ipv4) || ipv6.is_some_and(|a| k.dst() == a);
+            a.port == port || (k.vni() == vni && to_it)
         }
         Flush::Vip(port) => a.port == port && a.kind == FlowKind::Vip,
         Flush::Nat(port) => a.port == port && a.kind == FlowKind::Nat,

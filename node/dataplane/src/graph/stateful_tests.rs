@@ -412,6 +412,28 @@ fn deleting_an_lb_prefix_ends_the_flows_it_brought() {
 }
 
 #[test]
+fn deleting_an_interface_ends_flows_to_its_ipv6_address_too() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    let (vm1_6, vm2_6) = (a6("2000:100:1::1"), a6("2000:100:1::2"));
+    let mut ip = Vec::new();
+    PacketBuilder::ipv6(vm1_6.octets(), vm2_6.octets(), 64).udp(4000, 53).write(&mut ip, b"v6").unwrap();
+    let mut f = from_vm(0, &ip);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    assert_eq!(run(&mut p, &snap, VM1, &f).0, Verdict::Tx(VM2));
+    assert_eq!(run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, VM2_IP, 5, 6, true))).0, Verdict::Tx(VM2));
+    assert_eq!(p.flows().len(), 2);
+    // vm2 is deleted: vm1's flows to both its addresses end.
+    let mut next = snap.clone();
+    next.generation += 1;
+    next.flushes =
+        vec![(1, Flush::Interface { port: VM2, vni: 100, ipv4: VM2_IP, ipv6: Some(vm2_6) })].into();
+    // Any burst makes the worker apply the new snapshot (this one is dropped).
+    run(&mut p, &next, PF0, &from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 80, 999, false)));
+    assert_eq!(p.flows().len(), 0);
+}
+
+#[test]
 fn vip_translates_egress_ingress_and_local_dnat() {
     let snap = stateful_lab();
     let mut p = pipeline(false);

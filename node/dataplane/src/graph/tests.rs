@@ -367,6 +367,18 @@ fn bad_ipv4_checksum_and_unknown_underlay_are_dropped() {
 }
 
 #[test]
+fn dhcpv6_from_the_tunnel_never_reaches_a_vm() {
+    // dpservice hands IPv6 UDP to port 547 to its DHCPv6 server whatever port it came
+    // in on, which drops what comes from a PF.
+    let snap = lab();
+    let mut p = learned();
+    assert_eq!(run(&mut p, &snap, PF0, &PF_V6_TO_VM2).0, tx(VM2));
+    let mut f = PF_V6_TO_VM2;
+    f[96..98].copy_from_slice(&547u16.to_be_bytes()); // inner UDP destination port
+    assert_eq!(run(&mut p, &snap, PF0, &f).0, drop(DropReason::Dhcpv6Ignored));
+}
+
+#[test]
 fn ipv4_options_are_kept_and_ttl_decremented() {
     let snap = lab();
     let mut p = learned();
