@@ -267,34 +267,44 @@ pub fn spawn_reconcile_observer(
     mut status: tokio::sync::watch::Receiver<crate::reconcile::ReconcileStatus>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut seen: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        let mut seen = std::collections::BTreeMap::new();
         loop {
-            {
-                let now = status.borrow_and_update();
-                let r = metrics.reconcile();
-                for (node, st) in now.iter() {
-                    r.set_lag(node, st.lag_generations);
-                    let before = seen.get(node).copied().unwrap_or(0);
-                    if st.errors_total > before {
-                        r.add_errors(node, st.errors_total - before);
-                    }
-                    seen.insert(node.clone(), st.errors_total);
-                }
-                seen.retain(|node, _| {
-                    let keep = now.contains_key(node);
-                    if !keep {
-                        // Not driven (down, removed, or this member no longer leads): no lag to
-                        // report, rather than a misleading 0.
-                        r.forget(node);
-                    }
-                    keep
-                });
-            }
+            observe_reconcile(&metrics.reconcile(), &mut seen, &status.borrow_and_update());
             if status.changed().await.is_err() {
                 return;
             }
         }
     })
+}
+
+/// One look of [`spawn_reconcile_observer`] at the reconciler's status `now`, given the
+/// error counts `seen` at the previous look (updated).
+fn observe_reconcile(
+    r: &ReconcileMetrics,
+    seen: &mut std::collections::BTreeMap<String, u64>,
+    now: &crate::reconcile::ReconcileStatus,
+) {
+    for (node, st) in now {
+        r.set_lag(node, st.lag_generations);
+        let before = seen.get(node).copied().unwrap_or(0);
+        // A count below the last one is a new reconcile task's (the node was dropped
+        // and driven again between two looks, which a watch channel does not show):
+        // all of it is new.
+        let new = if st.errors_total >= before { st.errors_total - before } else { st.errors_total };
+        if new > 0 {
+            r.add_errors(node, new);
+        }
+        seen.insert(node.clone(), st.errors_total);
+    }
+    seen.retain(|node, _| {
+        let keep = now.contains_key(node);
+        if !keep {
+            // Not driven (down, removed, or this member no longer leads): no lag to
+            // report, rather than a misleading 0.
+            r.forget(node);
+        }
+        keep
+    });
 }
 
 #[cfg(test)]
@@ -396,6 +406,27 @@ mod tests {
         let text = m.encode().unwrap();
         assert!(!text.contains("gateway=\"gw\""), "{text}");
         assert!(!text.contains("node=\"n3\""), "{text}");
+    }
+
+    #[test]
+    fn reconcile_errors_only_ever_count_up() {
+        let m = CoordinatorMetrics::new();
+        let r = m.reconcile();
+        let status = |errors_total| {
+            let st = crate::reconcile::NodeReconcileStatus { errors_total, ..Default::default() };
+            BTreeMap::from([("n1".to_owned(), st)])
+        };
+        let mut seen = BTreeMap::new();
+        observe_reconcile(&r, &mut seen, &status(3));
+        observe_reconcile(&r, &mut seen, &status(5));
+        has(&m.encode().unwrap(), r#"dpfleet_coordinator_node_reconcile_errors_total{node="n1"} 5"#);
+        // The node was dropped and driven again between two looks: its new task counts
+        // from 0, and its 2 errors are new ones.
+        observe_reconcile(&r, &mut seen, &status(2));
+        has(&m.encode().unwrap(), r#"dpfleet_coordinator_node_reconcile_errors_total{node="n1"} 7"#);
+        // Dropped at a look: the series goes.
+        observe_reconcile(&r, &mut seen, &BTreeMap::new());
+        assert!(!m.encode().unwrap().contains("node=\"n1\""));
     }
 
     #[test]
