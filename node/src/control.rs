@@ -856,6 +856,9 @@ impl Control {
             if let Some(iface) = st.ifaces.get_mut(&port) {
                 iface.prefixes.remove(idx);
             }
+            // Its flows end: dpservice delivers tunnel traffic by the underlay address's
+            // owner, so should the prefix move to another VM, their packets go there.
+            st.flush(Flush::Prefix { port, vni, addr: prefix.network(), len: prefix.length() });
             Ok(())
         })
     }
@@ -985,7 +988,7 @@ impl Control {
             // The load-balanced flows it brought to the VM end: dpservice sends their
             // packets towards the prefix's underlay address, which no longer leads here.
             if let Some(port) = st.port_of(id) {
-                st.flush(Flush::LbPrefix { port, vni, addr, len });
+                st.flush(Flush::Prefix { port, vni, addr, len });
             }
             Ok(())
         })
@@ -1732,6 +1735,10 @@ pub(crate) mod tests {
 
         c.delete_prefix("vm2", pfx("2a10:defe:dede:f4::1/124")).unwrap();
         c.delete_prefix("vm2", pfx("172.23.3.7/24")).unwrap(); // matched by network
+                                                               // The flows it brought to the VM end.
+        let last = c.snapshot().flushes.last().map(|f| f.1);
+        let addr = IpAddr::V4(Ipv4Addr::new(172, 23, 3, 0));
+        assert_eq!(last, Some(Flush::Prefix { port: 3, vni: 100, addr, len: 24 }));
         let s = c.snapshot();
         assert_eq!(s.vnis[&100].routes4.lookup("172.23.3.200".parse().unwrap()), None);
         assert!(!s.underlay_targets.contains_key(&u4));
@@ -1915,7 +1922,7 @@ pub(crate) mod tests {
         assert_eq!(c.list_lb_prefixes("vm2").unwrap().len(), 2);
         // The flows it brought to the VM end.
         let last = c.snapshot().flushes.last().map(|f| f.1);
-        assert_eq!(last, Some(Flush::LbPrefix { port: 3, vni: 100, addr: v4, len: 32 }));
+        assert_eq!(last, Some(Flush::Prefix { port: 3, vni: 100, addr: v4, len: 32 }));
 
         // They survive Initialize and ResetVni, hold no VNI, and go with the interface.
         c.initialize().unwrap();

@@ -186,9 +186,10 @@ pub enum Flush {
     /// anew and is judged by the new rules. (Accepted flows are kept: a stateful firewall
     /// lets established connections finish.)
     Denied,
-    /// Load-balanced flows the node delivers to the interface on `port` because its
-    /// load-balancer prefix `addr/len` in `vni` (now deleted) made it a local target.
-    LbPrefix {
+    /// The flows of the interface on `port` in `vni` to or from an address of its
+    /// prefix `addr/len` (an alias or load-balancer prefix, now deleted): they were
+    /// delivered to the VM because of the prefix, which may lead elsewhere from now on.
+    Prefix {
         /// The interface's VF port.
         port: PortId,
         /// The interface's VNI.

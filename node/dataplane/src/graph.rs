@@ -842,14 +842,11 @@ fn flush_hits(flush: &Flush, f: &Flow<FlowAction>) -> bool {
         Flush::Neighbor(n) => f.keys.iter().any(|k| {
             k.vni() == n.vni && k.dst() == std::net::IpAddr::V4(n.nat_ip) && n.range.contains(k.dst_port())
         }),
-        // A flow through a load balancer's (or the prefix's own) underlay address,
-        // delivered to the VF, for an address in the prefix.
-        Flush::LbPrefix { port, vni, addr, len } => {
+        Flush::Prefix { port, vni, addr, len } => {
             let k = &f.keys[0];
-            k.zone() == ct_stage::ZONE_LB
-                && a.out == ct_stage::Out::Vf(port)
+            a.port == port
                 && k.vni() == vni
-                && in_prefix(k.dst(), addr, len)
+                && (in_prefix(k.dst(), addr, len) || in_prefix(k.src(), addr, len))
         }
     }
 }

@@ -372,6 +372,36 @@ fn only_the_vms_own_address_is_translated() {
 }
 
 #[test]
+fn deleting_an_alias_prefix_ends_the_flows_it_brought() {
+    // vm1 with alias prefix 10.100.1.64/29 (its own underlay address fc00:1::1:66).
+    let mut snap = stateful_lab();
+    let alias_ul = a6("fc00:1::1:66");
+    let routes = &mut snap.vnis.get_mut(&100).unwrap().routes4;
+    routes.insert(Ipv4Addr::new(10, 100, 1, 64), 29, RouteTarget::Local { port: VM1 });
+    snap.underlay_targets.insert(alias_ul, UnderlayTarget::AliasPrefix(VM1));
+    let alias = Ipv4Addr::new(10, 100, 1, 66);
+    let mut p = pipeline(false);
+    // A connection to the prefix from outside, one from it to outside, and a NAT flow
+    // of vm1's own address.
+    let (v, _) = run(&mut p, &snap, PF0, &from_router(alias_ul, &tcp4(PUBLIC, alias, 4000, 22, true)));
+    assert_eq!(v, Verdict::Tx(VM1));
+    let (v, _) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(alias, PUBLIC, 5000, 80, true)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    let (v, _) = run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, true)));
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(p.flows().len(), 3);
+    // The prefix is deleted: the two flows of its addresses end, the NAT flow stays.
+    let mut next = snap.clone();
+    next.generation += 1;
+    next.flushes =
+        vec![(1, Flush::Prefix { port: VM1, vni: 100, addr: Ipv4Addr::new(10, 100, 1, 64).into(), len: 29 })]
+            .into();
+    let (_, out) = run(&mut p, &next, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, false)));
+    assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 101, 80), "the NAT flow keeps its port");
+    assert_eq!(p.flows().len(), 1);
+}
+
+#[test]
 fn deleting_an_lb_prefix_ends_the_flows_it_brought() {
     // A load balancer whose one target is vm1's load-balancer prefix on this node.
     let mut snap = stateful_lab();
@@ -403,7 +433,7 @@ fn deleting_an_lb_prefix_ends_the_flows_it_brought() {
     let mut next = snap.clone();
     next.generation += 1;
     next.underlay_targets.remove(&lb_prefix_ul());
-    next.flushes = vec![(1, Flush::LbPrefix { port: VM1, vni: 100, addr: LB_VIP.into(), len: 32 })].into();
+    next.flushes = vec![(1, Flush::Prefix { port: VM1, vni: 100, addr: LB_VIP.into(), len: 32 })].into();
     let (v, _) = run(&mut p, &next, PF0, &from_router(lb_ul(), &tcp4(PUBLIC, LB_VIP, 4000, 80, false)));
     assert_eq!(v, Verdict::Tx(PF0));
     let (v, _) = run(&mut p, &next, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, false)));

@@ -367,15 +367,48 @@ fn bad_ipv4_checksum_and_unknown_underlay_are_dropped() {
 }
 
 #[test]
-fn dhcpv6_from_the_tunnel_never_reaches_a_vm() {
-    // dpservice hands IPv6 UDP to port 547 to its DHCPv6 server whatever port it came
-    // in on, which drops what comes from a PF.
+fn dhcp_from_the_tunnel_never_reaches_a_vm() {
+    // dpservice hands UDP to ports 67 and 547 to its DHCP servers whatever port it came
+    // in on, which drop what comes from a PF.
     let snap = lab();
     let mut p = learned();
     assert_eq!(run(&mut p, &snap, PF0, &PF_V6_TO_VM2).0, tx(VM2));
     let mut f = PF_V6_TO_VM2;
     f[96..98].copy_from_slice(&547u16.to_be_bytes()); // inner UDP destination port
     assert_eq!(run(&mut p, &snap, PF0, &f).0, drop(DropReason::Dhcpv6Ignored));
+    // IPv4: through the graph and, once a flow has the key (vm1 sent from port 67),
+    // through the fast path too.
+    let mut udp = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 100, 1, 1], [10, 100, 2, 5], 64)
+        .udp(67, 4000)
+        .write(&mut udp, b"x")
+        .unwrap();
+    let mut out = vec![0u8; 14];
+    out[..6].copy_from_slice(&testkit::PF0_MAC);
+    out[6..12].copy_from_slice(&testkit::vm_mac(0));
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    out.extend_from_slice(&udp);
+    assert!(matches!(run(&mut p, &snap, VM1, &out).0, Verdict::Tx(_)), "vm1's datagram from port 67 leaves");
+    let mut back = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 100, 2, 5], [10, 100, 1, 1], 64)
+        .udp(4000, 67)
+        .write(&mut back, b"y")
+        .unwrap();
+    let mut f = Vec::new();
+    f.extend_from_slice(&PF_V6_TO_VM2[..14]);
+    let mut h = [0u8; 40];
+    let repr = crate::wire::ipv6::Repr {
+        src: "fc00::ffff".parse().unwrap(),
+        dst: "fc00:1::1:1".parse().unwrap(),
+        next_header: 4,
+        payload_len: u16::try_from(back.len()).unwrap(),
+        hop_limit: 64,
+        vtc_flow: 0x6000_0000,
+    };
+    assert!(repr.emit(&mut h));
+    f.extend_from_slice(&h);
+    f.extend_from_slice(&back);
+    assert_eq!(run(&mut p, &snap, PF0, &f).0, drop(DropReason::DhcpIgnored));
 }
 
 #[test]

@@ -554,15 +554,21 @@ pub fn prepare<B: PacketBuf>(
         out.early = Some(Next::drop(r));
         return;
     }
-    // dpservice sends IPv6 UDP to the DHCPv6 server port to its DHCPv6 server whatever
-    // port it came in on, and the server drops what comes through the tunnel (a PF has
-    // no DHCPv6 settings): a VM never sees such a datagram from the underlay.
-    if matches!(origin, Origin::Tunnel { .. })
-        && pkt.dst.is_ipv6()
-        && matches!(pkt.l4, L4::Udp { dst_port: super::classify::DHCPV6_SERVER_PORT, .. })
-    {
-        out.early = Some(Next::drop(DropReason::Dhcpv6Ignored));
-        return;
+    // dpservice sends UDP to the DHCP (IPv4) and DHCPv6 server ports to its servers
+    // whatever port it came in on, and they drop what comes through the tunnel (a PF has
+    // no DHCP settings): a VM never sees such a datagram from the underlay.
+    if let (Origin::Tunnel { .. }, L4::Udp { dst_port, .. }) = (origin, pkt.l4) {
+        match (pkt.dst, dst_port) {
+            (IpAddr::V4(_), super::classify::DHCP_SERVER_PORT) => {
+                out.early = Some(Next::drop(DropReason::DhcpIgnored));
+                return;
+            }
+            (IpAddr::V6(_), super::classify::DHCPV6_SERVER_PORT) => {
+                out.early = Some(Next::drop(DropReason::Dhcpv6Ignored));
+                return;
+            }
+            _ => {}
+        }
     }
     // By reference: a copy of the address would load it whole just after parse stored
     // it in parts.

@@ -232,6 +232,10 @@ fn prepare_tunnel<B: PacketBuf>(
         return;
     };
     decap::learn(ctx, neigh, buf);
+    // Connection tracking drops UDP to the DHCP server from the tunnel.
+    if p.header[9] == ipv4::PROTO_UDP && p.ports.1 == DHCP_SERVER_PORT {
+        return;
+    }
     let inner = L4Info { protocol: p.header[9], dst_port: Some(p.ports.1), icmp_type: None, ip_len: p.total };
     let target = outer.target;
     out.tunnel = Some(Tunnel { target, inner, inner_v4: true, outer_src: outer.src });
@@ -245,6 +249,7 @@ fn prepare_tunnel_any(ctx: &Ctx<'_>, flows: &Flows, data: &[u8], t: Tunnel, out:
     if !t.inner_v4
         || !matches!(t.inner.protocol, ipv4::PROTO_TCP | ipv4::PROTO_UDP)
         || t.inner.dst_port.is_none()
+        || (t.inner.protocol == ipv4::PROTO_UDP && t.inner.dst_port == Some(DHCP_SERVER_PORT))
     {
         return;
     }
