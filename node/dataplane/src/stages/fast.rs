@@ -223,7 +223,12 @@ fn prepare_tunnel<B: PacketBuf>(
     let Ok(outer) = decap::check_outer(ctx, buf) else { return };
     // Inner IPv4 TCP or UDP without options, the usual case: `plain_v4` checks it as
     // decapsulation would and reads its key. Anything else, the general checks.
-    let plain = (outer.next_header == ipv6::NH_IPV4).then(|| plain_v4(outer.payload)).flatten();
+    // UDP to the DHCP server, which connection tracking drops from the tunnel, takes
+    // the general checks below, which refuse it.
+    let plain = (outer.next_header == ipv6::NH_IPV4)
+        .then(|| plain_v4(outer.payload))
+        .flatten()
+        .filter(|p| !(p.header[9] == ipv4::PROTO_UDP && p.ports.1 == DHCP_SERVER_PORT));
     let Some(p) = plain else {
         if let Ok(t) = decap::check_inner(&outer) {
             decap::learn(ctx, neigh, buf);
@@ -232,10 +237,6 @@ fn prepare_tunnel<B: PacketBuf>(
         return;
     };
     decap::learn(ctx, neigh, buf);
-    // Connection tracking drops UDP to the DHCP server from the tunnel.
-    if p.header[9] == ipv4::PROTO_UDP && p.ports.1 == DHCP_SERVER_PORT {
-        return;
-    }
     let inner = L4Info { protocol: p.header[9], dst_port: Some(p.ports.1), icmp_type: None, ip_len: p.total };
     let target = outer.target;
     out.tunnel = Some(Tunnel { target, inner, inner_v4: true, outer_src: outer.src });
