@@ -843,26 +843,8 @@ fn flush_hits(flush: &Flush, f: &Flow<FlowAction>) -> bool {
             k.vni() == n.vni && k.dst() == std::net::IpAddr::V4(n.nat_ip) && n.range.contains(k.dst_port())
         }),
         Flush::Prefix { port, vni, addr, len } => {
-            let k = &f.keys[0];
-            a.port == port
-                && k.vni() == vni
-                && (in_prefix(k.dst(), addr, len) || in_prefix(k.src(), addr, len))
+            let (k, prefix) = (&f.keys[0], crate::tables::firewall::Cidr::new(addr, len));
+            a.port == port && k.vni() == vni && (prefix.contains(k.dst()) || prefix.contains(k.src()))
         }
-    }
-}
-
-/// Whether `ip` lies in `net/len` (of the same family).
-fn in_prefix(ip: std::net::IpAddr, net: std::net::IpAddr, len: u8) -> bool {
-    use std::net::IpAddr::{V4, V6};
-    match (ip, net) {
-        (V4(a), V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (V6(a), V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
     }
 }
