@@ -637,7 +637,7 @@ pub fn process<B: PacketBuf>(
                 super::lb::icmp_error(ctx.snap, &mut flows.lb, vni, &pkt.key, underlay)
             }
             // An error about no known flow passes as it would without tracking, but
-            // never with a VM's private address out to the internet (see below).
+            // never with a VM's private address out to the internet (`untracked_error_action`).
             None => {
                 let a = match origin {
                     Origin::Vf => match untracked_error_action(ctx, pkt) {
