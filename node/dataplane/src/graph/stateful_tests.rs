@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 
-use super::testkit::{lab, ports::*, vm_mac, PF0_MAC, ROUTER_MAC};
+use super::testkit::{from_router, lab, ports::*, vm_mac, PF0_MAC};
 use super::*;
 use crate::buf::TestBuf;
 use crate::config::{DnatTarget, Flush, RouteTarget, UnderlayTarget};
@@ -72,6 +72,15 @@ fn run(p: &mut Pipeline, snap: &Snapshot, port: PortId, frame: &[u8]) -> (Verdic
     (v[0], bufs[0].to_vec())
 }
 
+/// The next generation of `snap`, asking the workers for `flush` (as the control plane
+/// publishes a change that must end flows).
+fn flushed(snap: &Snapshot, flush: Flush) -> Snapshot {
+    let mut next = snap.clone();
+    next.generation += 1;
+    next.flushes = vec![(1, flush)].into();
+    next
+}
+
 /// An IPv4 TCP packet (no Ethernet header).
 fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, syn: bool) -> Vec<u8> {
     let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64).tcp(sport, dport, 1, 1000);
@@ -107,27 +116,6 @@ fn from_vm(n: u8, ip: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&PF0_MAC);
     f.extend_from_slice(&vm_mac(n));
     f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(ip);
-    f
-}
-
-/// From the router on a PF: Ethernet + IPv6 (next header 4) to `dst` + `ip`.
-fn from_router(dst: Ipv6Addr, ip: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&PF0_MAC);
-    f.extend_from_slice(&ROUTER_MAC);
-    f.extend_from_slice(&[0x86, 0xdd]);
-    let mut h = [0u8; 40];
-    let repr = crate::wire::ipv6::Repr {
-        src: a6("fc00::ffff"),
-        dst,
-        next_header: 4,
-        payload_len: u16::try_from(ip.len()).unwrap(),
-        hop_limit: 64,
-        vtc_flow: 0x6000_0000,
-    };
-    assert!(repr.emit(&mut h));
-    f.extend_from_slice(&h);
     f.extend_from_slice(ip);
     f
 }
@@ -316,11 +304,9 @@ fn echo_to_the_nat_ip_is_answered_and_neighbour_ports_relayed() {
     assert_eq!(v, Verdict::Drop(DropReason::NatPortUnowned));
 
     // Deleting the neighbour entry flushes the relay flow.
-    let mut next = snap.clone();
-    next.generation += 1;
     let n = *snap.neighbor_nats.iter().next().unwrap();
+    let mut next = flushed(&snap, Flush::Neighbor(n));
     next.neighbor_nats = Arc::default();
-    next.flushes = vec![(1, Flush::Neighbor(n))].into();
     let (v, _) = run(&mut p, &next, PF0, &from_router(nat_ul(), &pkt));
     assert_eq!(v, Verdict::Drop(DropReason::NatPortUnowned));
     assert!(p.flows().is_empty());
@@ -334,9 +320,7 @@ fn deleting_a_nat_flushes_its_flows_and_frees_its_ports() {
     run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1, 80, true)));
     run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 2, 80, true)));
     assert_eq!(p.nat_mappings().len(), 2);
-    let mut next = snap.clone();
-    next.generation += 1;
-    next.flushes = vec![(1, Flush::Nat(VM1))].into();
+    let mut next = flushed(&snap, Flush::Nat(VM1));
     let nat = LocalNat { nat_ip: NAT_IP, range: PortRange::new(200, 201).unwrap(), vni: 100 };
     next.iface_by_port[usize::from(VM1)].as_mut().unwrap().nat = Some(nat);
     let (v, out) = run(&mut p, &next, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1, 80, true)));
@@ -391,11 +375,10 @@ fn deleting_an_alias_prefix_ends_the_flows_it_brought() {
     assert_eq!(v, Verdict::Tx(PF0));
     assert_eq!(p.flows().len(), 3);
     // The prefix is deleted: the two flows of its addresses end, the NAT flow stays.
-    let mut next = snap.clone();
-    next.generation += 1;
-    next.flushes =
-        vec![(1, Flush::Prefix { port: VM1, vni: 100, addr: Ipv4Addr::new(10, 100, 1, 64).into(), len: 29 })]
-            .into();
+    let next = flushed(
+        &snap,
+        Flush::Prefix { port: VM1, vni: 100, addr: Ipv4Addr::new(10, 100, 1, 64).into(), len: 29 },
+    );
     let (_, out) = run(&mut p, &next, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, false)));
     assert_eq!(tuple(&inner(PF0, &out)), (NAT_IP, PUBLIC, 101, 80), "the NAT flow keeps its port");
     assert_eq!(p.flows().len(), 1);
@@ -430,10 +413,8 @@ fn deleting_an_lb_prefix_ends_the_flows_it_brought() {
     // The prefix (covering the VIP) is deleted: its load-balanced flow ends, and the
     // connection's next packet makes a new flow towards the target's underlay address,
     // which no longer leads to vm1 here: relayed out of the PF.
-    let mut next = snap.clone();
-    next.generation += 1;
+    let mut next = flushed(&snap, Flush::Prefix { port: VM1, vni: 100, addr: LB_VIP.into(), len: 32 });
     next.underlay_targets.remove(&lb_prefix_ul());
-    next.flushes = vec![(1, Flush::Prefix { port: VM1, vni: 100, addr: LB_VIP.into(), len: 32 })].into();
     let (v, _) = run(&mut p, &next, PF0, &from_router(lb_ul(), &tcp4(PUBLIC, LB_VIP, 4000, 80, false)));
     assert_eq!(v, Verdict::Tx(PF0));
     let (v, _) = run(&mut p, &next, VM1, &from_vm(0, &tcp4(VM1_IP, PUBLIC, 1246, 80, false)));
@@ -454,10 +435,7 @@ fn deleting_an_interface_ends_flows_to_its_ipv6_address_too() {
     assert_eq!(run(&mut p, &snap, VM1, &from_vm(0, &tcp4(VM1_IP, VM2_IP, 5, 6, true))).0, Verdict::Tx(VM2));
     assert_eq!(p.flows().len(), 2);
     // vm2 is deleted: vm1's flows to both its addresses end.
-    let mut next = snap.clone();
-    next.generation += 1;
-    next.flushes =
-        vec![(1, Flush::Interface { port: VM2, vni: 100, ipv4: VM2_IP, ipv6: Some(vm2_6) })].into();
+    let next = flushed(&snap, Flush::Interface { port: VM2, vni: 100, ipv4: VM2_IP, ipv6: Some(vm2_6) });
     // Any burst makes the worker apply the new snapshot (this one is dropped).
     run(&mut p, &next, PF0, &from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 80, 999, false)));
     assert_eq!(p.flows().len(), 0);
@@ -503,10 +481,8 @@ fn a_rule_change_rejudges_denied_flows_and_keeps_accepted_ones() {
     assert_eq!(run(&mut p, &snap, VM1, &denied).0, Verdict::Drop(DropReason::FirewallDenied));
     assert_eq!(run(&mut p, &snap, VM1, &accepted).0, Verdict::Tx(VM2));
     // The rule now allows port 80 instead of 1234; the control plane flushes denied flows.
-    let mut next = snap.clone();
-    next.generation += 1;
+    let mut next = flushed(&snap, Flush::Denied);
     next.firewall_by_port[usize::from(VM2)] = Some(Arc::new(allow_tcp_in(80)));
-    next.flushes = vec![(1, Flush::Denied)].into();
     assert_eq!(run(&mut p, &next, VM1, &denied).0, Verdict::Tx(VM2), "re-judged by the new rule");
     assert_eq!(run(&mut p, &next, VM1, &accepted).0, Verdict::Tx(VM2), "established flow kept");
     assert_eq!(p.flows().len(), 2);
@@ -530,10 +506,8 @@ fn a_rule_change_without_enforcement_ends_no_flow() {
     assert_eq!(tuple(&inner(PF0, &out)), (VIP, PUBLIC, 22, 4000));
     // A rule changes somewhere: the control plane asks to end denied flows, which
     // without enforcement ends none, so the reply still leaves from the VIP.
-    let mut next = snap.clone();
-    next.generation += 1;
+    let mut next = flushed(&snap, Flush::Denied);
     next.firewall_by_port[usize::from(VM1)] = Some(Arc::new(allow_tcp_in(80)));
-    next.flushes = vec![(1, Flush::Denied)].into();
     let (_, out) = run(&mut p, &next, VM2, &reply);
     assert_eq!(tuple(&inner(PF0, &out)), (VIP, PUBLIC, 22, 4000));
     assert_eq!(p.flows().len(), 1);

@@ -12,7 +12,7 @@ use crate::config::{
     UnderlayTarget, Vni,
 };
 use crate::tables::nat::{LocalNat, PortRange};
-use crate::wire::checksum;
+use crate::wire::{checksum, ethernet, ipv6};
 
 /// Builds a [`Snapshot`] step by step.
 #[derive(Debug)]
@@ -152,6 +152,31 @@ pub mod ports {
     pub const VM4: PortId = 5;
     /// A VF without an interface.
     pub const BARE: PortId = 6;
+}
+
+/// A frame from the underlay router on pf0 (pf0's MAC from the router's MAC): the IPv4
+/// packet `ip` tunnelled (next header 4, hop limit 64) from the router's underlay address
+/// fc00::ffff to `dst`.
+pub fn from_router(dst: Ipv6Addr, ip: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(ethernet::HEADER_LEN + ipv6::HEADER_LEN + ip.len());
+    f.extend_from_slice(&PF0_MAC);
+    f.extend_from_slice(&ROUTER_MAC);
+    f.extend_from_slice(&ethernet::ETHERTYPE_IPV6.to_be_bytes());
+    let repr = ipv6::Repr {
+        src: Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0xffff),
+        dst,
+        next_header: ipv6::NH_IPV4,
+        payload_len: u16::try_from(ip.len()).unwrap_or(u16::MAX),
+        hop_limit: 64,
+        vtc_flow: 0x6000_0000,
+    };
+    let mut h = [0u8; ipv6::HEADER_LEN];
+    // Always true: the buffer is exactly one header long.
+    if repr.emit(&mut h) {
+        f.extend_from_slice(&h);
+    }
+    f.extend_from_slice(ip);
+    f
 }
 
 /// The reference lab: node underlay fc00:1::1; VNI 100 routes 10.100.2.0/24 and

@@ -394,20 +394,7 @@ fn dhcp_from_the_tunnel_never_reaches_a_vm() {
         .udp(4000, 67)
         .write(&mut back, b"y")
         .unwrap();
-    let mut f = Vec::new();
-    f.extend_from_slice(&PF_V6_TO_VM2[..14]);
-    let mut h = [0u8; 40];
-    let repr = crate::wire::ipv6::Repr {
-        src: "fc00::ffff".parse().unwrap(),
-        dst: "fc00:1::1:1".parse().unwrap(),
-        next_header: 4,
-        payload_len: u16::try_from(back.len()).unwrap(),
-        hop_limit: 64,
-        vtc_flow: 0x6000_0000,
-    };
-    assert!(repr.emit(&mut h));
-    f.extend_from_slice(&h);
-    f.extend_from_slice(&back);
+    let f = testkit::from_router("fc00:1::1:1".parse().unwrap(), &back);
     assert_eq!(run(&mut p, &snap, PF0, &f).0, drop(DropReason::DhcpIgnored));
 }
 
