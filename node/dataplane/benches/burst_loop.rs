@@ -86,13 +86,16 @@ fn main() {
     };
     let mut bufs: Vec<TestBuf> = frames[..BURST].iter().map(|f| TestBuf::new(f)).collect();
     let mut verdicts = vec![Verdict::Drop(DropReason::TxFull); BURST];
-    // Every flow is created before the measured bursts.
-    for chunk in frames.chunks(BURST) {
-        for (b, f) in bufs.iter_mut().zip(chunk) {
-            b.reset(f);
+    // Every flow is created, and then known to the fast path's express lane, before the
+    // measured bursts: they measure the steady state.
+    for _ in 0..2 {
+        for chunk in frames.chunks(BURST) {
+            for (b, f) in bufs.iter_mut().zip(chunk) {
+                b.reset(f);
+            }
+            p.process_burst(&snap, port, 0, &mut bufs, &mut verdicts);
+            assert!(verdicts.iter().all(|v| *v == Verdict::Tx(want)), "{case}: {verdicts:?}");
         }
-        p.process_burst(&snap, port, 0, &mut bufs, &mut verdicts);
-        assert!(verdicts.iter().all(|v| *v == Verdict::Tx(want)), "{case}: {verdicts:?}");
     }
     let t = Instant::now();
     let mut next = 0;

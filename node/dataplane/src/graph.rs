@@ -162,6 +162,9 @@ counted_enum! {
         /// through the tunnel, tracked and given its cached action before the rest of
         /// its stages (counted with theirs) run at once (see [`stages::fast`]).
         FastPath => "fast_path",
+        /// Of those, the packets the fast path's express lane took: the outcome recorded
+        /// for their flow applied without a look-up (see [`stages::express`]).
+        Express => "express",
         /// ARP responder.
         Arp => "arp",
         /// IPv6 neighbor discovery responder.
@@ -404,11 +407,16 @@ pub struct PipelineConfig {
     /// default. Off, every packet takes the whole graph (the same results: tests
     /// compare the two).
     pub fast_path: bool,
+    /// Records of the fast path's express lane ([`stages::express`]), 64 bytes each.
+    pub express_slots: usize,
 }
 
 impl PipelineConfig {
     /// Capacity of [`PipelineConfig::small`]: enough for tests and benchmarks.
     pub const SMALL_CAPACITY: usize = 4096;
+    /// Most express-lane records by default: 2^17 (8 MiB), one per flow direction up
+    /// to 65,536 flows both ways.
+    pub const MAX_EXPRESS_SLOTS: usize = 1 << 17;
 
     /// A pipeline of worker 0 of 1 with a small flow table
     /// ([`PipelineConfig::SMALL_CAPACITY`]), default timeouts and fixed hash seeds.
@@ -433,6 +441,7 @@ impl PipelineConfig {
             },
             enforce_firewall: false,
             fast_path: true,
+            express_slots: capacity.clamp(1 << 10, Self::MAX_EXPRESS_SLOTS),
         }
     }
 }
@@ -479,6 +488,8 @@ pub struct Pipeline {
     /// The chunk being run took the fast path, whose first pass learned the MACs of
     /// all its packets (decapsulation must not learn them again, out of order).
     learned: bool,
+    /// The fast path's express lane.
+    express: stages::express::Express,
 }
 
 impl Default for Pipeline {
@@ -522,6 +533,7 @@ impl Pipeline {
             fast_path: cfg.fast_path,
             fast: Box::new([stages::fast::Candidate::default(); CHUNK]),
             learned: false,
+            express: stages::express::Express::new(cfg.express_slots),
         })
     }
 
@@ -590,6 +602,7 @@ impl Pipeline {
     /// flush (a few milliseconds per million flows): configuration changes are rare.
     fn sync(&mut self, snap: &Snapshot) {
         self.synced = Some(snap.generation);
+        self.express.new_epoch();
         for &(seq, flush) in snap.flushes.iter() {
             if seq <= self.flushed {
                 continue;
@@ -720,6 +733,17 @@ impl Pipeline {
         for (buf, c) in pkts.iter().zip(self.fast.iter_mut()) {
             stages::fast::prepare(ctx, &self.neigh, &self.flows, buf, c);
         }
+        // The express lane's records first; the candidates it has none for get their key
+        // now.
+        let mut express = [None; CHUNK];
+        for ((e, c), buf) in express.iter_mut().zip(self.fast.iter_mut()).zip(pkts.iter()) {
+            if let Some(raw) = c.raw() {
+                *e = self.express.probe(ctx, &self.flows, raw, c.target_code());
+                if e.is_none() {
+                    stages::fast::key_now(ctx, &self.flows, buf, c);
+                }
+            }
+        }
         let fast = &self.fast[..pkts.len().min(CHUNK)];
         self.flows.table.warm_slots(fast.iter().filter_map(|c| Some(c.key()?.hash())));
         // Every candidate's look-up first, in one loop: the look-ups change nothing and
@@ -731,7 +755,15 @@ impl Pipeline {
             *f = c.key().and_then(|k| ct_stage::lookup_fast(ctx, &self.flows, k));
         }
         let mut ran = [0usize; Stage::ALL.len()];
+        // Packets the express lane may record once the chunk is through.
+        let mut fill = [false; CHUNK];
         for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
+            if let (Some(&Some(e)), Some(c)) = (express.get(i), self.fast.get(i)) {
+                if let Some(raw) = c.raw() {
+                    *nx = self.express.apply(ctx, &self.neigh, &mut self.flows, e, raw, buf, &mut ran).into();
+                    continue;
+                }
+            }
             let hit = match (self.fast.get(i), self.underlay.get_mut(i), found.get(i)) {
                 // `and_then`, not `map`: measured 13 instructions per packet shorter.
                 #[allow(clippy::bind_instead_of_map)]
@@ -770,6 +802,9 @@ impl Pipeline {
                             _ => n = self.step(ctx, n, buf, i),
                         }
                     }
+                    if let Some(f) = fill.get_mut(i) {
+                        *f = matches!(n, Next::Done(Verdict::Tx(_)));
+                    }
                     *nx = n.into();
                 }
                 None => {
@@ -782,6 +817,16 @@ impl Pipeline {
         }
         for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
             self.counters.stage_add(stage, n);
+        }
+        for (i, buf) in pkts.iter().enumerate() {
+            let (Some(true), Some(c), Some(&Some(flow)), Some(nx)) =
+                (fill.get(i).copied(), self.fast.get(i), found.get(i), next.get(i))
+            else {
+                continue;
+            };
+            if let (Some(raw), Some(k), Next::Done(v)) = (c.raw(), c.key(), Next::from(*nx)) {
+                self.express.fill(ctx, &self.flows, raw, c.target(), k.flow_key(), flow, v, buf);
+            }
         }
     }
 

@@ -842,9 +842,11 @@ proptest::proptest! {
     /// destinations; an enforced firewall; the clock jumping past flow timeouts) and of
     /// tunnel traffic (replies to the NAT, the VIP and the VMs, neighbour-NAT ports,
     /// clients of a load balancer with a remote and a local target, unknown underlay
-    /// addresses, IPv6 inside, Ethernet padding, the router's MAC changing) give the
-    /// same verdicts, frames, drop counts, flow table and learned MACs with and without
-    /// it.
+    /// addresses, IPv6 inside, Ethernet padding, the router's MAC changing), with the
+    /// configuration changing under established flows (a route moving, pf0's router MAC
+    /// configured or not), give the same verdicts, frames, drop counts, flow table and
+    /// learned MACs with and without it (and so does its express lane, which the second
+    /// packet of a flow in a later burst takes).
     #[test]
     fn fast_path_changes_nothing(
         bursts in proptest::collection::vec(
@@ -853,6 +855,7 @@ proptest::proptest! {
                 proptest::collection::vec(drawn_tunnel(), 0..80),
                 0u8..4,
                 proptest::prelude::any::<bool>(),
+                0u8..4,
             ),
             1..12,
         ),
@@ -885,9 +888,26 @@ proptest::proptest! {
             Pipeline::with_config(Arc::default(), &cfg).unwrap()
         });
         let mut now = 1_000_000_000u64;
-        for (pkts, tunnel, step, age) in &bursts {
+        let remote = Ipv4Addr::new(10, 100, 2, 5);
+        for (n, (pkts, tunnel, step, age, change)) in bursts.iter().enumerate() {
             // The clock moves by nothing, a little, or past the flow timeout.
             now += [0, 1_000_000, 20_000_000_000, 31_000_000_000][usize::from(*step)];
+            // The configuration changes under established flows: the remote VM moves to
+            // another node, or pf0's router MAC is configured or learned again.
+            match change {
+                2 => {
+                    let underlay = a6(if n % 2 == 0 { "fc00:2::77" } else { "fc00:2::78" });
+                    let moved = RouteTarget::Remote { underlay, vni: 100 };
+                    snap.vnis.get_mut(&100).unwrap().routes4.insert(remote, 32, moved);
+                    snap.generation += 1;
+                }
+                3 => {
+                    let pf0 = snap.ports[usize::from(PF0)].as_mut().unwrap();
+                    pf0.neigh_mac = if pf0.neigh_mac.is_some() { None } else { Some([2, 0, 0, 0, 0, 0x77]) };
+                    snap.generation += 1;
+                }
+                _ => {}
+            }
             for port in [VM1, VM2, PF0] {
                 let frames: Vec<Vec<u8>> = if port == PF0 {
                     tunnel.iter().map(drawn_tunnel_frame).collect()
@@ -944,4 +964,48 @@ fn known_flows_take_the_fast_path() {
     }
     let stage = |s: Stage| p.counters.stages[s as usize].get();
     assert_eq!((stage(Stage::FastPath), stage(Stage::Decap)), (4, 2));
+}
+
+#[test]
+fn known_flows_take_the_express_lane_until_the_configuration_changes() {
+    let mut snap = stateful_lab();
+    let mut p = pipeline(false);
+    let express = |p: &Pipeline| p.counters.stages[Stage::Express as usize].get();
+    // vm1 to vm2, to a remote VM (encapsulated), through the NAT (rewritten), and the
+    // NAT's reply through the tunnel.
+    let remote = Ipv4Addr::new(10, 100, 2, 5);
+    let out = from_vm(0, &tcp4(VM1_IP, PUBLIC, 999, 80, true));
+    let (_, _, nat_port, _) = tuple(&inner(PF0, &run(&mut p, &snap, VM1, &out).1));
+    let cases = [
+        (VM1, from_vm(0, &tcp4(VM1_IP, VM2_IP, 999, 80, false)), VM2),
+        (VM1, from_vm(0, &tcp4(VM1_IP, remote, 999, 53, false)), PF0),
+        (VM1, out, PF0),
+        (PF0, from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 80, nat_port, false)), VM1),
+    ];
+    // The first round creates the flows (but the NAT's, created above), the second
+    // takes the fast path and is recorded (the NAT's flow is recorded in the first),
+    // the third takes the lane and leaves exactly as the second.
+    let mut rounds = Vec::new();
+    let mut before = 0;
+    for _ in 0..3 {
+        before = express(&p);
+        let got: Vec<_> = cases.iter().map(|(port, frame, _)| run(&mut p, &snap, *port, frame)).collect();
+        for ((v, _), (_, _, want)) in got.iter().zip(&cases) {
+            assert_eq!(*v, Verdict::Tx(*want));
+        }
+        rounds.push(got);
+    }
+    assert_eq!(rounds[2], rounds[1]);
+    assert_eq!(express(&p) - before, 4, "the third round takes the lane");
+    let before = express(&p);
+    // The remote VM moves: its packets follow the new route at once.
+    let moved = RouteTarget::Remote { underlay: a6("fc00:2::77"), vni: 100 };
+    snap.vnis.get_mut(&100).unwrap().routes4.insert(remote, 32, moved);
+    snap.generation += 1;
+    let (v, bytes) = run(&mut p, &snap, VM1, &cases[1].1);
+    assert_eq!(v, Verdict::Tx(PF0));
+    assert_eq!(&bytes[14 + 24..14 + 40], &a6("fc00:2::77").octets());
+    assert_eq!(express(&p), before, "a new snapshot makes every record stale");
+    run(&mut p, &snap, VM1, &cases[1].1);
+    assert_eq!(express(&p), before + 1);
 }

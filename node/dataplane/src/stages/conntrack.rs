@@ -694,6 +694,10 @@ impl FastKey {
     pub fn hash(&self) -> u64 {
         self.hash
     }
+    /// The flow key.
+    pub fn flow_key(&self) -> &FlowKey {
+        &self.key
+    }
 }
 
 /// The VNI of a packet entering the stage from `origin`.
@@ -895,7 +899,7 @@ fn finish<B: PacketBuf>(
 
 /// Applies a rewrite to the IPv4 packet after the Ethernet header. For an ICMP error,
 /// the outer header and the quoted packet are translated.
-fn apply_rewrite<B: PacketBuf>(rw: Rewrite, quoted: bool, buf: &mut B) -> bool {
+pub(crate) fn apply_rewrite<B: PacketBuf>(rw: Rewrite, quoted: bool, buf: &mut B) -> bool {
     let (side, ip, port) = match rw {
         Rewrite::None => return true,
         // Translated by `finish`.

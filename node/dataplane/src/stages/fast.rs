@@ -49,6 +49,8 @@ use crate::wire::{checksum, ethernet, ipv4, ipv6};
 use super::classify::{self, L4Info, DHCP_SERVER_PORT};
 use super::conntrack::{self, FastKey, Flows, Origin};
 use super::decap::{self, Tunnel};
+use super::express::{self, Raw};
+use crate::config::UnderlayTarget;
 use super::virtsvc::VirtualServices;
 
 /// What [`prepare`] found for one packet.
@@ -59,15 +61,17 @@ pub struct Candidate {
     key: FastKey,
     /// For tunnel traffic, what decapsulation found (else a VM's packet).
     tunnel: Option<Tunnel>,
+    /// An option-less packet: its fields, for the express lane ([`super::express`]);
+    /// its key is computed only if the lane has no record for it ([`key_now`]).
+    raw: Option<Raw>,
+    /// [`express::target_code`] of the tunnel's target (0 for a VM's packet).
+    target_code: u64,
 }
 
 impl Candidate {
     /// The key, when the packet is a candidate.
     pub fn key(&self) -> Option<&FastKey> {
         self.ok.then_some(&self.key)
-    }
-    fn key_mut(&mut self) -> &mut FastKey {
-        &mut self.key
     }
     /// Where the packet enters connection tracking from.
     pub fn origin(&self) -> Origin {
@@ -80,6 +84,46 @@ impl Candidate {
     /// headers with it before tracking the packet).
     pub fn tunnel(&self) -> Option<&Tunnel> {
         self.tunnel.as_ref()
+    }
+    /// The fields the express lane keys on, for an option-less packet.
+    pub fn raw(&self) -> Option<&Raw> {
+        self.raw.as_ref()
+    }
+    /// For tunnel traffic, what the outer destination stands for.
+    pub fn target(&self) -> Option<UnderlayTarget> {
+        self.tunnel.map(|t| t.target)
+    }
+    /// [`Candidate::target`] as the express lane compares it.
+    pub fn target_code(&self) -> u64 {
+        self.target_code
+    }
+}
+
+/// Computes the key of a candidate whose key [`prepare`] left for later (an option-less
+/// packet, see [`Candidate::raw`]), from the packet `buf` as `prepare` saw it.
+#[inline]
+pub fn key_now<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, buf: &B, c: &mut Candidate) {
+    let Some(raw) = c.raw else { return };
+    let at = ethernet::HEADER_LEN + if c.tunnel.is_some() { ipv6::HEADER_LEN } else { 0 };
+    let Some(h) = buf.data().get(at..).and_then(|ip| ip.first_chunk()) else { return };
+    let origin = c.origin();
+    c.ok = conntrack::key_v4_fields(ctx, flows, origin, h, (raw.sp, raw.dp, raw.tcp_flags), &mut c.key);
+}
+
+/// The express lane's fields of a packet `plain_v4` read.
+#[inline]
+fn raw_of(p: &Plain<'_>) -> Raw {
+    let h = p.header;
+    #[allow(clippy::cast_possible_truncation)] // an IPv4 total length
+    let total = p.total as u16;
+    Raw {
+        src: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
+        dst: u32::from_ne_bytes([h[16], h[17], h[18], h[19]]),
+        sp: p.ports.0,
+        dp: p.ports.1,
+        proto: h[9],
+        tcp_flags: p.ports.2,
+        total,
     }
 }
 
@@ -116,6 +160,7 @@ pub fn learn_chunk<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, pkts: &[B]) 
 #[inline]
 pub fn prepare<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, buf: &B, out: &mut Candidate) {
     out.ok = false;
+    out.raw = None;
     match ctx.port.map(|p| p.role) {
         Some(PortRole::Vf) => prepare_vm(ctx, flows, buf, out),
         Some(PortRole::Pf(_)) => prepare_tunnel(ctx, neigh, flows, buf, out),
@@ -138,7 +183,9 @@ fn prepare_vm<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, buf: &B, out: &mut Can
             if p.header[9] == ipv4::PROTO_UDP && p.ports.1 == DHCP_SERVER_PORT {
                 return;
             }
-            out.ok = conntrack::key_v4_fields(ctx, flows, Origin::Vf, p.header, p.ports, out.key_mut());
+            // The key waits for the express lane's answer.
+            out.raw = Some(raw_of(&p));
+            out.target_code = 0;
         }
         None => prepare_vm_any(ctx, flows, data, out),
     }
@@ -240,8 +287,8 @@ fn prepare_tunnel<B: PacketBuf>(
     let inner = L4Info { protocol: p.header[9], dst_port: Some(p.ports.1), icmp_type: None, ip_len: p.total };
     let target = outer.target;
     out.tunnel = Some(Tunnel { target, inner, inner_v4: true, outer_src: outer.src });
-    out.ok =
-        conntrack::key_v4_fields(ctx, flows, Origin::Tunnel { target }, p.header, p.ports, out.key_mut());
+    out.raw = Some(raw_of(&p));
+    out.target_code = express::target_code(Some(target));
 }
 
 /// [`prepare_tunnel`] for what decapsulation accepts but `plain_v4` does not.
@@ -342,7 +389,9 @@ mod tests {
             }
             // And the VM's whole first pass.
             let (mut fast, mut any) = (Candidate::default(), Candidate::default());
-            prepare_vm(&ctx, &flows, &crate::buf::TestBuf::new(&f), &mut fast);
+            let buf = crate::buf::TestBuf::new(&f);
+            prepare_vm(&ctx, &flows, &buf, &mut fast);
+            key_now(&ctx, &flows, &buf, &mut fast);
             prepare_vm_any(&ctx, &flows, &f, &mut any);
             prop_assert_eq!(fast.key(), any.key());
         }

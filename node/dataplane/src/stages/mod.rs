@@ -7,6 +7,7 @@ pub mod decap;
 pub mod dhcp;
 pub mod dhcpv6;
 pub mod encap;
+pub mod express;
 pub mod fast;
 pub mod lb;
 pub mod nat64;

@@ -9,5 +9,5 @@ pub mod firewall;
 pub mod jhash;
 pub mod lb;
 pub mod lpm;
-mod mix;
+pub(crate) mod mix;
 pub mod nat;

@@ -123,9 +123,10 @@ pub enum InsertError {
 }
 
 /// One direction of a flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Dir {
     /// The direction of the packet that created the flow.
+    #[default]
     Orig = 0,
     /// The other direction.
     Reply = 1,
@@ -156,7 +157,7 @@ impl Dir {
 /// Names a flow's entry while the flow lives. Once the flow is removed the number may be
 /// reused by another flow, so do not keep it across calls that remove flows
 /// ([`Conntrack::insert`], [`Conntrack::set_key`], [`Conntrack::age`], ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowId(u32);
 
 impl FlowId {
@@ -509,6 +510,30 @@ impl<A: Copy + Default> Conntrack<A> {
     #[inline]
     pub fn touch(&mut self, id: FlowId, tcp_flags: u8, now_ns: u64) {
         self.count(id.index(), tcp_flags, ticks(now_ns));
+    }
+
+    /// Whether `id` is a live flow whose `dir` direction has a key `key_is` accepts and
+    /// action `action`: a caller that remembered where a key's flow was (and its action)
+    /// asks whether that still holds, without a look-up.
+    #[inline]
+    pub fn is_live(
+        &self,
+        id: FlowId,
+        dir: Dir,
+        key_is: impl FnOnce(&FlowKey) -> bool,
+        action: &A,
+        now_ns: u64,
+    ) -> bool
+    where
+        A: PartialEq,
+    {
+        let Some(e) = self.entries.get(id.index()) else { return false };
+        let i = dir.index();
+        e.kind != KIND_FREE
+            && ticks(now_ns) <= e.expires_or_next
+            && e.keys.get(i).is_some_and(key_is)
+            && (i == 0 || !e.single)
+            && e.actions[i] == *action
     }
 
     /// The entry reference of the live flow with key `key` (hash `h`) at tick `now`.
