@@ -16,7 +16,7 @@
 //! found, the flow's action, the VNI and zone of the key, and the header the delivery
 //! stages put in front of the IP packet (Ethernet, or Ethernet and the encapsulating
 //! IPv6 header), as bytes. A later packet with the same fields in the same snapshot
-//! ([`Express::probe`]) is the same flow's if that flow is still live with the same key
+//! ([`Express::locate`], [`Express::holds`]) is the same flow's if that flow is still live with the same key
 //! (built from the packet and the recorded VNI and zone) and the same action: then it is
 //! tracked and given the recorded outcome ([`Express::apply`]) without a look-up. The
 //! snapshot is accounted for with an epoch that every new snapshot moves on, which makes
@@ -148,18 +148,14 @@ pub struct Express {
     header_index: rustc_hash::FxHashMap<[u8; MAX_HEADER], u16>,
 }
 
-/// What [`Express::probe`] found for a packet: the record to apply.
-#[derive(Clone, Copy, Debug)]
-pub struct Found(usize);
-
 /// Packets an express chunk sent through each stage, to add to the stage counters.
 pub type StageCounts = [usize; Stage::ALL.len()];
 
 impl Express {
-    /// A lane of `slots` records (rounded up to a power of two, at least 4; 64 bytes
-    /// each).
+    /// A lane of `slots` records (rounded up to a power of two, at least 4 and at most
+    /// 2^30; 64 bytes each).
     pub fn new(slots: usize) -> Self {
-        let n = slots.max(4).next_power_of_two();
+        let n = slots.clamp(4, 1 << 30).next_power_of_two();
         Express {
             slots: vec![Slot::default(); n].into_boxed_slice(),
             mask: n - 1,
@@ -194,22 +190,48 @@ impl Express {
         [h as usize & self.mask & !1, second as usize & self.mask & !1]
     }
 
-    /// The record for a packet with fields `raw` from `ctx.in_port` (through the tunnel,
-    /// for target `target`, see [`target_code`]), if it holds a live flow with the
-    /// packet's key and the recorded action. Changes nothing.
+    /// Where the record for a packet with fields `raw` from `ctx.in_port` (through the
+    /// tunnel, for target `target`, see [`target_code`]) is, if there is one in this
+    /// epoch; `u32::MAX` if none. Whether it still holds is [`Express::holds`]'s
+    /// question.
     #[inline]
-    pub fn probe(&self, ctx: &Ctx<'_>, flows: &Flows, raw: &Raw, target: u64) -> Option<Found> {
+    pub fn locate(&self, ctx: &Ctx<'_>, raw: &Raw, target: u64) -> u32 {
         let h = raw.hash(ctx.in_port);
         let check = check_word(h, self.epoch, ctx.in_port);
         let [b1, b2] = self.buckets(h);
-        let mine = |i: usize| self.slots.get(i).filter(|s| s.check == check && s.target == target).map(|_| i);
-        let i = mine(b1).or_else(|| mine(b1 | 1)).or_else(|| mine(b2)).or_else(|| mine(b2 | 1))?;
-        let s = self.slots.get(i)?;
-        let key_is = |k: &FlowKey| k.is_v4(s.vni, raw.src, raw.dst, raw.proto, raw.sp, raw.dp, s.zone);
-        flows.table.is_live(s.flow, s.dir, key_is, &s.action, ctx.now_ns).then_some(Found(i))
+        let mine = |i: usize| self.slots.get(i).is_some_and(|s| s.check == check && s.target == target);
+        let i = if mine(b1) {
+            b1
+        } else if mine(b1 | 1) {
+            b1 | 1
+        } else if mine(b2) {
+            b2
+        } else if mine(b2 | 1) {
+            b2 | 1
+        } else {
+            return u32::MAX;
+        };
+        // Below the slot count, which fits 32 bits (see `new`).
+        u32::try_from(i).unwrap_or(u32::MAX)
     }
 
-    /// Tracks a packet [`Express::probe`] found a record for (the flow table unchanged
+    /// Reads the flow entries the records `found` (from [`Express::locate`]) name, so
+    /// that their cache misses overlap before [`Express::holds`] needs them.
+    #[inline]
+    pub fn warm_flows(&self, flows: &Flows, found: &[u32]) {
+        flows.table.warm_entries(found.iter().filter_map(|&i| self.slots.get(i as usize).map(|s| (s.flow, s.dir))));
+    }
+
+    /// Whether record `i` (from [`Express::locate`], for the same packet) holds a live
+    /// flow with the packet's key and the recorded action. Changes nothing.
+    #[inline]
+    pub fn holds(&self, ctx: &Ctx<'_>, flows: &Flows, raw: &Raw, i: u32) -> bool {
+        let Some(s) = self.slots.get(i as usize) else { return false };
+        let key_is = |k: &FlowKey| k.is_v4(s.vni, raw.src, raw.dst, raw.proto, raw.sp, raw.dp, s.zone);
+        flows.table.is_live(s.flow, s.dir, key_is, &s.action, ctx.now_ns)
+    }
+
+    /// Tracks a packet whose record `found` [`Express::holds`] (the flow table unchanged
     /// since, but for other packets' tracking) and gives it the recorded outcome,
     /// counting the stages it passes as the fast path would.
     #[inline]
@@ -219,12 +241,12 @@ impl Express {
         ctx: &Ctx<'_>,
         neigh: &NeighTable,
         flows: &mut Flows,
-        found: Found,
+        found: u32,
         raw: &Raw,
         buf: &mut B,
         ran: &mut StageCounts,
     ) -> Next {
-        let Some(s) = self.slots.get(found.0) else { return Next::drop(DropReason::Malformed) };
+        let Some(s) = self.slots.get(found as usize) else { return Next::drop(DropReason::Malformed) };
         let Some(header) = self.headers.get(usize::from(s.header)) else {
             return Next::drop(DropReason::Malformed);
         };

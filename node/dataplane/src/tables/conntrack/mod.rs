@@ -449,6 +449,20 @@ impl<A: Copy + Default> Conntrack<A> {
         std::hint::black_box(acc);
     }
 
+    /// Reads the entries of these flows, so that their cache misses overlap (see
+    /// [`Conntrack::warm_slots`]).
+    #[inline]
+    pub fn warm_entries(&self, ids: impl Iterator<Item = (FlowId, Dir)>) {
+        let mut acc = 0u32;
+        for (id, dir) in ids {
+            // The lines a hit reads: the direction's key, its action and the expiry.
+            acc ^= self.entries.get(id.index()).map_or(0, |e| {
+                e.expires_or_next ^ e.keys[dir.index()].vni() ^ u32::from(e.keys[dir.index()].proto())
+            });
+        }
+        std::hint::black_box(acc);
+    }
+
     /// The action of one direction of a flow, in place (`None` if `id` is no flow).
     #[inline]
     pub fn action_ref(&self, id: FlowId, dir: Dir) -> Option<&A> {
