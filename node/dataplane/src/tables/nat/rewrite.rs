@@ -44,6 +44,58 @@ fn wr16(b: &mut [u8], at: usize, v: u16) {
 /// Returns false, leaving the packet unchanged, when the packet is not a well-formed
 /// IPv4 packet (lengths checked against the buffer) or cannot take the port rewrite.
 pub fn rewrite_ipv4(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16>) -> bool {
+    rewrite_plain(pkt, side, addr, port).is_some() || rewrite_any(pkt, side, addr, port)
+}
+
+/// [`rewrite_ipv4`] for the usual packet, an option-less TCP or UDP first fragment
+/// whose L4 header is complete, at fixed offsets; `None`, changing nothing, for any
+/// other packet. The same result as [`rewrite_any`], which a test checks.
+#[inline]
+fn rewrite_plain(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16>) -> Option<()> {
+    let total = usize::from(u16::from_be_bytes([*pkt.get(2)?, *pkt.get(3)?]));
+    let p = pkt.get_mut(..total)?;
+    let h = p.first_chunk::<20>()?;
+    // Header length 20, first fragment (offset 0).
+    if h[0] != 0x45 || h[6] & 0x1f != 0 || h[7] != 0 {
+        return None;
+    }
+    let (proto, l4_ck) = match h[9] {
+        6 if total >= 40 => (6, 20 + 16),
+        17 if total >= 28 => (17, 20 + 6),
+        _ => return None,
+    };
+    let (addr_at, port_at) = match side {
+        Side::Source => (IP_SRC, 20),
+        Side::Destination => (IP_DST, 22),
+    };
+    let old_addr = u32::from_be_bytes(*p.get(addr_at..addr_at + 4)?.first_chunk()?);
+    p.get_mut(addr_at..addr_at + 4)?.copy_from_slice(&addr.octets());
+    let addr_delta = delta32(old_addr, u32::from(addr));
+    let ip_ck = rd16(p, IP_CKSUM);
+    wr16(p, IP_CKSUM, update(ip_ck, addr_delta));
+    let old_ck = rd16(p, l4_ck);
+    if proto == 17 && old_ck == 0 {
+        // UDP without checksum: only the port changes.
+        if let Some(v) = port {
+            wr16(p, port_at, v);
+        }
+        return Some(());
+    }
+    let mut delta = addr_delta;
+    if let Some(v) = port {
+        delta += delta16(rd16(p, port_at), v);
+        wr16(p, port_at, v);
+    }
+    let mut ck = update(old_ck, delta);
+    if proto == 17 && ck == 0 {
+        ck = 0xffff; // 0 means "no checksum" in UDP
+    }
+    wr16(p, l4_ck, ck);
+    Some(())
+}
+
+/// [`rewrite_ipv4`] for any packet.
+fn rewrite_any(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16>) -> bool {
     if pkt.len() < 20 || pkt[0] >> 4 != 4 {
         return false;
     }
@@ -362,6 +414,39 @@ mod tests {
         assert!(rewrite_ipv4(&mut p, Side::Destination, VM_IP, Some(0xbeef)));
         assert_eq!(rd16(&p, 24), 0xbeef);
         assert_checksums_valid(&p);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// The fixed-offset rewrite of the usual packet gives exactly what the general
+        /// one gives, and answers for no other packet.
+        #[test]
+        fn plain_rewrite_is_the_general_one(
+            base in proptest::prop_oneof![proptest::prelude::Just(0usize), proptest::prelude::Just(1usize), proptest::prelude::Just(2usize)],
+            edits in proptest::collection::vec((0usize..45, proptest::prelude::any::<u8>()), 0..4),
+            cut in proptest::prop_oneof![8 => proptest::prelude::Just(0usize), 1 => 0usize..46],
+            source in proptest::prelude::any::<bool>(),
+            addr in proptest::prelude::any::<u32>(),
+            port in proptest::option::of(proptest::prelude::any::<u16>()),
+        ) {
+            let mut p = [&TCP_ORIG[..], &UDP_ORIG[..], &UDP_NOCK_ORIG[..]][base].to_vec();
+            for (at, v) in edits {
+                if let Some(b) = p.get_mut(at) {
+                    *b = v;
+                }
+            }
+            p.truncate(p.len() - cut.min(p.len()));
+            let side = if source { Side::Source } else { Side::Destination };
+            let (mut plain, mut any) = (p.clone(), p.clone());
+            let answered = rewrite_plain(&mut plain, side, addr.into(), port).is_some();
+            let ok = rewrite_any(&mut any, side, addr.into(), port);
+            if answered {
+                proptest::prop_assert!(ok);
+                proptest::prop_assert_eq!(plain, any);
+            } else {
+                proptest::prop_assert_eq!(plain, p);
+            }
+        }
     }
 
     #[test]
