@@ -158,7 +158,7 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
         for (addr, len) in pipeline.table_memory() {
             match dpfleet_dpdk::hugemem::advise_huge_pages(addr, len) {
                 Ok(a) => debug!(worker = w, bytes = len, ?a, "flow table memory"),
-                Err(e) => info!(worker = w, bytes = len, "no transparent huge pages for the flow table: {e}"),
+                Err(e) => info!(worker = w, bytes = len, "no transparent huge pages for flow state: {e}"),
             }
         }
         if !virtual_services.is_empty() {

@@ -554,10 +554,11 @@ impl Pipeline {
         &self.neigh
     }
 
-    /// Where the pipeline's large tables lie, (address, bytes) each: see
-    /// [`Conntrack::memory`].
-    pub fn table_memory(&self) -> [(usize, usize); 2] {
-        self.flows.table.memory()
+    /// Where the pipeline's large tables lie, (address, bytes) each: the flow table's
+    /// entries and index (see [`Conntrack::memory`]) and the express lane's records.
+    pub fn table_memory(&self) -> [(usize, usize); 3] {
+        let [entries, index] = self.flows.table.memory();
+        [entries, index, self.express.region()]
     }
 
     /// The flow table.

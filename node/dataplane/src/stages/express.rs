@@ -165,9 +165,9 @@ impl Express {
         }
     }
 
-    /// Bytes of memory the records take.
-    pub fn memory(&self) -> usize {
-        std::mem::size_of_val(&*self.slots)
+    /// Where the records lie: (address, bytes).
+    pub fn region(&self) -> (usize, usize) {
+        (self.slots.as_ptr().addr(), std::mem::size_of_val(&*self.slots))
     }
 
     /// Makes every record stale: call for every new snapshot.
