@@ -16,6 +16,7 @@ pub mod api;
 pub mod cluster;
 pub mod fixture;
 pub mod frames;
+pub mod lbflow;
 pub mod netns;
 pub mod node;
 pub mod tap;

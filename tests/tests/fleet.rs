@@ -13,19 +13,15 @@ use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig
 use dpfleet_e2e::api::{self, ok};
 use dpfleet_e2e::fixture::Fixture;
 use dpfleet_e2e::frames::{self, Echo, Ip};
+use dpfleet_e2e::lbflow::{self, CLIENT};
 use dpfleet_e2e::topo::{self, Vm};
 use dpfleet_proto::dpdkironcore::v1 as pb;
 use dpfleet_proto::dpfleet::node::v1 as fpb;
-use dpfleet_proto::flowhash::FlowKey;
 use dpfleet_proto::maglev::{MaglevInput, MaglevTable, Target};
 
 const GOSSIP: &str = "127.0.0.1:7946";
 /// An externally generated underlay address of the node's /64 (flags byte 0x80).
 const PREFERRED: Ipv6Addr = Ipv6Addr::new(0xfc00, 1, 0, 0, 0, 0x8000, 0, 0x42);
-const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 22, 2, 1);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(45, 86, 6, 6);
-const LB_PORT: u16 = 5000;
-const UDP: u8 = 17;
 
 /// Joins the node's gossip from inside its namespace and returns the keys of
 /// `node/<name>` once `until` holds for them (or panics after 10 s).
@@ -80,16 +76,6 @@ fn gossip_keys(
         .unwrap()
 }
 
-fn lb_flow(frame: &[u8]) -> Option<(u16, Ipv6Addr)> {
-    let Ip::V6 { dst, .. } = Ip::from_frame(frame)? else { return None };
-    match Ip::from_frame(frame)?.decapsulate()? {
-        Ip::V4 { src, dst: LB_IP, proto: UDP, payload } if src == CLIENT && payload.len() >= 8 => {
-            Some((u16::from_be_bytes([payload[0], payload[1]]), dst))
-        }
-        _ => None,
-    }
-}
-
 #[test]
 fn the_coordinator_view_of_a_node() {
     let mut fx =
@@ -136,14 +122,7 @@ fn the_coordinator_view_of_a_node() {
     });
 
     // A load balancer whose table the coordinator fixes: weighted targets, its own seed.
-    let r = fx.api.create_load_balancer(pb::CreateLoadBalancerRequest {
-        loadbalancer_id: b"lb-fleet".to_vec(),
-        loadbalanced_ip: Some(api::ip(IpAddr::V4(LB_IP))),
-        vni: topo::VNI1,
-        loadbalanced_ports: vec![pb::LbPort { port: u32::from(LB_PORT), protocol: pb::Protocol::Udp as i32 }],
-        preferred_underlay_route: Vec::new(),
-    });
-    let lb_ul = api::parse_v6(&ok("CreateLoadBalancer", r).underlay_route);
+    let lb_ul = lbflow::create(&mut fx, b"lb-fleet");
     let targets: Vec<Target> = (2..5u16)
         .map(|n| Target { addr: Ipv6Addr::new(0xfc00, n, 0, 0, 0, 0, 0, 1), weight: u32::from(n) })
         .collect();
@@ -173,21 +152,8 @@ fn the_coordinator_view_of_a_node() {
     // runs dpservice's round robin for its own tables).
     let mut per_target = BTreeMap::new();
     for sport in 20_000..20_200u16 {
-        let key = FlowKey {
-            vni: topo::VNI1,
-            src: IpAddr::V4(CLIENT),
-            dst: IpAddr::V4(LB_IP),
-            proto: UDP,
-            src_port: sport,
-            dst_port: LB_PORT,
-        };
-        let want = table.lookup_addr(key.flow_hash());
-        let dgram =
-            frames::ethernet_ipv4_udp(pf_mac, router_mac, CLIENT, LB_IP, (sport, LB_PORT), b"lb-flow");
-        pf0.send(&frames::ethernet_ip_in_ipv6(pf_mac, router_mac, topo::ROUTER_UL, lb_ul, &dgram[14..]));
-        let got =
-            pf0.expect(&format!("flow {sport} relayed"), |f| lb_flow(f).is_some_and(|(p, _)| p == sport));
-        assert_eq!(lb_flow(&got).unwrap().1, want, "flow from port {sport}");
+        let want = table.lookup_addr(lbflow::flow_key(sport).flow_hash());
+        assert_eq!(lbflow::send(&fx, &mut pf0, lb_ul, sport), want, "flow from port {sport}");
         *per_target.entry(want).or_insert(0usize) += 1;
     }
     assert_eq!(per_target.len(), 3, "every target gets flows: {per_target:?}");
