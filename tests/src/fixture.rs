@@ -106,6 +106,19 @@ impl Fixture {
         open(&self.node, &self.vm(n).tap_name())
     }
 
+    /// VM number `n` (1-based) after it leased its address over DHCP, as a VM does at
+    /// boot (so that the node knows its MAC), with a packet socket on its TAP.
+    ///
+    /// # Panics
+    /// When the socket cannot be opened or the lease is not the VM's address.
+    pub fn boot(&self, n: usize) -> (Vm, Tap) {
+        let vm = self.vm(n).clone();
+        let mut tap = self.vm_tap(n);
+        let ack = Fixture::dhcp(&mut tap, &vm);
+        assert_eq!(ack.yiaddr, vm.ip, "VM {n}'s lease");
+        (vm, tap)
+    }
+
     /// A packet socket on the TAP of `vm` (which need not be one of the fixture's VMs).
     ///
     /// # Panics

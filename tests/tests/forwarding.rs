@@ -6,7 +6,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use dpfleet_e2e::api;
 use dpfleet_e2e::fixture::Fixture;
 use dpfleet_e2e::frames::{self, Echo, Ip};
-use dpfleet_e2e::tap::Tap;
 use dpfleet_e2e::topo::{self, Vm};
 
 /// Matches an Ethernet frame whose (outer) IP packet is an echo with `payload`.
@@ -24,21 +23,11 @@ fn encapsulated_echo_with(payload: &'static [u8]) -> impl FnMut(&[u8]) -> bool {
     }
 }
 
-/// Leases the VM's addresses over DHCP, as a VM does at boot, so that the node knows
-/// the VM's MAC address.
-fn boot(fx: &Fixture, n: usize) -> (Vm, Tap) {
-    let vm = fx.vm(n).clone();
-    let mut tap = fx.vm_tap(n);
-    let ack = Fixture::dhcp(&mut tap, &vm);
-    assert_eq!(ack.yiaddr, vm.ip);
-    (vm, tap)
-}
-
 #[test]
 fn icmp_between_vms_of_one_vni() {
     let fx = Fixture::start("vm2vm");
-    let (vm1, mut tap1) = boot(&fx, 1);
-    let (vm2, mut tap2) = boot(&fx, 2);
+    let (vm1, mut tap1) = fx.boot(1);
+    let (vm2, mut tap2) = fx.boot(2);
     let gw1 = fx.node.vf(0).mac;
     let gw2 = fx.node.vf(1).mac;
 
@@ -77,7 +66,7 @@ fn icmp_between_vms_of_one_vni() {
 #[test]
 fn traffic_to_a_remote_prefix_is_encapsulated_towards_its_next_hop() {
     let fx = Fixture::start("encap");
-    let (vm1, mut tap1) = boot(&fx, 1);
+    let (vm1, mut tap1) = fx.boot(1);
     let ul1 = fx.ul(1);
     let mut pf0 = fx.pf_tap(0);
     let gw = fx.node.vf(0).mac;
@@ -142,8 +131,8 @@ fn traffic_to_a_remote_prefix_is_encapsulated_towards_its_next_hop() {
 #[test]
 fn underlay_traffic_reaches_the_vm_owning_the_underlay_address() {
     let fx = Fixture::start("decap");
-    let (vm1, mut tap1) = boot(&fx, 1);
-    let (vm2, mut tap2) = boot(&fx, 2);
+    let (vm1, mut tap1) = fx.boot(1);
+    let (vm2, mut tap2) = fx.boot(2);
     let mut pf0 = fx.pf_tap(0);
     let public = Ipv4Addr::new(45, 86, 6, 6);
     let (pf_mac, router_mac) = (fx.node.pf(0).mac, topo::router_mac(0));
@@ -178,8 +167,8 @@ fn vnis_are_isolated_even_with_the_same_addresses() {
     // VM4 in VNI 200 uses VM2's addresses of VNI 100.
     let vm4 = Vm::new(4, topo::VNI2).with_ip(fx.vm(2).ip).with_ipv6(fx.vm(2).ipv6);
     let ul4 = fx.api.add_vm(&vm4);
-    let (vm1, mut tap1) = boot(&fx, 1);
-    let (vm2, mut tap2) = boot(&fx, 2);
+    let (vm1, mut tap1) = fx.boot(1);
+    let (vm2, mut tap2) = fx.boot(2);
     let mut tap4 = fx.tap_of(&vm4);
     let ack = Fixture::dhcp(&mut tap4, &vm4);
     assert_eq!(ack.yiaddr, vm4.ip);

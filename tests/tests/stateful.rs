@@ -18,14 +18,6 @@ const NAT_IP: Ipv4Addr = Ipv4Addr::new(172, 21, 1, 1);
 const VIP: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 1);
 const PUBLIC: Ipv4Addr = Ipv4Addr::new(45, 86, 6, 206);
 
-fn boot(fx: &Fixture, n: usize) -> (Vm, Tap) {
-    let vm = fx.vm(n).clone();
-    let mut tap = fx.vm_tap(n);
-    let ack = Fixture::dhcp(&mut tap, &vm);
-    assert_eq!(ack.yiaddr, vm.ip);
-    (vm, tap)
-}
-
 /// Matches a frame whose (inner, if tunnelled) IP packet is an echo with `payload`.
 fn echo_with(payload: &'static [u8]) -> impl FnMut(&[u8]) -> bool {
     move |f| {
@@ -67,7 +59,7 @@ fn create_nat(fx: &mut Fixture, id: &str, min: u32, max: u32) -> std::net::Ipv6A
 #[test]
 fn nat_gateway_translates_relays_answers_and_flushes() {
     let mut fx = Fixture::start("nat");
-    let (vm1, mut tap1) = boot(&fx, 1);
+    let (vm1, mut tap1) = fx.boot(1);
     let mut pf0 = fx.pf_tap(0);
     let gw = fx.node.vf(0).mac;
     let (pf_mac, router_mac) = (fx.node.pf(0).mac, topo::router_mac(0));
@@ -137,7 +129,7 @@ fn nat_gateway_translates_relays_answers_and_flushes() {
 #[test]
 fn vip_is_the_source_outside_and_reaches_the_vm_inside() {
     let mut fx = Fixture::start("vip");
-    let (vm2, mut tap2) = boot(&fx, 2);
+    let (vm2, mut tap2) = fx.boot(2);
     let mut pf0 = fx.pf_tap(0);
     let gw = fx.node.vf(1).mac;
     let (pf_mac, router_mac) = (fx.node.pf(0).mac, topo::router_mac(0));
@@ -196,7 +188,7 @@ fn payload_is(f: &[u8], payload: &[u8]) -> bool {
 #[test]
 fn nat_port_exhaustion_drops_only_the_new_flow() {
     let mut fx = Fixture::start("nat-full");
-    let (vm1, mut tap1) = boot(&fx, 1);
+    let (vm1, mut tap1) = fx.boot(1);
     let mut pf0 = fx.pf_tap(0);
     let gw = fx.node.vf(0).mac;
     create_nat(&mut fx, &vm1.id, 100, 102);
@@ -229,7 +221,7 @@ fn flows_age_out_after_a_short_flow_timeout() {
     // One NAT port: a second flow to the same host gets it only once the first flow
     // has aged out (--flow-timeout=1) and released it.
     let mut fx = Fixture::start_with("aging", &["--flow-timeout=1"]);
-    let (vm1, mut tap1) = boot(&fx, 1);
+    let (vm1, mut tap1) = fx.boot(1);
     let mut pf0 = fx.pf_tap(0);
     let gw = fx.node.vf(0).mac;
     create_nat(&mut fx, &vm1.id, 100, 101);
@@ -290,8 +282,8 @@ fn any_udp() -> pb::protocol_filter::Filter {
 fn enforced_firewall_allows_and_denies_both_ways_and_passes_replies() {
     use pb::TrafficDirection::{Egress, Ingress};
     let mut fx = Fixture::start_with("firewall", &["--enforce-firewall"]);
-    let (vm1, mut tap1) = boot(&fx, 1);
-    let (vm2, mut tap2) = boot(&fx, 2);
+    let (vm1, mut tap1) = fx.boot(1);
+    let (vm2, mut tap2) = fx.boot(2);
     let (gw1, gw2) = (fx.node.vf(0).mac, fx.node.vf(1).mac);
     let ping = |from: &Vm, to: &Vm, gw, reply: bool, id: u16, payload: &'static [u8]| {
         frames::ethernet(gw, from.mac, &frames::ipv4_icmp_echo(from.ip, to.ip, reply, id, 1, payload))
