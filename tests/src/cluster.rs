@@ -22,9 +22,7 @@
 //! deletes its namespaces and data directories.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::future::Future;
-use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -171,14 +169,7 @@ impl Coordinator {
     fn launch(&mut self) -> Result<(), Error> {
         let bin =
             node::find_program("dpfleet-coordinator", "DPFLEET_COORDINATOR_BIN", "dpfleet-coordinator")?;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .map_err(|e| Error::Io("coordinator log".into(), e))?;
-        let log2 = log.try_clone().map_err(|e| Error::Io("coordinator log".into(), e))?;
-        // Which build ran, for whoever reads the log of a failure.
-        let _ = writeln!(&log, "---- {} ----", bin.display());
+        let (log, log2) = node::open_log(&self.log_path, &bin, "coordinator log")?;
         let child = std::process::Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(&bin)

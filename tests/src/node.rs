@@ -59,6 +59,16 @@ fn own_target_dir() -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// Opens `path` for appending a process's output (twice: standard output and error),
+/// after a line naming the binary `bin` that runs, for whoever reads the log of a
+/// failure. `what` names the log in errors.
+pub fn open_log(path: &Path, bin: &Path, what: &str) -> Result<(File, File), Error> {
+    let log = File::options().create(true).append(true).open(path).map_err(|e| Error::Io(what.into(), e))?;
+    let log2 = log.try_clone().map_err(|e| Error::Io(what.into(), e))?;
+    let _ = writeln!(&log, "---- {} ----", bin.display());
+    Ok((log, log2))
+}
+
 /// Finds the binary `name` of package `package`: `$env_var` if set; else the newest
 /// `{release,debug}/name` in the target directory this test was built in (so a test runs
 /// the binaries of its own checkout), else in `$CARGO_TARGET_DIR`; only if neither has
@@ -228,14 +238,7 @@ impl Node {
     fn launch(&mut self) -> Result<(), Error> {
         let bin = find_binary()?;
         let prefix = self.ns.name().to_string();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .map_err(|e| Error::Io("log file".into(), e))?;
-        let log2 = log.try_clone().map_err(|e| Error::Io("log file".into(), e))?;
-        // Which build ran, for whoever reads the log of a failure.
-        let _ = writeln!(&log, "---- {} ----", bin.display());
+        let (log, log2) = open_log(&self.log_path, &bin, "log file")?;
         let child = self
             .ns
             .command(bin.to_str().unwrap_or_default())
