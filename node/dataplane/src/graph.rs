@@ -732,8 +732,9 @@ impl Pipeline {
         queued: &mut [usize],
     ) {
         stages::fast::learn_chunk(ctx, &self.neigh, pkts);
+        let mut memo = None;
         for (buf, c) in pkts.iter().zip(self.fast.iter_mut()) {
-            stages::fast::prepare(ctx, &self.neigh, &self.flows, buf, c);
+            stages::fast::prepare(ctx, &self.neigh, &self.flows, buf, &mut memo, c);
         }
         // The express lane's records first, in three loops so that the cache misses of
         // different packets overlap: where each packet's record is, then its flow's

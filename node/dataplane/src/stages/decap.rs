@@ -61,9 +61,33 @@ pub struct Outer<'a> {
 /// address.
 #[inline]
 pub fn check_outer<'a, B: PacketBuf>(ctx: &Ctx<'_>, buf: &'a B) -> Result<Outer<'a>, DropReason> {
+    check_outer_with(ctx, buf, &mut None)
+}
+
+/// The last underlay address [`check_outer_with`] looked up in a burst and what it
+/// found: tunnel traffic to a node comes for a few of its addresses, mostly in runs.
+pub type TargetMemo = Option<(Ipv6Addr, Option<UnderlayTarget>)>;
+
+/// [`check_outer`] for the packets of one burst (one snapshot), remembering the last
+/// underlay address looked up in `memo`.
+#[inline]
+pub fn check_outer_with<'a, B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    buf: &'a B,
+    memo: &mut TargetMemo,
+) -> Result<Outer<'a>, DropReason> {
     let frame = Frame::new_checked(buf.data()).ok_or(DropReason::Malformed)?;
     let outer = ipv6::Packet::new_checked(frame.payload()).ok_or(DropReason::Malformed)?;
-    let &target = ctx.snap.underlay_targets.get(&outer.dst()).ok_or(DropReason::UnknownUnderlay)?;
+    let dst = outer.dst();
+    let found = match *memo {
+        Some((a, t)) if a == dst => t,
+        _ => {
+            let t = ctx.snap.underlay_targets.get(&dst).copied();
+            *memo = Some((dst, t));
+            t
+        }
+    };
+    let target = found.ok_or(DropReason::UnknownUnderlay)?;
     let (src, next_header) = (outer.src(), outer.next_header());
     let at = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
     let payload = buf.data().get(at..at + outer.payload_len()).ok_or(DropReason::Malformed)?;

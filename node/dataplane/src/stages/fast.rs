@@ -48,7 +48,7 @@ use crate::wire::{checksum, ethernet, ipv4, ipv6};
 
 use super::classify::{self, L4Info, DHCP_SERVER_PORT};
 use super::conntrack::{self, FastKey, Flows, Origin};
-use super::decap::{self, Tunnel};
+use super::decap::{self, TargetMemo, Tunnel};
 use super::express::{self, Raw};
 use crate::config::UnderlayTarget;
 use super::virtsvc::VirtualServices;
@@ -158,12 +158,21 @@ pub fn learn_chunk<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, pkts: &[B]) 
 /// the router's MAC from tunnel traffic as decapsulation does, and finds whether the
 /// packet is a candidate, with its key. Changes nothing else.
 #[inline]
-pub fn prepare<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, flows: &Flows, buf: &B, out: &mut Candidate) {
+/// `memo` carries the last underlay address looked up from packet to packet of the burst
+/// (see [`decap::check_outer_with`]).
+pub fn prepare<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    neigh: &NeighTable,
+    flows: &Flows,
+    buf: &B,
+    memo: &mut TargetMemo,
+    out: &mut Candidate,
+) {
     out.ok = false;
     out.raw = None;
     match ctx.port.map(|p| p.role) {
         Some(PortRole::Vf) => prepare_vm(ctx, flows, buf, out),
-        Some(PortRole::Pf(_)) => prepare_tunnel(ctx, neigh, flows, buf, out),
+        Some(PortRole::Pf(_)) => prepare_tunnel(ctx, neigh, flows, buf, memo, out),
         None => {}
     }
 }
@@ -259,6 +268,7 @@ fn prepare_tunnel<B: PacketBuf>(
     neigh: &NeighTable,
     flows: &Flows,
     buf: &B,
+    memo: &mut TargetMemo,
     out: &mut Candidate,
 ) {
     // Classification sends IPv6 with next header 4 or 41 to decapsulation, whose checks
@@ -267,7 +277,7 @@ fn prepare_tunnel<B: PacketBuf>(
     if data.get(12..14) != Some(&ethernet::ETHERTYPE_IPV6.to_be_bytes()[..]) {
         return;
     }
-    let Ok(outer) = decap::check_outer(ctx, buf) else { return };
+    let Ok(outer) = decap::check_outer_with(ctx, buf, memo) else { return };
     // Inner IPv4 TCP or UDP without options, the usual case: `plain_v4` checks it as
     // decapsulation would and reads its key. Anything else, the general checks.
     // UDP to the DHCP server, which connection tracking drops from the tunnel, takes
