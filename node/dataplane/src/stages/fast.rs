@@ -16,16 +16,21 @@
 //!    that would reach connection tracking, its flow key and table hash follow
 //!    ([`conntrack::key_v4`]). For IPv4 without options, the usual case (a VM's
 //!    packet, or a tunnel's inner one), one fixed-size read gives the checks and the
-//!    key at once (`plain_v4`, tested against those functions). Nothing else changes.
-//! 2. The runner reads the index slot of every candidate's look-up, then looks them
-//!    all up in one loop ([`conntrack::lookup_fast`], which changes nothing), so that
-//!    the cache misses of a large table overlap.
-//! 3. In arrival order, on a hit, tunnel traffic is decapsulated ([`decap::strip`]), the
+//!    fields of the key at once (`plain_v4`, tested against those functions); the
+//!    express lane ([`super::express`]) is asked first whether it has a record for
+//!    them that holds, and only if not is the key computed ([`key_now`]). Nothing else
+//!    changes.
+//! 2. The runner reads the index slot of every keyed candidate's look-up, then looks
+//!    them all up in one loop ([`conntrack::lookup_fast`], which changes nothing), so
+//!    that the cache misses of a large table overlap.
+//! 3. In arrival order, a packet with a record gets its recorded outcome
+//!    ([`super::express::Express::apply`]); on a hit, tunnel traffic is decapsulated ([`decap::strip`]), the
 //!    packet is tracked and gets the flow's cached action exactly as the conntrack stage
 //!    gives it ([`conntrack::track_fast`]: the same `finish`), and the runner runs its
 //!    remaining stages (routing, delivery, encapsulation or relay: the same stage
 //!    functions) at once, to the end. A miss, and every packet that is no candidate,
-//!    starts the graph at classification as before.
+//!    starts the graph at classification as before. A hit that left on a port is
+//!    recorded for the express lane once the chunk is through.
 //!
 //! Nothing the fast path does differs from what the graph would do, which a test checks
 //! by running random bursts through pipelines with and without it. Beyond using the
@@ -156,10 +161,11 @@ pub fn learn_chunk<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, pkts: &[B]) 
 
 /// The first pass over a packet of a burst [`applies`] to, after [`learn_chunk`]: learns
 /// the router's MAC from tunnel traffic as decapsulation does, and finds whether the
-/// packet is a candidate, with its key. Changes nothing else.
+/// packet is a candidate, with its key (or, for an option-less packet, the fields the
+/// express lane keys on, the key following from [`key_now`] if the lane has no record).
+/// Changes nothing else. `memo` carries the last underlay address looked up from packet
+/// to packet of the burst (see [`decap::check_outer_with`]).
 #[inline]
-/// `memo` carries the last underlay address looked up from packet to packet of the burst
-/// (see [`decap::check_outer_with`]).
 pub fn prepare<B: PacketBuf>(
     ctx: &Ctx<'_>,
     neigh: &NeighTable,
