@@ -160,8 +160,9 @@ impl Express {
             slots: vec![Slot::default(); n].into_boxed_slice(),
             mask: n - 1,
             epoch: 1,
-            headers: Vec::new(),
-            header_index: rustc_hash::FxHashMap::default(),
+            // Both at their largest from the start: recording never allocates.
+            headers: Vec::with_capacity(MAX_HEADERS),
+            header_index: rustc_hash::FxHashMap::with_capacity_and_hasher(MAX_HEADERS, Default::default()),
         }
     }
 
