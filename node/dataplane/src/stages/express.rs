@@ -16,11 +16,17 @@
 //! found, the flow's action, the VNI and zone of the key, and the header the delivery
 //! stages put in front of the IP packet (Ethernet, or Ethernet and the encapsulating
 //! IPv6 header), as bytes. A later packet with the same fields in the same snapshot
-//! ([`Express::locate`], [`Express::holds`]) is the same flow's if that flow is still live with the same key
-//! (built from the packet and the recorded VNI and zone) and the same action: then it is
-//! tracked and given the recorded outcome ([`Express::apply`]) without a look-up. The
-//! snapshot is accounted for with an epoch that every new snapshot moves on, which makes
-//! every record stale at once.
+//! ([`Express::locate`], [`Express::holds`]) is the same flow's if that flow is still
+//! live with the same key (compared field by field with the packet's, in the recorded
+//! VNI and zone) and the same action: then it is tracked and given the recorded outcome
+//! ([`Express::apply`]) without a look-up. The snapshot is accounted for with an epoch
+//! that every new snapshot moves on, which makes every record stale at once.
+//!
+//! Records are 64 bytes; a key may sit in either slot of two 2-slot buckets (the second
+//! chosen by the hash's high half), so that a working set of half as many flow
+//! directions as records keeps its records (measured in docs/benchmarks.md). The headers
+//! are interned per epoch in a table allocated at its largest up front: recording never
+//! allocates.
 //!
 //! Only the plain cases are recorded: a VM's packet routed to a VM or into the tunnel, and
 //! a tunnel packet delivered to a VM, with no rewrite or an address (and port) rewrite.
