@@ -53,10 +53,12 @@ pub fn verifies(data: &[u8]) -> bool {
 }
 
 /// [`verifies`] for an option-less IPv4 header: five 32-bit words, summed without a
-/// loop.
+/// loop. Read in little-endian order, a plain load on the machines the node runs on:
+/// the ones'-complement sum of byte-swapped words is the byte-swapped sum (RFC 1071,
+/// 2(B)), and 0xffff is its own swap.
 #[inline]
 pub fn verifies_header(h: &[u8; 20]) -> bool {
-    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let w = |i: usize| u64::from(u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
     let mut sum = w(0) + w(4) + w(8) + w(12) + w(16);
     // At most 5 × (2^32 - 1): two folds bring it below 2^17, two more to 16 bits.
     sum = (sum & 0xffff) + (sum >> 16);
