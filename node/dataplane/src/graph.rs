@@ -52,6 +52,7 @@ use std::sync::Arc;
 
 use crate::buf::PacketBuf;
 use crate::config::{Flush, Interface, Mac, PortId, PortInfo, Snapshot, VniTables};
+use crate::stages::express::NO_RECORD;
 use crate::counters::{Counters, MAX_PORTS};
 use crate::stages;
 use crate::stages::conntrack::{self as ct_stage, FlowAction, FlowKind, Flows, Origin};
@@ -888,9 +889,6 @@ impl Pipeline {
         }
     }
 }
-
-/// No express-lane record for a packet (see [`stages::express::Express::locate`]).
-const NO_RECORD: u32 = u32::MAX;
 
 /// The tag of what the conntrack stage prepares for packet `i` (below [`CHUNK`]) of the
 /// `chunks`-th chunk.

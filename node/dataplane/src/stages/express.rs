@@ -154,6 +154,9 @@ pub struct Express {
     header_index: rustc_hash::FxHashMap<[u8; MAX_HEADER], u16>,
 }
 
+/// No record for a packet (see [`Express::locate`]).
+pub const NO_RECORD: u32 = u32::MAX;
+
 /// Packets an express chunk sent through each stage, to add to the stage counters.
 pub type StageCounts = [usize; Stage::ALL.len()];
 
@@ -199,7 +202,7 @@ impl Express {
 
     /// Where the record for a packet with fields `raw` from `ctx.in_port` (through the
     /// tunnel, for target `target`, see [`target_code`]) is, if there is one in this
-    /// epoch; `u32::MAX` if none. Whether it still holds is [`Express::holds`]'s
+    /// epoch; [`NO_RECORD`] if none. Whether it still holds is [`Express::holds`]'s
     /// question.
     #[inline]
     pub fn locate(&self, ctx: &Ctx<'_>, raw: &Raw, target: u64) -> u32 {
@@ -216,10 +219,10 @@ impl Express {
         } else if mine(b2 | 1) {
             b2 | 1
         } else {
-            return u32::MAX;
+            return NO_RECORD;
         };
         // Below the slot count, which fits 32 bits (see `new`).
-        u32::try_from(i).unwrap_or(u32::MAX)
+        u32::try_from(i).unwrap_or(NO_RECORD)
     }
 
     /// Reads the flow entries the records `found` (from [`Express::locate`]) name, so
