@@ -455,8 +455,7 @@ impl<A: Copy + Default> Conntrack<A> {
     pub fn warm_entries(&self, ids: impl Iterator<Item = (FlowId, Dir)>) {
         let mut acc = 0u32;
         for (id, dir) in ids {
-            // Two of the lines a hit reads: the direction's key and the expiry (the
-            // action mostly shares one of them).
+            // Two of the lines a hit reads: the direction's key and the expiry.
             acc ^= self.entries.get(id.index()).map_or(0, |e| {
                 e.expires_or_next ^ e.keys[dir.index()].vni() ^ u32::from(e.keys[dir.index()].proto())
             });
