@@ -33,7 +33,8 @@ const FAMILY_V6: u8 = 6;
 /// IPv4 addresses occupy the first 4 of 16 address bytes, the rest is zero; the address
 /// family is part of the key, so an IPv4 flow never matches an IPv6 one. `zone` is a
 /// free discriminator for the caller (dpservice keys its flows by a VNF type too); it is
-/// 0 unless set. 44 bytes.
+/// 0 unless set. 44 bytes: the two addresses, then the VNI, the ports and the rest as
+/// three 32-bit words, so that a comparison is a few wide ones.
 // `eq` is written by hand for speed but compares exactly the fields `Hash` hashes (a
 // proptest checks it against a field-by-field comparison).
 #[allow(clippy::derived_hash_with_manual_eq)]
@@ -42,24 +43,34 @@ pub struct FlowKey {
     src: [u8; 16],
     dst: [u8; 16],
     vni: u32,
-    src_port: u16,
-    dst_port: u16,
-    proto: u8,
-    family: u8,
-    zone: u8,
+    /// The source port in the high half, the destination port in the low half.
+    ports: u32,
+    /// The protocol in the low byte, then the family, then the zone.
+    kind: u32,
+}
+
+/// The [`FlowKey::ports`] word.
+#[inline]
+fn ports_of(src_port: u16, dst_port: u16) -> u32 {
+    u32::from(src_port) << 16 | u32::from(dst_port)
+}
+
+/// The [`FlowKey::kind`] word.
+#[inline]
+fn kind_of(proto: u8, family: u8, zone: u8) -> u32 {
+    u32::from(proto) | u32::from(family) << 8 | u32::from(zone) << 16
 }
 
 /// Field by field, as a derived `PartialEq` would compare (and so consistent with the
-/// derived `Hash`), but as four wide words xored and ored without a branch: a flow
-/// lookup compares a key with every entry its probe meets.
+/// derived `Hash`), but as wide words xored and ored without a branch: a flow lookup
+/// compares a key with every entry its probe meets.
 impl PartialEq for FlowKey {
     #[inline]
     fn eq(&self, o: &Self) -> bool {
         let addrs = (u128::from_ne_bytes(self.src) ^ u128::from_ne_bytes(o.src))
             | (u128::from_ne_bytes(self.dst) ^ u128::from_ne_bytes(o.dst));
-        let rest = |k: &Self| u64::from(k.vni) | u64::from(k.src_port) << 32 | u64::from(k.dst_port) << 48;
-        let small = |k: &Self| u32::from(k.proto) | u32::from(k.family) << 8 | u32::from(k.zone) << 16;
-        (addrs == 0) & (rest(self) == rest(o)) & (small(self) == small(o))
+        let rest = (self.vni ^ o.vni) | (self.ports ^ o.ports) | (self.kind ^ o.kind);
+        (addrs == 0) & (rest == 0)
     }
 }
 
@@ -76,11 +87,8 @@ impl FlowKey {
             src: v4_bytes(src),
             dst: v4_bytes(dst),
             vni,
-            src_port,
-            dst_port,
-            proto,
-            family: FAMILY_V4,
-            zone: 0,
+            ports: ports_of(src_port, dst_port),
+            kind: kind_of(proto, FAMILY_V4, 0),
         }
     }
 
@@ -94,10 +102,8 @@ impl FlowKey {
         let [a, b, c, d, ..] = self.src;
         let [e, f, g, h, ..] = self.dst;
         let addrs = (u32::from_ne_bytes([a, b, c, d]) ^ src) | (u32::from_ne_bytes([e, f, g, h]) ^ dst);
-        let ports = |sp: u16, dp: u16| u32::from(sp) << 16 | u32::from(dp);
-        let small = |p: u8, f: u8, z: u8| u32::from(p) | u32::from(f) << 8 | u32::from(z) << 16;
-        let rest = (ports(self.src_port, self.dst_port) ^ ports(src_port, dst_port))
-            | (small(self.proto, self.family, self.zone) ^ small(proto, FAMILY_V4, zone))
+        let rest = (self.ports ^ ports_of(src_port, dst_port))
+            | (self.kind ^ kind_of(proto, FAMILY_V4, zone))
             | (self.vni ^ vni);
         // A v4 key's address bytes past the fourth are zero (`v4` is the only way to
         // make one).
@@ -110,11 +116,8 @@ impl FlowKey {
             src: src.octets(),
             dst: dst.octets(),
             vni,
-            src_port,
-            dst_port,
-            proto,
-            family: FAMILY_V6,
-            zone: 0,
+            ports: ports_of(src_port, dst_port),
+            kind: kind_of(proto, FAMILY_V6, 0),
         }
     }
 
@@ -136,7 +139,7 @@ impl FlowKey {
     /// The same key with the caller's discriminator `zone`.
     #[must_use]
     pub fn with_zone(mut self, zone: u8) -> Self {
-        self.zone = zone;
+        self.set_zone(zone);
         self
     }
 
@@ -145,26 +148,27 @@ impl FlowKey {
     /// echo request type becomes an echo reply type and back (other ICMP types are kept).
     #[must_use]
     pub fn reversed(&self) -> Self {
-        let (src_port, dst_port) = match self.proto {
-            PROTO_ICMP if self.family == FAMILY_V4 => {
-                let t = match self.src_port {
+        let (sp, dp) = (self.src_port(), self.dst_port());
+        let (src_port, dst_port) = match self.proto() {
+            PROTO_ICMP if self.family() == FAMILY_V4 => {
+                let t = match sp {
                     ICMP_ECHO_REQUEST => ICMP_ECHO_REPLY,
                     ICMP_ECHO_REPLY => ICMP_ECHO_REQUEST,
                     t => t,
                 };
-                (t, self.dst_port)
+                (t, dp)
             }
-            PROTO_ICMPV6 if self.family == FAMILY_V6 => {
-                let t = match self.src_port {
+            PROTO_ICMPV6 if self.family() == FAMILY_V6 => {
+                let t = match sp {
                     ICMPV6_ECHO_REQUEST => ICMPV6_ECHO_REPLY,
                     ICMPV6_ECHO_REPLY => ICMPV6_ECHO_REQUEST,
                     t => t,
                 };
-                (t, self.dst_port)
+                (t, dp)
             }
-            _ => (self.dst_port, self.src_port),
+            _ => (dp, sp),
         };
-        FlowKey { src: self.dst, dst: self.src, src_port, dst_port, ..*self }
+        FlowKey { src: self.dst, dst: self.src, ports: ports_of(src_port, dst_port), ..*self }
     }
 
     /// The VNI.
@@ -173,7 +177,11 @@ impl FlowKey {
     }
     /// Whether the addresses are IPv6.
     pub fn is_ipv6(&self) -> bool {
-        self.family == FAMILY_V6
+        self.family() == FAMILY_V6
+    }
+    #[allow(clippy::cast_possible_truncation)] // the family's byte
+    fn family(&self) -> u8 {
+        (self.kind >> 8) as u8
     }
     /// The source address.
     pub fn src(&self) -> IpAddr {
@@ -184,24 +192,28 @@ impl FlowKey {
         self.addr(&self.dst)
     }
     /// The IP protocol number.
+    #[allow(clippy::cast_possible_truncation)] // the protocol's byte
     pub fn proto(&self) -> u8 {
-        self.proto
+        self.kind as u8
     }
     /// The source port (ICMP: the message type).
+    #[allow(clippy::cast_possible_truncation)] // the high half
     pub fn src_port(&self) -> u16 {
-        self.src_port
+        (self.ports >> 16) as u16
     }
     /// The destination port (ICMP: the identifier).
+    #[allow(clippy::cast_possible_truncation)] // the low half
     pub fn dst_port(&self) -> u16 {
-        self.dst_port
+        self.ports as u16
     }
     /// Sets the caller's discriminator.
     pub fn set_zone(&mut self, zone: u8) {
-        self.zone = zone;
+        self.kind = self.kind & 0xffff | u32::from(zone) << 16;
     }
     /// The caller's discriminator.
+    #[allow(clippy::cast_possible_truncation)] // the zone's byte
     pub fn zone(&self) -> u8 {
-        self.zone
+        (self.kind >> 16) as u8
     }
 
     fn addr(&self, b: &[u8; 16]) -> IpAddr {
@@ -262,7 +274,7 @@ impl FlowHasher {
     pub fn hash(&self, k: &FlowKey) -> u64 {
         let src = [word(&k.src, 0), word(&k.src, 1)];
         let dst = [word(&k.dst, 0), word(&k.dst, 1)];
-        self.mix(src, dst, ports_word(k.vni, k.src_port, k.dst_port), kind_word(k.proto, k.family, k.zone))
+        self.mix(src, dst, ports_word(k.vni, k.src_port(), k.dst_port()), kind_word(k.proto(), k.family(), k.zone()))
     }
 
     /// The hash of `FlowKey::v4(vni, src, dst, proto, src_port, dst_port)` in `zone`,
@@ -360,7 +372,7 @@ mod tests {
 
     /// The fields of a key, for comparing [`FlowKey`]'s `eq` with a field-by-field one.
     fn fields(k: &FlowKey) -> ([u8; 16], [u8; 16], u32, u16, u16, u8, u8, u8) {
-        (k.src, k.dst, k.vni, k.src_port, k.dst_port, k.proto, k.family, k.zone)
+        (k.src, k.dst, k.vni, k.src_port(), k.dst_port(), k.proto(), k.family(), k.zone())
     }
 
     proptest::proptest! {
@@ -372,7 +384,7 @@ mod tests {
             v in proptest::prelude::any::<u32>(),
         ) {
             let k = |f: ([u8; 16], [u8; 16], u32, u16, u16, u8, u8, u8)| FlowKey {
-                src: f.0, dst: f.1, vni: f.2, src_port: f.3, dst_port: f.4, proto: f.5, family: f.6, zone: f.7,
+                src: f.0, dst: f.1, vni: f.2, ports: ports_of(f.3, f.4), kind: kind_of(f.5, f.6, f.7),
             };
             let mut b = a;
             #[allow(clippy::cast_possible_truncation)] // any value will do
