@@ -48,8 +48,8 @@ pub fn rewrite_ipv4(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16
 }
 
 /// [`rewrite_ipv4`] for the usual packet, an option-less TCP or UDP first fragment
-/// whose L4 header is complete, at fixed offsets; `None`, changing nothing, for any
-/// other packet. The same result as [`rewrite_any`], which a test checks.
+/// whose L4 header is complete, checked at fixed offsets; `None`, changing nothing, for
+/// any other packet. The same result as [`rewrite_any`], which a test checks.
 #[inline]
 fn rewrite_plain(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16>) -> Option<()> {
     let total = usize::from(u16::from_be_bytes([*pkt.get(2)?, *pkt.get(3)?]));
@@ -59,38 +59,13 @@ fn rewrite_plain(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16>) 
     if h[0] != 0x45 || h[6] & 0x1f != 0 || h[7] != 0 {
         return None;
     }
-    let (proto, l4_ck) = match h[9] {
-        6 if total >= 40 => (6, 20 + 16),
-        17 if total >= 28 => (17, 20 + 6),
+    let (proto, ck_at) = match h[9] {
+        6 if total >= 40 => (6, 16),
+        17 if total >= 28 => (17, 6),
         _ => return None,
     };
-    let (addr_at, port_at) = match side {
-        Side::Source => (IP_SRC, 20),
-        Side::Destination => (IP_DST, 22),
-    };
-    let old_addr = u32::from_be_bytes(*p.get(addr_at..addr_at + 4)?.first_chunk()?);
-    p.get_mut(addr_at..addr_at + 4)?.copy_from_slice(&addr.octets());
-    let addr_delta = delta32(old_addr, u32::from(addr));
-    let ip_ck = rd16(p, IP_CKSUM);
-    wr16(p, IP_CKSUM, update(ip_ck, addr_delta));
-    let old_ck = rd16(p, l4_ck);
-    if proto == 17 && old_ck == 0 {
-        // UDP without checksum: only the port changes.
-        if let Some(v) = port {
-            wr16(p, port_at, v);
-        }
-        return Some(());
-    }
-    let mut delta = addr_delta;
-    if let Some(v) = port {
-        delta += delta16(rd16(p, port_at), v);
-        wr16(p, port_at, v);
-    }
-    let mut ck = update(old_ck, delta);
-    if proto == 17 && ck == 0 {
-        ck = 0xffff; // 0 means "no checksum" in UDP
-    }
-    wr16(p, l4_ck, ck);
+    let l4 = L4 { hl: 20, proto, ck_at, port_at: port_at(side), pseudo: true };
+    rewrite_checked(p, side, addr, port, Some(l4));
     Some(())
 }
 
@@ -107,34 +82,64 @@ fn rewrite_any(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16>) ->
     let first_fragment = rd16(pkt, 6) & 0x1fff == 0;
     let proto = pkt[9];
     let l4_len = total - hl;
-    // Offsets (from the start of the L4 header) of the checksum and of the port (or
-    // identifier) to change; `None` where the L4 header is not touched.
-    let (cksum_at, port_at, pseudo) = match (proto, first_fragment) {
-        (6, true) if l4_len >= 20 => (Some(16), if side == Side::Source { 0 } else { 2 }, true),
-        (17, true) if l4_len >= 8 => (Some(6), if side == Side::Source { 0 } else { 2 }, true),
-        (1, true) if l4_len >= 8 && matches!(pkt[hl], ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) => {
-            (Some(2), 4, false)
-        }
+    // Where the L4 header's checksum and the port (or identifier) to change are; `None`
+    // where the L4 header is not touched.
+    let l4 = |ck_at, port_at, pseudo| Some(L4 { hl, proto, ck_at, port_at, pseudo });
+    let l4 = match (proto, first_fragment) {
+        (6, true) if l4_len >= 20 => l4(16, port_at(side), true),
+        (17, true) if l4_len >= 8 => l4(6, port_at(side), true),
+        (1, true) if l4_len >= 8 && matches!(pkt[hl], ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) => l4(2, 4, false),
         _ if port.is_some() => return false,
-        _ => (None, 0, false),
+        _ => None,
     };
+    rewrite_checked(&mut pkt[..total], side, addr, port, l4);
+    true
+}
 
+/// Where a rewrite touches the L4 header: offsets from the IPv4 header, and whether the
+/// L4 checksum covers the addresses (a pseudo-header).
+#[derive(Clone, Copy)]
+struct L4 {
+    /// The IPv4 header length: where the L4 header starts.
+    hl: usize,
+    proto: u8,
+    /// The L4 checksum, from the L4 header's start.
+    ck_at: usize,
+    /// The port (or ICMP identifier) to change, from the L4 header's start.
+    port_at: usize,
+    pseudo: bool,
+}
+
+/// The offset of `side`'s TCP or UDP port in the L4 header.
+fn port_at(side: Side) -> usize {
+    match side {
+        Side::Source => 0,
+        Side::Destination => 2,
+    }
+}
+
+/// The rewrite itself, in `pkt` (the IPv4 packet up to its total length) that the
+/// callers checked takes it: the address of `side` and the header checksum; then, with
+/// `l4`, the port (when given) and the L4 checksum. A UDP checksum of 0 (none) stays 0.
+/// Inlined into both callers: the fixed-offset one's offsets are then constants (a
+/// call measured 54 instructions more per SNAT packet in `burst_loop`).
+#[inline(always)]
+fn rewrite_checked(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16>, l4: Option<L4>) {
     let addr_at = if side == Side::Source { IP_SRC } else { IP_DST };
     let old_addr = u32::from_be_bytes([pkt[addr_at], pkt[addr_at + 1], pkt[addr_at + 2], pkt[addr_at + 3]]);
-    let new_addr = u32::from(addr);
     pkt[addr_at..addr_at + 4].copy_from_slice(&addr.octets());
-    let addr_delta = delta32(old_addr, new_addr);
+    let addr_delta = delta32(old_addr, u32::from(addr));
     wr16(pkt, IP_CKSUM, update(rd16(pkt, IP_CKSUM), addr_delta));
 
-    let Some(ck_off) = cksum_at else { return true };
-    let l4 = &mut pkt[hl..total];
-    let old_ck = rd16(l4, ck_off);
+    let Some(L4 { hl, proto, ck_at, port_at, pseudo }) = l4 else { return };
+    let l4 = &mut pkt[hl..];
+    let old_ck = rd16(l4, ck_at);
     if proto == 17 && old_ck == 0 {
         // UDP without checksum: only the port changes.
         if let Some(p) = port {
             wr16(l4, port_at, p);
         }
-        return true;
+        return;
     }
     // The address (in the pseudo-header) and the port, in one update.
     let mut delta = if pseudo { addr_delta } else { 0 };
@@ -147,8 +152,7 @@ fn rewrite_any(pkt: &mut [u8], side: Side, addr: Ipv4Addr, port: Option<u16>) ->
     if proto == 17 && ck == 0 {
         ck = 0xffff; // 0 means "no checksum" in UDP
     }
-    wr16(l4, ck_off, ck);
-    true
+    wr16(l4, ck_at, ck);
 }
 
 /// ICMP types that quote the packet they report on.
