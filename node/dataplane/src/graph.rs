@@ -376,6 +376,12 @@ impl NeighTable {
             }
         }
     }
+    /// The destination MAC of a frame delivered on `port` without a configured
+    /// neighbour: the learned one, else broadcast (see [`stages::vf_tx`]).
+    #[inline]
+    pub fn mac_or_broadcast(&self, port: PortId) -> Mac {
+        self.get(port).unwrap_or(crate::wire::ethernet::BROADCAST)
+    }
     /// The neighbour learned on `port`.
     pub fn get(&self, port: PortId) -> Option<Mac> {
         let v = self.macs.get(usize::from(port))?.load(Ordering::Relaxed);

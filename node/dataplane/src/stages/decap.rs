@@ -121,12 +121,19 @@ pub fn learn<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &B) {
 /// `underlay`.
 #[inline]
 pub fn strip<B: PacketBuf>(t: &Tunnel, buf: &mut B, underlay: &mut Underlay) -> Next {
-    buf.truncate(ethernet::HEADER_LEN + ipv6::HEADER_LEN + t.inner.ip_len);
-    if !buf.adj(ipv6::HEADER_LEN) {
+    if !remove_outer(buf, t.inner.ip_len) {
         return Next::drop(DropReason::Malformed);
     }
     *underlay = t.outer_src;
     Next::Conntrack(Origin::Tunnel { target: t.target })
+}
+
+/// The buffer work of [`strip`] for an inner packet of `inner_len` bytes: padding cut,
+/// the outer IPv6 header removed. False if the buffer cannot give it up.
+#[inline]
+pub(crate) fn remove_outer<B: PacketBuf>(buf: &mut B, inner_len: usize) -> bool {
+    buf.truncate(ethernet::HEADER_LEN + ipv6::HEADER_LEN + inner_len);
+    buf.adj(ipv6::HEADER_LEN)
 }
 
 /// Checks, learns (when `learn`: see [`crate::graph`] for when the runner has learned

@@ -266,9 +266,7 @@ impl Express {
         let tunnel = s.lane == Lane::TunnelToVf;
         if tunnel {
             ran[Stage::Decap as usize] += 1;
-            // As `decap::strip`.
-            buf.truncate(ethernet::HEADER_LEN + ipv6::HEADER_LEN + total);
-            if !buf.adj(ipv6::HEADER_LEN) {
+            if !super::decap::remove_outer(buf, total) {
                 return Next::drop(DropReason::Malformed);
             }
         }
@@ -277,12 +275,12 @@ impl Express {
             return Next::drop(DropReason::Malformed);
         }
         if !tunnel {
-            // As `route4`.
             ran[Stage::Route4 as usize] += 1;
             let Some(h) = buf.data_mut().get_mut(ethernet::HEADER_LEN..).and_then(|ip| ip.first_chunk_mut())
             else {
                 return Next::drop(DropReason::Malformed);
             };
+            // As `route4`, with the route recorded: the TTL, then the padding cut.
             if !ipv4::decrement_ttl_header(h) {
                 return Next::drop(DropReason::TtlExpired);
             }
@@ -303,7 +301,7 @@ impl Express {
             out[ethernet::HEADER_LEN + 4..ethernet::HEADER_LEN + 6].copy_from_slice(&raw.total.to_be_bytes());
             if s.learned_mac {
                 // As `pf_tx` (a PF with a configured router MAC has it in the header).
-                out[..6].copy_from_slice(&neigh.get(s.out_port).unwrap_or(ethernet::BROADCAST));
+                out[..6].copy_from_slice(&neigh.mac_or_broadcast(s.out_port));
             }
         } else {
             ran[Stage::VfTx as usize] += 1;
@@ -314,7 +312,7 @@ impl Express {
             };
             *out = *eth;
             // As `vf_tx`.
-            out[..6].copy_from_slice(&neigh.get(s.out_port).unwrap_or(ethernet::BROADCAST));
+            out[..6].copy_from_slice(&neigh.mac_or_broadcast(s.out_port));
         }
         Next::Done(Verdict::Tx(s.out_port))
     }

@@ -16,7 +16,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, port: PortId, bu
     let Some(mut frame) = Frame::new_checked(buf.data_mut()) else {
         return Next::drop(DropReason::Malformed);
     };
-    let dst = info.neigh_mac.or_else(|| neigh.get(port)).unwrap_or(ethernet::BROADCAST);
+    let dst = info.neigh_mac.unwrap_or_else(|| neigh.mac_or_broadcast(port));
     frame.set_header(dst, info.mac, ethernet::ETHERTYPE_IPV6);
     Next::Done(Verdict::Tx(port))
 }

@@ -23,7 +23,7 @@ pub fn process<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, port: PortId, bu
     let Some(mut frame) = Frame::new_checked(data) else {
         return Next::drop(DropReason::Malformed);
     };
-    let dst = neigh.get(port).unwrap_or(ethernet::BROADCAST);
+    let dst = neigh.mac_or_broadcast(port);
     frame.set_header(dst, info.mac, ethertype);
     Next::Done(Verdict::Tx(port))
 }
