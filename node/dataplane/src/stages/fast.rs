@@ -69,8 +69,6 @@ pub struct Candidate {
     /// An option-less packet: its fields, for the express lane ([`super::express`]);
     /// its key is computed only if the lane has no record for it ([`key_now`]).
     raw: Option<Raw>,
-    /// [`express::target_code`] of the tunnel's target (0 for a VM's packet).
-    target_code: u64,
 }
 
 impl Candidate {
@@ -100,7 +98,7 @@ impl Candidate {
     }
     /// [`Candidate::target`] as the express lane compares it.
     pub fn target_code(&self) -> u64 {
-        self.target_code
+        express::target_code(self.target())
     }
 }
 
@@ -200,7 +198,6 @@ fn prepare_vm<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, buf: &B, out: &mut Can
             }
             // The key waits for the express lane's answer.
             out.raw = Some(raw_of(&p));
-            out.target_code = 0;
         }
         None => prepare_vm_any(ctx, flows, data, out),
     }
@@ -304,7 +301,6 @@ fn prepare_tunnel<B: PacketBuf>(
     let target = outer.target;
     out.tunnel = Some(Tunnel { target, inner, inner_v4: true, outer_src: outer.src });
     out.raw = Some(raw_of(&p));
-    out.target_code = express::target_code(Some(target));
 }
 
 /// [`prepare_tunnel`] for what decapsulation accepts but `plain_v4` does not.
