@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::buf::PacketBuf;
-use crate::config::{Flush, Interface, Mac, PortId, PortInfo, Snapshot, VniTables};
+use crate::config::{Flush, Interface, Mac, PortId, PortInfo, PortRole, Snapshot, VniTables};
 use crate::stages::express::NO_RECORD;
 use crate::counters::{Counters, MAX_PORTS};
 use crate::stages;
@@ -655,6 +655,7 @@ impl Pipeline {
         if self.synced != Some(snap.generation) {
             self.sync(snap);
         }
+        self.express.sync_era(&self.flows);
         let ctx = Ctx::new(snap, in_port, now_ns);
         for (p, v) in pkts[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK)) {
             self.run_chunk(&ctx, p, v);
@@ -673,6 +674,21 @@ impl Pipeline {
         // On the fast path the MACs are learned in its first pass, for the whole chunk.
         self.learned = self.fast_path && stages::fast::applies(ctx, self.virtsvc.services());
         if self.learned {
+            stages::fast::learn_chunk(ctx, &self.neigh, pkts);
+            if ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
+                let mut ran = [0usize; Stage::ALL.len()];
+                if self.express.run_vm_chunk(ctx, &self.neigh, &mut self.flows, pkts, verdicts, &mut ran) {
+                    for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
+                        self.counters.stage_add(stage, n);
+                    }
+                    for v in verdicts.iter() {
+                        if let Verdict::Drop(r) = *v {
+                            self.counters.count_drop(r);
+                        }
+                    }
+                    return;
+                }
+            }
             self.run_fast(ctx, pkts, &mut next, &mut queue, &mut queued);
         } else {
             for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
@@ -738,7 +754,6 @@ impl Pipeline {
         queue: &mut [[u8; CHUNK]],
         queued: &mut [usize],
     ) {
-        stages::fast::learn_chunk(ctx, &self.neigh, pkts);
         let mut memo = None;
         for (buf, c) in pkts.iter().zip(self.fast.iter_mut()) {
             stages::fast::prepare(ctx, &self.neigh, &self.flows, buf, &mut memo, c);
@@ -757,8 +772,8 @@ impl Pipeline {
         }
         self.express.warm_flows(&self.flows, &express[..n]);
         for ((e, c), buf) in express.iter_mut().zip(self.fast.iter_mut()).zip(pkts.iter()) {
-            if let Some(raw) = c.raw() {
-                if !self.express.holds(ctx, &self.flows, raw, *e) {
+            if c.raw().is_some() {
+                if !self.express.holds(ctx, &self.flows, *e) {
                     *e = NO_RECORD;
                     stages::fast::key_now(ctx, &self.flows, buf, c);
                     keyed += 1;
@@ -786,7 +801,8 @@ impl Pipeline {
         for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
             if let (Some(&e), Some(c)) = (express.get(i), self.fast.get(i)) {
                 if let (Some(raw), true) = (c.raw(), e != NO_RECORD) {
-                    *nx = self.express.apply(ctx, &self.neigh, &mut self.flows, e, raw, buf, &mut ran).into();
+                    let v = self.express.apply(ctx, &self.neigh, &mut self.flows, e, raw, buf, &mut ran);
+                    *nx = Next::Done(v).into();
                     continue;
                 }
             }
@@ -854,8 +870,8 @@ impl Pipeline {
             else {
                 continue;
             };
-            if let (Some(raw), Some(k), Next::Done(v)) = (c.raw(), c.key(), Next::from(*nx)) {
-                self.express.fill(ctx, &self.flows, raw, c.target(), k.flow_key(), flow, v, buf);
+            if let (Some(raw), Next::Done(v)) = (c.raw(), Next::from(*nx)) {
+                self.express.fill(ctx, &self.flows, raw, c.target(), flow, v, buf);
             }
         }
     }

@@ -1009,3 +1009,44 @@ fn known_flows_take_the_express_lane_until_the_configuration_changes() {
     run(&mut p, &snap, VM1, &cases[1].1);
     assert_eq!(express(&p), before + 1);
 }
+
+#[test]
+fn a_burst_the_lane_holds_whole_leaves_it_when_its_flows_end() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    let stage = |p: &Pipeline, s: Stage| p.counters.stages[s as usize].get();
+    let flow = |sport| from_vm(0, &tcp4(VM1_IP, VM2_IP, sport, 80, false));
+    let burst = |p: &mut Pipeline, frames: &[Vec<u8>], now: u64| {
+        let mut bufs: Vec<TestBuf> = frames.iter().map(|f| TestBuf::new(f)).collect();
+        let mut v = vec![Verdict::Drop(DropReason::TxFull); bufs.len()];
+        p.process_burst(&snap, VM1, now, &mut bufs, &mut v);
+        assert!(v.iter().all(|v| *v == Verdict::Tx(VM2)), "{v:?}");
+    };
+    let (a, b) = ([flow(999), flow(1000)], [flow(2000)]);
+    let t0 = 1_000_000_000;
+    // Created, then recorded, then the lane's whole.
+    for _ in 0..3 {
+        burst(&mut p, &a, t0);
+    }
+    let (express, tracked) = (stage(&p, Stage::Express), stage(&p, Stage::Conntrack));
+    assert_eq!((express, tracked), (2, 2));
+    // Past the flow timeout (a flow without a handshake: `--flow-timeout`, 30 s) the
+    // records name expired flows: the graph makes them anew.
+    let t1 = t0 + 31_000_000_000;
+    burst(&mut p, &a, t1);
+    assert_eq!((stage(&p, Stage::Express), stage(&p, Stage::Conntrack)), (express, tracked + 2));
+    for _ in 0..2 {
+        burst(&mut p, &a, t1);
+    }
+    assert_eq!(stage(&p, Stage::Express), express + 2, "recorded again");
+    // Expired and reclaimed, and the first entry taken by another flow: the records
+    // name a live flow, but not theirs.
+    let t2 = t1 + 31_000_000_000;
+    p.age(t2, 1 << 20);
+    assert_eq!(p.flows().len(), 0);
+    burst(&mut p, &b, t2);
+    let (express, tracked) = (stage(&p, Stage::Express), stage(&p, Stage::Conntrack));
+    burst(&mut p, &a, t2);
+    assert_eq!((stage(&p, Stage::Express), stage(&p, Stage::Conntrack)), (express, tracked + 2));
+    assert_eq!(p.flows().len(), 3);
+}

@@ -36,12 +36,12 @@
 
 use crate::buf::PacketBuf;
 use crate::config::{PortId, PortRole, UnderlayTarget};
-use crate::graph::{Ctx, DropReason, NeighTable, Next, Stage, Verdict};
-use crate::tables::conntrack::{Dir, FlowId, FlowKey};
+use crate::graph::{Ctx, DropReason, NeighTable, Stage, Verdict, CHUNK};
+use crate::tables::conntrack::{Dir, FlowId};
 use crate::tables::mix::fold_mul;
 use crate::wire::{ethernet, ipv4, ipv6};
 
-use super::conntrack::{self, FlowAction, Flows, Rewrite};
+use super::conntrack::{self, Flows, Rewrite};
 
 /// The fields of an option-less IPv4 TCP or UDP packet the lane keys on, as the fast
 /// path's first pass read them.
@@ -65,12 +65,23 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Both addresses in one word.
+    #[inline]
+    fn addrs(&self) -> u64 {
+        u64::from(self.src) << 32 | u64::from(self.dst)
+    }
+
+    /// Both ports in one word.
+    #[inline]
+    fn ports(&self) -> u32 {
+        u32::from(self.sp) << 16 | u32::from(self.dp)
+    }
+
     /// The lane's hash of these fields and the input port.
     #[inline]
     fn hash(&self, in_port: PortId) -> u64 {
-        let a = u64::from(self.src) << 32 | u64::from(self.dst);
-        let b = u64::from(self.sp) << 48 | u64::from(self.dp) << 32 | u64::from(self.proto) << 16 | u64::from(in_port);
-        fold_mul(a ^ 0x243f_6a88_85a3_08d3, b ^ 0x1319_8a2e_0370_7344)
+        let b = u64::from(self.ports()) << 32 | u64::from(self.proto) << 16 | u64::from(in_port);
+        fold_mul(self.addrs() ^ 0x243f_6a88_85a3_08d3, b ^ 0x1319_8a2e_0370_7344)
     }
 }
 
@@ -89,32 +100,61 @@ enum Lane {
     TunnelToVf,
 }
 
+impl Lane {
+    /// The stages a packet of the lane passes, in order (the fast path's and the
+    /// express lane's counters first).
+    fn stages(self) -> &'static [Stage] {
+        match self {
+            Lane::Empty => &[],
+            Lane::VmToVf => &[Stage::FastPath, Stage::Express, Stage::Route4, Stage::VfTx],
+            Lane::VmToTunnel => &[Stage::FastPath, Stage::Express, Stage::Route4, Stage::Encap, Stage::PfTx],
+            Lane::TunnelToVf => &[Stage::FastPath, Stage::Express, Stage::Decap, Stage::VfTx],
+        }
+    }
+}
+
+/// Counts the stages a packet of `lane` passed up to and including `at`, where it was
+/// dropped for `reason`; returns the verdict.
+#[cold]
+fn dropped(ran: &mut StageCounts, lane: Lane, at: Stage, reason: DropReason) -> Verdict {
+    for &stage in lane.stages() {
+        ran[stage as usize] += 1;
+        if stage == at {
+            break;
+        }
+    }
+    Verdict::Drop(reason)
+}
+
 /// One record. One cache line.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(64))]
 struct Slot {
-    /// The high half of the hash, the epoch (low 16 bits) and the input port, for one
-    /// comparison ([`check_word`]).
+    /// The packet's addresses as [`Raw::addrs`] has them.
+    addrs: u64,
+    /// The epoch, the input port and the protocol ([`check_word`]).
     check: u64,
     /// For tunnel traffic, what the outer destination stood for ([`target_code`]).
     target: u64,
+    /// The packet's ports as [`Raw::ports`] has them.
+    ports: u32,
     flow: FlowId,
-    vni: u32,
+    /// The flow's stamp when recorded ([`crate::tables::conntrack::Conntrack::stamp`]).
+    stamp: u16,
     out_port: PortId,
     /// Index of the header in [`Express::headers`].
     header: u16,
     lane: Lane,
-    dir: Dir,
-    zone: u8,
     /// The destination MAC is the learned neighbour's (else the header's own).
     learned_mac: bool,
-    action: FlowAction,
+    /// The flow's rewrite in this direction.
+    rewrite: Rewrite,
 }
 
-/// The word a record's `check` holds for a hash, an epoch and an input port.
+/// The word a record's `check` holds for an epoch, an input port and a protocol.
 #[inline]
-fn check_word(h: u64, epoch: u16, in_port: PortId) -> u64 {
-    (h & !0xffff_ffff) | u64::from(epoch) << 16 | u64::from(in_port)
+fn check_word(epoch: u16, in_port: PortId, proto: u8) -> u64 {
+    u64::from(epoch) << 32 | u64::from(in_port) << 8 | u64::from(proto)
 }
 
 /// A number for each underlay target (and 0 for none: a VM's packet), equal for equal
@@ -148,6 +188,8 @@ pub struct Express {
     mask: usize,
     /// Never 0 (the epoch of no record).
     epoch: u16,
+    /// The flow table's era the records were made in.
+    era: u64,
     /// The headers put in front of the IP packet (the destination MAC zeroed where it is
     /// the learned one), 14 or 54 bytes of each used.
     headers: Vec<[u8; MAX_HEADER]>,
@@ -169,6 +211,7 @@ impl Express {
             slots: vec![Slot::default(); n].into_boxed_slice(),
             mask: n - 1,
             epoch: 1,
+            era: 0,
             // Both at their largest from the start: recording never allocates.
             headers: Vec::with_capacity(MAX_HEADERS),
             header_index: rustc_hash::FxHashMap::with_capacity_and_hasher(MAX_HEADERS, Default::default()),
@@ -178,6 +221,18 @@ impl Express {
     /// Where the records lie: (address, bytes).
     pub fn region(&self) -> (usize, usize) {
         (self.slots.as_ptr().addr(), std::mem::size_of_val(&*self.slots))
+    }
+
+    /// Makes every record stale when the flow table's era (see
+    /// [`crate::tables::conntrack::Conntrack::era`]) moved on since the last call: call
+    /// before every burst.
+    #[inline]
+    pub fn sync_era(&mut self, flows: &Flows) {
+        let era = flows.table.era();
+        if era != self.era {
+            self.era = era;
+            self.new_epoch();
+        }
     }
 
     /// Makes every record stale: call for every new snapshot.
@@ -206,10 +261,30 @@ impl Express {
     /// question.
     #[inline]
     pub fn locate(&self, ctx: &Ctx<'_>, raw: &Raw, target: u64) -> u32 {
-        let h = raw.hash(ctx.in_port);
-        let check = check_word(h, self.epoch, ctx.in_port);
+        self.locate_hashed(ctx, raw, raw.hash(ctx.in_port), target)
+    }
+
+    /// Reads the first bucket of each of these hashes' records, so that their cache
+    /// misses overlap before [`Express::locate_hashed`] needs them.
+    #[inline]
+    fn warm_records(&self, hashes: &[u64]) {
+        let mut acc = 0;
+        for &h in hashes {
+            acc ^= self.slots.get(self.buckets(h)[0]).map_or(0, |s| s.addrs);
+        }
+        std::hint::black_box(acc);
+    }
+
+    /// [`Express::locate`] with the packet's hash ([`Raw::hash`]) already known.
+    #[inline]
+    fn locate_hashed(&self, ctx: &Ctx<'_>, raw: &Raw, h: u64, target: u64) -> u32 {
+        let (addrs, ports, check) = (raw.addrs(), raw.ports(), check_word(self.epoch, ctx.in_port, raw.proto));
         let [b1, b2] = self.buckets(h);
-        let mine = |i: usize| self.slots.get(i).is_some_and(|s| s.check == check && s.target == target);
+        let mine = |i: usize| {
+            self.slots
+                .get(i)
+                .is_some_and(|s| s.addrs == addrs && s.ports == ports && s.check == check && s.target == target)
+        };
         let i = if mine(b1) {
             b1
         } else if mine(b1 | 1) {
@@ -229,22 +304,72 @@ impl Express {
     /// that their cache misses overlap before [`Express::holds`] needs them.
     #[inline]
     pub fn warm_flows(&self, flows: &Flows, found: &[u32]) {
-        flows.table.warm_entries(found.iter().filter_map(|&i| self.slots.get(i as usize).map(|s| (s.flow, s.dir))));
+        flows.table.warm_stamps(found.iter().filter_map(|&i| self.slots.get(i as usize).map(|s| s.flow)));
     }
 
-    /// Whether record `i` (from [`Express::locate`], for the same packet) holds a live
-    /// flow with the packet's key and the recorded action. Changes nothing.
+    /// Whether record `i` (from [`Express::locate`], for the same packet) still names
+    /// the flow it was recorded for, live and unchanged (its stamp, see
+    /// [`crate::tables::conntrack::Conntrack::stamp`]; the lane's epoch moves on with
+    /// the table's era, see [`Express::sync_era`]). The record's packet fields are the
+    /// packet's, in the same epoch, so the packet has that flow's key. Changes nothing.
     #[inline]
-    pub fn holds(&self, ctx: &Ctx<'_>, flows: &Flows, raw: &Raw, i: u32) -> bool {
+    pub fn holds(&self, ctx: &Ctx<'_>, flows: &Flows, i: u32) -> bool {
         let Some(s) = self.slots.get(i as usize) else { return false };
-        let key_is = |k: &FlowKey| k.is_v4(s.vni, raw.src, raw.dst, raw.proto, raw.sp, raw.dp, s.zone);
-        flows.table.is_live(s.flow, s.dir, key_is, &s.action, ctx.now_ns)
+        flows.table.is_current(s.flow, s.stamp, ctx.now_ns)
+    }
+
+    /// A VM's chunk (on a VF port the fast path applies to, its MACs learned) when the
+    /// lane holds all of it: if every packet of `pkts` is an option-less candidate
+    /// ([`super::fast::vm_raw`]) with a record that holds, each is tracked and given its
+    /// outcome in order ([`Express::apply`]), its verdict written to `verdicts`, and
+    /// the answer is true. Otherwise nothing changes and the answer is false: the chunk
+    /// takes the fast path's usual passes, which ask the lane packet by packet.
+    ///
+    /// The same answers as those passes by construction: the same fields, the same
+    /// record look-up and check, the same outcome; only the candidates' keys and look-ups,
+    /// which a chunk held whole never needs, are left out.
+    #[inline]
+    #[allow(clippy::too_many_arguments)] // the runner's per-chunk state, passed on
+    pub fn run_vm_chunk<B: PacketBuf>(
+        &self,
+        ctx: &Ctx<'_>,
+        neigh: &NeighTable,
+        flows: &mut Flows,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+        ran: &mut StageCounts,
+    ) -> bool {
+        let n = pkts.len().min(verdicts.len()).min(CHUNK);
+        let mut raws = [Raw::default(); CHUNK];
+        let mut hashes = [0u64; CHUNK];
+        let mut found = [NO_RECORD; CHUNK];
+        for ((buf, raw), h) in pkts[..n].iter().zip(raws.iter_mut()).zip(hashes.iter_mut()) {
+            let Some(r) = super::fast::vm_raw(buf.data()) else { return false };
+            *h = r.hash(ctx.in_port);
+            *raw = r;
+        }
+        // In loops of their own, so that the records' cache misses overlap.
+        self.warm_records(&hashes[..n]);
+        for ((raw, &h), e) in raws.iter().zip(&hashes[..n]).zip(found.iter_mut()) {
+            *e = self.locate_hashed(ctx, raw, h, 0);
+            if *e == NO_RECORD {
+                return false;
+            }
+        }
+        self.warm_flows(flows, &found[..n]);
+        if !found[..n].iter().all(|&e| self.holds(ctx, flows, e)) {
+            return false;
+        }
+        for (((buf, raw), &e), v) in pkts.iter_mut().zip(&raws).zip(&found[..n]).zip(verdicts.iter_mut()) {
+            *v = self.apply(ctx, neigh, flows, e, raw, buf, ran);
+        }
+        true
     }
 
     /// Tracks a packet whose record `found` [`Express::holds`] (the flow table unchanged
     /// since, but for other packets' tracking) and gives it the recorded outcome,
     /// counting the stages it passes as the fast path would.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)] // the runner's per-packet state, passed on
     pub fn apply<B: PacketBuf>(
         &self,
@@ -255,45 +380,38 @@ impl Express {
         raw: &Raw,
         buf: &mut B,
         ran: &mut StageCounts,
-    ) -> Next {
-        let Some(s) = self.slots.get(found as usize) else { return Next::drop(DropReason::Malformed) };
-        let Some(header) = self.headers.get(usize::from(s.header)) else {
-            return Next::drop(DropReason::Malformed);
+    ) -> Verdict {
+        let (Some(s), total) = (self.slots.get(found as usize), usize::from(raw.total)) else {
+            return Verdict::Drop(DropReason::Malformed);
         };
-        ran[Stage::FastPath as usize] += 1;
-        ran[Stage::Express as usize] += 1;
-        let total = usize::from(raw.total);
-        let tunnel = s.lane == Lane::TunnelToVf;
-        if tunnel {
-            ran[Stage::Decap as usize] += 1;
-            if !super::decap::remove_outer(buf, total) {
-                return Next::drop(DropReason::Malformed);
-            }
+        let Some(header) = self.headers.get(usize::from(s.header)) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let lane = s.lane;
+        if lane == Lane::TunnelToVf && !super::decap::remove_outer(buf, total) {
+            return dropped(ran, lane, Stage::Decap, DropReason::Malformed);
         }
         flows.table.touch(s.flow, raw.tcp_flags, ctx.now_ns);
-        if s.action.rewrite != Rewrite::None && !conntrack::apply_rewrite(s.action.rewrite, false, buf) {
-            return Next::drop(DropReason::Malformed);
+        if s.rewrite != Rewrite::None && !conntrack::apply_rewrite(s.rewrite, false, buf) {
+            return dropped(ran, lane, Stage::Express, DropReason::Malformed);
         }
-        if !tunnel {
-            ran[Stage::Route4 as usize] += 1;
+        if lane != Lane::TunnelToVf {
             let Some(h) = buf.data_mut().get_mut(ethernet::HEADER_LEN..).and_then(|ip| ip.first_chunk_mut())
             else {
-                return Next::drop(DropReason::Malformed);
+                return dropped(ran, lane, Stage::Route4, DropReason::Malformed);
             };
             // As `route4`, with the route recorded: the TTL, then the padding cut.
             if !ipv4::decrement_ttl_header(h) {
-                return Next::drop(DropReason::TtlExpired);
+                return dropped(ran, lane, Stage::Route4, DropReason::TtlExpired);
             }
             buf.truncate(ethernet::HEADER_LEN + total);
         }
-        if s.lane == Lane::VmToTunnel {
-            ran[Stage::Encap as usize] += 1;
+        if lane == Lane::VmToTunnel {
             if !buf.prepend(ipv6::HEADER_LEN) {
-                return Next::drop(DropReason::NoRoom);
+                return dropped(ran, lane, Stage::Encap, DropReason::NoRoom);
             }
-            ran[Stage::PfTx as usize] += 1;
             let Some(out) = buf.data_mut().first_chunk_mut::<MAX_HEADER>() else {
-                return Next::drop(DropReason::Malformed);
+                return dropped(ran, lane, Stage::PfTx, DropReason::Malformed);
             };
             *out = *header;
             // The IPv6 payload length, as `encap` writes it (the packet is at most
@@ -304,22 +422,24 @@ impl Express {
                 out[..6].copy_from_slice(&neigh.mac_or_broadcast(s.out_port));
             }
         } else {
-            ran[Stage::VfTx as usize] += 1;
             let (Some(out), Some(eth)) =
                 (buf.data_mut().first_chunk_mut::<{ ethernet::HEADER_LEN }>(), header.first_chunk())
             else {
-                return Next::drop(DropReason::Malformed);
+                return dropped(ran, lane, Stage::VfTx, DropReason::Malformed);
             };
             *out = *eth;
             // As `vf_tx`.
             out[..6].copy_from_slice(&neigh.mac_or_broadcast(s.out_port));
         }
-        Next::Done(Verdict::Tx(s.out_port))
+        for &stage in lane.stages() {
+            ran[stage as usize] += 1;
+        }
+        Verdict::Tx(s.out_port)
     }
 
     /// Records the outcome of a packet that the fast path just ran to the end of the
     /// graph: `raw` its fields as it arrived on `ctx.in_port` (through the tunnel, for
-    /// `target`), `key` its flow key, `flow` what the look-up found, `verdict` and `buf`
+    /// `target`), `flow` what the look-up found, `verdict` and `buf`
     /// what the graph made of it. Records nothing for the cases the lane does not take
     /// (see the module docs).
     #[allow(clippy::too_many_arguments)] // what the runner knows of the packet
@@ -329,13 +449,14 @@ impl Express {
         flows: &Flows,
         raw: &Raw,
         target: Option<UnderlayTarget>,
-        key: &FlowKey,
         (flow, dir): (FlowId, Dir),
         verdict: Verdict,
         buf: &B,
     ) {
         let Verdict::Tx(out_port) = verdict else { return };
-        let Some(&action) = flows.table.action_ref(flow, dir) else { return };
+        let (Some(&action), Some(stamp)) = (flows.table.action_ref(flow, dir), flows.table.stamp(flow)) else {
+            return;
+        };
         if !matches!(action.rewrite, Rewrite::None | Rewrite::Src { .. } | Rewrite::Dst { .. }) {
             return;
         }
@@ -369,7 +490,7 @@ impl Express {
             None => return,
         };
         let h = raw.hash(ctx.in_port);
-        let check = check_word(h, self.epoch, ctx.in_port);
+        let (addrs, ports, check) = (raw.addrs(), raw.ports(), check_word(self.epoch, ctx.in_port, raw.proto));
         let target = target_code(target);
         // The packet's own record first, then a stale one, else one of the first
         // bucket's by the hash.
@@ -378,22 +499,22 @@ impl Express {
         let slots = &self.slots;
         let epoch = self.epoch;
         let pick = |f: &dyn Fn(&Slot) -> bool| ways.into_iter().find(|&i| slots.get(i).is_some_and(f));
-        let i = pick(&|s| s.check == check && s.target == target)
-            .or_else(|| pick(&|s| s.lane == Lane::Empty || (s.check >> 16) as u16 != epoch))
+        let i = pick(&|s| s.addrs == addrs && s.ports == ports && s.check == check && s.target == target)
+            .or_else(|| pick(&|s| s.lane == Lane::Empty || (s.check >> 32) as u16 != epoch))
             .unwrap_or(b1 | usize::from(h >> 31 & 1 == 1));
         if let Some(s) = self.slots.get_mut(i) {
             *s = Slot {
+                addrs,
                 check,
                 target,
+                ports,
                 flow,
-                vni: key.vni(),
+                stamp,
                 out_port,
                 header: index,
                 lane,
-                dir,
-                zone: key.zone(),
                 learned_mac,
-                action,
+                rewrite: action.rewrite,
             };
         }
     }
@@ -406,5 +527,34 @@ mod tests {
     #[test]
     fn a_record_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn a_new_era_of_the_flow_table_makes_every_record_stale() {
+        use crate::graph::PipelineConfig;
+        use crate::tables::conntrack::{Conntrack, FlowKey, PROTO_UDP};
+        let mut cfg = PipelineConfig::small();
+        cfg.flows.capacity = 1;
+        let mut flows = Flows {
+            table: Conntrack::new(&cfg.flows).unwrap(),
+            nat: crate::tables::nat::NatMappings::new(cfg.nat).unwrap(),
+            addrs: crate::tables::addrpool::AddrPool::new(16),
+            enforce_firewall: false,
+            lb: Default::default(),
+        };
+        let mut lane = Express::new(16);
+        let epoch = lane.epoch;
+        lane.sync_era(&flows);
+        assert_eq!(lane.epoch, epoch, "the same era");
+        let k = FlowKey::v4(1, [10, 0, 0, 1].into(), [10, 0, 0, 2].into(), PROTO_UDP, 1, 2);
+        while flows.table.era() == 0 {
+            let id = flows.table.insert(k, k.reversed(), Default::default(), 0, 0, |_| {}).unwrap();
+            flows.table.remove(id);
+        }
+        lane.sync_era(&flows);
+        assert_ne!(lane.epoch, epoch);
+        let epoch = lane.epoch;
+        lane.sync_era(&flows);
+        assert_eq!(lane.epoch, epoch);
     }
 }

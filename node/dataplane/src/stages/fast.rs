@@ -190,17 +190,33 @@ fn prepare_vm<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, buf: &B, out: &mut Can
     }
     out.tunnel = None;
     match data.get(ethernet::HEADER_LEN..).filter(|ip| is_plain(ip)) {
-        Some(ip) => {
-            // A plain header decides: what `plain_v4` refuses, the general checks refuse.
-            let Some(p) = plain_v4(ip) else { return };
-            if p.header[9] == ipv4::PROTO_UDP && p.ports.1 == DHCP_SERVER_PORT {
-                return;
-            }
-            // The key waits for the express lane's answer.
-            out.raw = Some(raw_of(&p));
-        }
+        // The key waits for the express lane's answer.
+        Some(ip) => out.raw = plain_vm(ip),
         None => prepare_vm_any(ctx, flows, data, out),
     }
+}
+
+/// For a VM's IPv4 packet [`is_plain`] accepts: the express lane's fields if it is a
+/// candidate. A plain header decides: what `plain_v4` refuses, the general checks
+/// refuse.
+#[inline(always)]
+fn plain_vm(ip: &[u8]) -> Option<Raw> {
+    let p = plain_v4(ip)?;
+    if p.header[9] == ipv4::PROTO_UDP && p.ports.1 == DHCP_SERVER_PORT {
+        return None;
+    }
+    Some(raw_of(&p))
+}
+
+/// A VM's frame that [`prepare`] makes an option-less candidate of: its fields for the
+/// express lane (exactly [`Candidate::raw`] after `prepare`). `None` for every other
+/// frame.
+#[inline(always)]
+pub fn vm_raw(data: &[u8]) -> Option<Raw> {
+    if data.get(12..14) != Some(&ethernet::ETHERTYPE_IPV4.to_be_bytes()[..]) {
+        return None;
+    }
+    plain_vm(data.get(ethernet::HEADER_LEN..).filter(|ip| is_plain(ip))?)
 }
 
 /// Whether `ip` starts with an IPv4 header without options and holds 8 bytes more (the

@@ -230,16 +230,35 @@ const NIL: u32 = u32::MAX;
 /// An empty index slot (no real slot: entry references stay below 2^31).
 const EMPTY: u64 = u64::MAX;
 
+/// In [`Entry::state`]: both keys are equal, and only the original one is indexed.
+const SINGLE: u8 = 0x80;
+
 #[derive(Clone, Copy, Debug)]
 struct Entry<A> {
     keys: [FlowKey; 2],
     actions: [A; 2],
     /// Live: the second after which the flow is expired. Free: the next free entry.
     expires_or_next: u32,
+    /// Moves on whenever the entry takes a flow or its flow's keys or actions change
+    /// (see [`Conntrack::stamp`]); kept while the entry is free.
+    stamp: u16,
     kind: u8,
-    tcp: u8,
+    /// The TCP state, and [`SINGLE`].
+    state: u8,
+}
+
+impl<A> Entry<A> {
     /// Both keys are equal: only the original one is indexed.
-    single: bool,
+    #[inline]
+    fn single(&self) -> bool {
+        self.state & SINGLE != 0
+    }
+
+    /// The TCP state, as stored.
+    #[inline]
+    fn tcp(&self) -> u8 {
+        self.state & !SINGLE
+    }
 }
 
 /// The flow table. See the module documentation.
@@ -262,6 +281,9 @@ pub struct Conntrack<A> {
     flow_timeout: u32,
     /// `Config::tcp_established_timeout_s` in ticks.
     tcp_established_timeout: u32,
+    /// How often an entry's stamp has come round to a value it had before (see
+    /// [`Conntrack::stamp`]).
+    era: u64,
 }
 
 fn index_slots(capacity: usize) -> usize {
@@ -270,6 +292,17 @@ fn index_slots(capacity: usize) -> usize {
 
 /// Expiry ticks per second (see the module docs).
 const TICKS_PER_S: u32 = 8;
+
+/// The stamp after `stamp` (see [`Conntrack::stamp`]); `era` moves on when it comes
+/// round to 0.
+#[inline]
+fn next_stamp(stamp: u16, era: &mut u64) -> u16 {
+    let next = stamp.wrapping_add(1);
+    if next == 0 {
+        *era += 1;
+    }
+    next
+}
 
 /// The caller's clock in expiry ticks.
 fn ticks(now_ns: u64) -> u32 {
@@ -304,9 +337,9 @@ impl<A: Copy + Default> Conntrack<A> {
             keys: [FlowKey::v4(0, 0.into(), 0.into(), 0, 0, 0); 2],
             actions: [A::default(); 2],
             expires_or_next: NIL,
+            stamp: 0,
             kind: KIND_FREE,
-            tcp: 0,
-            single: false,
+            state: 0,
         };
         let mut t = Conntrack {
             entries: vec![free; cfg.capacity].into_boxed_slice(),
@@ -319,6 +352,7 @@ impl<A: Copy + Default> Conntrack<A> {
             hasher: FlowHasher::new(cfg.seed),
             flow_timeout: cfg.flow_timeout_s.saturating_mul(TICKS_PER_S),
             tcp_established_timeout: cfg.tcp_established_timeout_s.saturating_mul(TICKS_PER_S),
+            era: 0,
         };
         t.clear();
         Ok(t)
@@ -463,6 +497,17 @@ impl<A: Copy + Default> Conntrack<A> {
         std::hint::black_box(acc);
     }
 
+    /// Reads the line of each of these flows' entries that [`Conntrack::is_current`]
+    /// reads, so that their cache misses overlap.
+    #[inline]
+    pub fn warm_stamps(&self, ids: impl Iterator<Item = FlowId>) {
+        let mut acc = 0u32;
+        for id in ids {
+            acc ^= self.entries.get(id.index()).map_or(0, |e| e.expires_or_next);
+        }
+        std::hint::black_box(acc);
+    }
+
     /// The action of one direction of a flow, in place (`None` if `id` is no flow).
     #[inline]
     pub fn action_ref(&self, id: FlowId, dir: Dir) -> Option<&A> {
@@ -546,8 +591,34 @@ impl<A: Copy + Default> Conntrack<A> {
         e.kind != KIND_FREE
             && ticks(now_ns) <= e.expires_or_next
             && e.keys.get(i).is_some_and(key_is)
-            && (i == 0 || !e.single)
+            && (i == 0 || !e.single())
             && e.actions[i] == *action
+    }
+
+    /// The stamp of flow `id` (`None` if `id` is no flow). A flow's stamp stays the same
+    /// for as long as it lives with the same keys and actions, and an entry's stamp
+    /// only comes round to an earlier value after [`Conntrack::era`] has moved on: so
+    /// `(id, stamp)` names one flow, unchanged, within an era ([`Conntrack::is_current`]).
+    #[inline]
+    pub fn stamp(&self, id: FlowId) -> Option<u16> {
+        self.entries.get(id.index()).filter(|e| e.kind != KIND_FREE).map(|e| e.stamp)
+    }
+
+    /// See [`Conntrack::stamp`]. Starts at 0; moves on once in 65,536 new flows of one
+    /// entry at most.
+    #[inline]
+    pub fn era(&self) -> u64 {
+        self.era
+    }
+
+    /// Whether `(id, stamp)` (from [`Conntrack::stamp`], in this [`Conntrack::era`]) is
+    /// a live, unexpired flow: the same flow, with the same keys and actions, as when
+    /// the stamp was read.
+    #[inline]
+    pub fn is_current(&self, id: FlowId, stamp: u16, now_ns: u64) -> bool {
+        self.entries
+            .get(id.index())
+            .is_some_and(|e| e.stamp == stamp && e.kind != KIND_FREE && ticks(now_ns) <= e.expires_or_next)
     }
 
     /// The entry reference of the live flow with key `key` (hash `h`) at tick `now`.
@@ -566,8 +637,8 @@ impl<A: Copy + Default> Conntrack<A> {
         let mut tcp = TcpState::None;
         let mut timeout = short;
         if e.kind == KIND_TCP {
-            tcp = TcpState::from_u8(e.tcp).next(tcp_flags);
-            e.tcp = tcp as u8;
+            tcp = TcpState::from_u8(e.tcp()).next(tcp_flags);
+            e.state = tcp as u8 | (e.state & SINGLE);
             if tcp == TcpState::Established {
                 timeout = established;
             }
@@ -594,7 +665,7 @@ impl<A: Copy + Default> Conntrack<A> {
         let r = self.find_live(key, self.hasher.hash(key), ticks(now_ns))?;
         let e = &self.entries[(r >> 1) as usize];
         let dir = Dir::from_bit(r);
-        let tcp = if e.kind == KIND_TCP { TcpState::from_u8(e.tcp) } else { TcpState::None };
+        let tcp = if e.kind == KIND_TCP { TcpState::from_u8(e.tcp()) } else { TcpState::None };
         Some(Hit { id: FlowId(r >> 1), dir, action: e.actions[dir.index()], tcp })
     }
 
@@ -647,13 +718,14 @@ impl<A: Copy + Default> Conntrack<A> {
         let e = &mut self.entries[idx as usize];
         self.free_head = e.expires_or_next;
         self.used = self.used.max(idx as usize + 1);
+        let stamp = next_stamp(e.stamp, &mut self.era);
         *e = Entry {
             keys: [orig, reply],
             actions,
             expires_or_next: now.saturating_add(timeout),
+            stamp,
             kind,
-            tcp,
-            single,
+            state: tcp | if single { SINGLE } else { 0 },
         };
         self.len += 1;
         self.index_insert(tag_of(h0), idx << 1);
@@ -688,7 +760,8 @@ impl<A: Copy + Default> Conntrack<A> {
         self.unlink(id.0);
         let e = &mut self.entries[id.index()];
         e.keys[dir.index()] = key;
-        e.single = e.keys[0] == e.keys[1];
+        e.state = e.tcp() | if e.keys[0] == e.keys[1] { SINGLE } else { 0 };
+        e.stamp = next_stamp(e.stamp, &mut self.era);
         self.link(id.0);
         Ok(())
     }
@@ -703,6 +776,7 @@ impl<A: Copy + Default> Conntrack<A> {
         match self.entries.get_mut(id.index()) {
             Some(e) if e.kind != KIND_FREE => {
                 e.actions[dir.index()] = action;
+                e.stamp = next_stamp(e.stamp, &mut self.era);
                 true
             }
             _ => false,
@@ -800,7 +874,7 @@ impl<A: Copy + Default> Conntrack<A> {
             id: FlowId(id),
             keys: e.keys,
             actions: e.actions,
-            tcp: (e.kind == KIND_TCP).then(|| TcpState::from_u8(e.tcp)),
+            tcp: (e.kind == KIND_TCP).then(|| TcpState::from_u8(e.tcp())),
             expires_s: e.expires_or_next.div_ceil(TICKS_PER_S),
         }
     }
@@ -932,7 +1006,7 @@ impl<A: Copy + Default> Conntrack<A> {
     /// Indexes a live entry's keys.
     fn link(&mut self, idx: u32) {
         let e = &self.entries[idx as usize];
-        let (k0, k1, single) = (e.keys[0], e.keys[1], e.single);
+        let (k0, k1, single) = (e.keys[0], e.keys[1], e.single());
         self.index_insert(tag_of(self.hasher.hash(&k0)), idx << 1);
         if !single {
             self.index_insert(tag_of(self.hasher.hash(&k1)), idx << 1 | 1);
@@ -942,7 +1016,7 @@ impl<A: Copy + Default> Conntrack<A> {
     /// Removes a live entry's keys from the index.
     fn unlink(&mut self, idx: u32) {
         let e = &self.entries[idx as usize];
-        let (k0, k1, single) = (e.keys[0], e.keys[1], e.single);
+        let (k0, k1, single) = (e.keys[0], e.keys[1], e.single());
         self.index_remove(self.hasher.hash(&k0), idx << 1);
         if !single {
             self.index_remove(self.hasher.hash(&k1), idx << 1 | 1);

@@ -46,8 +46,8 @@ impl<A: Copy + Default> Conntrack<A> {
                 continue;
             }
             let i = u32::try_from(i).unwrap();
-            assert_eq!(e.single, e.keys[0] == e.keys[1]);
-            for d in 0..if e.single { 1 } else { 2 } {
+            assert_eq!(e.single(), e.keys[0] == e.keys[1]);
+            for d in 0..if e.single() { 1 } else { 2 } {
                 assert!(want.insert((i << 1) | d));
                 assert!(keys.insert(e.keys[d as usize]), "two flows share {:?}", e.keys[d as usize]);
                 let (_, r) = self.find(&e.keys[d as usize], self.hasher.hash(&e.keys[d as usize])).unwrap();
@@ -626,4 +626,44 @@ enum Op {
     Remove(FlowKey),
     Advance(u64),
     Age(usize),
+}
+
+#[test]
+fn a_stamp_names_one_flow_unchanged_within_an_era() {
+    let mut t = table(1);
+    let a = t.insert(udp(1), udp(1).reversed(), [act(1); 2], 0, 0, nop).unwrap();
+    let s = t.stamp(a).unwrap();
+    assert!(t.is_current(a, s, 0));
+    assert!(!t.is_current(a, s.wrapping_add(1), 0));
+    // Expired: not current, though the entry still holds the flow.
+    assert!(!t.is_current(a, s, 31_000_000_000));
+    // Changed actions or keys, or another flow in the entry: another stamp.
+    assert!(t.set_action(a, Dir::Reply, act(7)));
+    assert!(!t.is_current(a, s, 0));
+    let s = t.stamp(a).unwrap();
+    t.set_key(a, Dir::Reply, udp(2).reversed(), 0, nop).unwrap();
+    assert!(!t.is_current(a, s, 0));
+    let s = t.stamp(a).unwrap();
+    t.remove(a).unwrap();
+    assert_eq!(t.stamp(a), None);
+    assert!(!t.is_current(a, s, 0));
+    let b = t.insert(udp(3), udp(3).reversed(), [act(1); 2], 0, 0, nop).unwrap();
+    assert_eq!(b, a);
+    assert!(!t.is_current(b, s, 0));
+    // An entry's stamp comes round to an earlier value only in a new era: the era
+    // moves on as it passes 0.
+    assert_eq!(t.era(), 0);
+    let s = t.stamp(b).unwrap();
+    let mut seen = 0;
+    for _ in 0..u16::MAX {
+        t.remove(b).unwrap();
+        t.insert(udp(3), udp(3).reversed(), [act(1); 2], 0, 0, nop).unwrap();
+        let now = t.stamp(b).unwrap();
+        assert_ne!(now, s);
+        assert_eq!(t.era(), u64::from(now < s));
+        seen += 1;
+    }
+    t.remove(b).unwrap();
+    t.insert(udp(3), udp(3).reversed(), [act(1); 2], 0, 0, nop).unwrap();
+    assert_eq!((seen, t.stamp(b), t.era()), (u16::MAX, Some(s), 1));
 }
