@@ -278,6 +278,13 @@ impl Express {
     /// [`Express::locate`] with the packet's hash ([`Raw::hash`]) already known.
     #[inline]
     fn locate_hashed(&self, ctx: &Ctx<'_>, raw: &Raw, h: u64, target: u64) -> u32 {
+        // Below the slot count, which fits 32 bits (see `new`).
+        self.find(ctx, raw, h, target).and_then(|i| u32::try_from(i).ok()).unwrap_or(NO_RECORD)
+    }
+
+    /// The index of the record for a packet (see [`Express::locate_hashed`]).
+    #[inline(always)]
+    fn find(&self, ctx: &Ctx<'_>, raw: &Raw, h: u64, target: u64) -> Option<usize> {
         let (addrs, ports, check) = (raw.addrs(), raw.ports(), check_word(self.epoch, ctx.in_port, raw.proto));
         let [b1, b2] = self.buckets(h);
         let mine = |i: usize| {
@@ -285,19 +292,7 @@ impl Express {
                 .get(i)
                 .is_some_and(|s| s.addrs == addrs && s.ports == ports && s.check == check && s.target == target)
         };
-        let i = if mine(b1) {
-            b1
-        } else if mine(b1 | 1) {
-            b1 | 1
-        } else if mine(b2) {
-            b2
-        } else if mine(b2 | 1) {
-            b2 | 1
-        } else {
-            return NO_RECORD;
-        };
-        // Below the slot count, which fits 32 bits (see `new`).
-        u32::try_from(i).unwrap_or(NO_RECORD)
+        [b1, b1 | 1, b2, b2 | 1].into_iter().find(|&i| mine(i))
     }
 
     /// Reads the flow entries the records `found` (from [`Express::locate`]) name, so
@@ -342,7 +337,8 @@ impl Express {
         let n = pkts.len().min(verdicts.len()).min(CHUNK);
         let mut raws = [Raw::default(); CHUNK];
         let mut hashes = [0u64; CHUNK];
-        let mut found = [NO_RECORD; CHUNK];
+        let empty = Slot::default();
+        let mut found = [&empty; CHUNK];
         for ((buf, raw), h) in pkts[..n].iter().zip(raws.iter_mut()).zip(hashes.iter_mut()) {
             let Some(r) = super::fast::vm_raw(buf.data()) else { return false };
             *h = r.hash(ctx.in_port);
@@ -350,18 +346,28 @@ impl Express {
         }
         // In loops of their own, so that the records' cache misses overlap.
         self.warm_records(&hashes[..n]);
-        for ((raw, &h), e) in raws.iter().zip(&hashes[..n]).zip(found.iter_mut()) {
-            *e = self.locate_hashed(ctx, raw, h, 0);
-            if *e == NO_RECORD {
-                return false;
+        for ((raw, &h), s) in raws.iter().zip(&hashes[..n]).zip(found.iter_mut()) {
+            match self.find(ctx, raw, h, 0).and_then(|i| self.slots.get(i)) {
+                Some(f) => *s = f,
+                None => return false,
             }
         }
-        self.warm_flows(flows, &found[..n]);
-        if !found[..n].iter().all(|&e| self.holds(ctx, flows, e)) {
+        let found = &found[..n];
+        flows.table.warm_stamps(found.iter().map(|s| s.flow));
+        if !found.iter().all(|s| flows.table.is_current(s.flow, s.stamp, ctx.now_ns)) {
             return false;
         }
-        for (((buf, raw), &e), v) in pkts.iter_mut().zip(&raws).zip(&found[..n]).zip(verdicts.iter_mut()) {
-            *v = self.apply(ctx, neigh, flows, e, raw, buf, ran);
+        let mut lanes = [0usize; 4];
+        for (((buf, raw), s), v) in pkts.iter_mut().zip(&raws).zip(found).zip(verdicts.iter_mut()) {
+            *v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
+            if let (Verdict::Tx(_), Some(l)) = (*v, lanes.get_mut(s.lane as usize)) {
+                *l += 1;
+            }
+        }
+        for (lane, &count) in [Lane::Empty, Lane::VmToVf, Lane::VmToTunnel, Lane::TunnelToVf].iter().zip(&lanes) {
+            for &stage in lane.stages() {
+                ran[stage as usize] += count;
+            }
         }
         true
     }
@@ -381,9 +387,31 @@ impl Express {
         buf: &mut B,
         ran: &mut StageCounts,
     ) -> Verdict {
-        let (Some(s), total) = (self.slots.get(found as usize), usize::from(raw.total)) else {
-            return Verdict::Drop(DropReason::Malformed);
-        };
+        let Some(s) = self.slots.get(found as usize) else { return Verdict::Drop(DropReason::Malformed) };
+        let v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
+        if let Verdict::Tx(_) = v {
+            for &stage in s.lane.stages() {
+                ran[stage as usize] += 1;
+            }
+        }
+        v
+    }
+
+    /// [`Express::apply`] with the record at hand, counting only the stages of a
+    /// dropped packet.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // the runner's per-packet state, passed on
+    fn apply_slot<B: PacketBuf>(
+        &self,
+        ctx: &Ctx<'_>,
+        neigh: &NeighTable,
+        flows: &mut Flows,
+        s: &Slot,
+        raw: &Raw,
+        buf: &mut B,
+        ran: &mut StageCounts,
+    ) -> Verdict {
+        let total = usize::from(raw.total);
         let Some(header) = self.headers.get(usize::from(s.header)) else {
             return Verdict::Drop(DropReason::Malformed);
         };
@@ -430,9 +458,6 @@ impl Express {
             *out = *eth;
             // As `vf_tx`.
             out[..6].copy_from_slice(&neigh.mac_or_broadcast(s.out_port));
-        }
-        for &stage in lane.stages() {
-            ran[stage as usize] += 1;
         }
         Verdict::Tx(s.out_port)
     }
