@@ -675,19 +675,27 @@ impl Pipeline {
         self.learned = self.fast_path && stages::fast::applies(ctx, self.virtsvc.services());
         if self.learned {
             stages::fast::learn_chunk(ctx, &self.neigh, pkts);
-            if ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
-                let mut ran = [0usize; Stage::ALL.len()];
-                if self.express.run_vm_chunk(ctx, &self.neigh, &mut self.flows, pkts, verdicts, &mut ran) {
-                    for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
-                        self.counters.stage_add(stage, n);
-                    }
-                    for v in verdicts.iter() {
-                        if let Verdict::Drop(r) = *v {
-                            self.counters.count_drop(r);
-                        }
-                    }
-                    return;
+            let mut ran = [0usize; Stage::ALL.len()];
+            let (lane, neigh, flows) = (&self.express, &self.neigh, &mut self.flows);
+            let whole = if ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
+                lane.run_whole(ctx, neigh, flows, pkts, verdicts, &mut ran, |b| Some((stages::fast::vm_raw(b.data())?, 0)))
+            } else {
+                let mut memo = None;
+                lane.run_whole(ctx, neigh, flows, pkts, verdicts, &mut ran, |b| {
+                    let (raw, target) = stages::fast::tunnel_raw(ctx, neigh, b, &mut memo)?;
+                    Some((raw, stages::express::target_code(Some(target))))
+                })
+            };
+            if whole {
+                for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
+                    self.counters.stage_add(stage, n);
                 }
+                for v in verdicts.iter() {
+                    if let Verdict::Drop(r) = *v {
+                        self.counters.count_drop(r);
+                    }
+                }
+                return;
             }
             self.run_fast(ctx, pkts, &mut next, &mut queue, &mut queued);
         } else {

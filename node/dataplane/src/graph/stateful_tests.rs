@@ -1050,3 +1050,26 @@ fn a_burst_the_lane_holds_whole_leaves_it_when_its_flows_end() {
     assert_eq!((stage(&p, Stage::Express), stage(&p, Stage::Conntrack)), (express, tracked + 2));
     assert_eq!(p.flows().len(), 3);
 }
+
+#[test]
+fn a_tunnel_burst_the_lane_holds_whole_learns_the_routers_mac() {
+    let mut snap = stateful_lab();
+    snap.ports[usize::from(PF0)].as_mut().unwrap().neigh_mac = None;
+    let mut p = pipeline(false);
+    let express = |p: &Pipeline| p.counters.stages[Stage::Express as usize].get();
+    let out = from_vm(0, &tcp4(VM1_IP, PUBLIC, 999, 80, true));
+    let (_, _, nat_port, _) = tuple(&inner(PF0, &run(&mut p, &snap, VM1, &out).1));
+    let reply = from_router(nat_ul(), &tcp4(PUBLIC, NAT_IP, 80, nat_port, false));
+    for _ in 0..3 {
+        assert_eq!(run(&mut p, &snap, PF0, &reply).0, Verdict::Tx(VM1));
+    }
+    assert_eq!(p.neighbours().get(PF0), Some(testkit::ROUTER_MAC));
+    // The router's MAC changes (a failover): the lane's packet teaches it.
+    let before = express(&p);
+    let mut moved = reply.clone();
+    let other = [2, 0, 0, 0, 0, 0x99];
+    moved[6..12].copy_from_slice(&other);
+    assert_eq!(run(&mut p, &snap, PF0, &moved).0, Verdict::Tx(VM1));
+    assert_eq!(express(&p), before + 1);
+    assert_eq!(p.neighbours().get(PF0), Some(other));
+}

@@ -313,19 +313,22 @@ impl Express {
         flows.table.is_current(s.flow, s.stamp, ctx.now_ns)
     }
 
-    /// A VM's chunk (on a VF port the fast path applies to, its MACs learned) when the
-    /// lane holds all of it: if every packet of `pkts` is an option-less candidate
-    /// ([`super::fast::vm_raw`]) with a record that holds, each is tracked and given its
-    /// outcome in order ([`Express::apply`]), its verdict written to `verdicts`, and
-    /// the answer is true. Otherwise nothing changes and the answer is false: the chunk
-    /// takes the fast path's usual passes, which ask the lane packet by packet.
+    /// A chunk on a port the fast path applies to (its VMs' MACs learned) when the
+    /// lane holds all of it: if `parse` makes every packet of `pkts` an option-less
+    /// candidate (its fields and [`target_code`]: [`super::fast::vm_raw`] for a VM's
+    /// packet, [`super::fast::tunnel_raw`] for tunnel traffic) with a record that
+    /// holds, each is tracked and given its outcome in order ([`Express::apply`]), its
+    /// verdict written to `verdicts`, and the answer is true. Otherwise nothing changes
+    /// (but for what `parse` learns, which the fast path's passes learn again, in the
+    /// same order) and the answer is false: the chunk takes those passes, which ask the
+    /// lane packet by packet.
     ///
     /// The same answers as those passes by construction: the same fields, the same
     /// record look-up and check, the same outcome; only the candidates' keys and look-ups,
     /// which a chunk held whole never needs, are left out.
     #[inline]
     #[allow(clippy::too_many_arguments)] // the runner's per-chunk state, passed on
-    pub fn run_vm_chunk<B: PacketBuf>(
+    pub fn run_whole<B: PacketBuf>(
         &self,
         ctx: &Ctx<'_>,
         neigh: &NeighTable,
@@ -333,21 +336,24 @@ impl Express {
         pkts: &mut [B],
         verdicts: &mut [Verdict],
         ran: &mut StageCounts,
+        mut parse: impl FnMut(&B) -> Option<(Raw, u64)>,
     ) -> bool {
         let n = pkts.len().min(verdicts.len()).min(CHUNK);
         let mut raws = [Raw::default(); CHUNK];
         let mut hashes = [0u64; CHUNK];
+        let mut targets = [0u64; CHUNK];
         let empty = Slot::default();
         let mut found = [&empty; CHUNK];
-        for ((buf, raw), h) in pkts[..n].iter().zip(raws.iter_mut()).zip(hashes.iter_mut()) {
-            let Some(r) = super::fast::vm_raw(buf.data()) else { return false };
+        for (((buf, raw), h), t) in pkts[..n].iter().zip(raws.iter_mut()).zip(hashes.iter_mut()).zip(targets.iter_mut())
+        {
+            let Some((r, target)) = parse(buf) else { return false };
             *h = r.hash(ctx.in_port);
-            *raw = r;
+            (*raw, *t) = (r, target);
         }
         // In loops of their own, so that the records' cache misses overlap.
         self.warm_records(&hashes[..n]);
-        for ((raw, &h), s) in raws.iter().zip(&hashes[..n]).zip(found.iter_mut()) {
-            match self.find(ctx, raw, h, 0).and_then(|i| self.slots.get(i)) {
+        for (((raw, &h), &t), s) in raws.iter().zip(&hashes[..n]).zip(&targets).zip(found.iter_mut()) {
+            match self.find(ctx, raw, h, t).and_then(|i| self.slots.get(i)) {
                 Some(f) => *s = f,
                 None => return false,
             }

@@ -297,15 +297,7 @@ fn prepare_tunnel<B: PacketBuf>(
         return;
     }
     let Ok(outer) = decap::check_outer_with(ctx, buf, memo) else { return };
-    // Inner IPv4 TCP or UDP without options, the usual case: `plain_v4` checks it as
-    // decapsulation would and reads its key. Anything else, the general checks.
-    // UDP to the DHCP server, which connection tracking drops from the tunnel, takes
-    // the general checks below, which refuse it.
-    let plain = (outer.next_header == ipv6::NH_IPV4)
-        .then(|| plain_v4(outer.payload))
-        .flatten()
-        .filter(|p| !(p.header[9] == ipv4::PROTO_UDP && p.ports.1 == DHCP_SERVER_PORT));
-    let Some(p) = plain else {
+    let Some(p) = plain_inner(&outer) else {
         if let Ok(t) = decap::check_inner(&outer) {
             decap::learn(ctx, neigh, buf);
             prepare_tunnel_any(ctx, flows, data, t, out);
@@ -317,6 +309,39 @@ fn prepare_tunnel<B: PacketBuf>(
     let target = outer.target;
     out.tunnel = Some(Tunnel { target, inner, inner_v4: true, outer_src: outer.src });
     out.raw = Some(raw_of(&p));
+}
+
+/// Inner IPv4 TCP or UDP without options, the usual case: `plain_v4` checks it as
+/// decapsulation would and reads its key. `None` for anything else, which takes the
+/// general checks; UDP to the DHCP server, which connection tracking drops from the
+/// tunnel, among them (they refuse it).
+#[inline(always)]
+fn plain_inner<'a>(outer: &decap::Outer<'a>) -> Option<Plain<'a>> {
+    (outer.next_header == ipv6::NH_IPV4)
+        .then(|| plain_v4(outer.payload))
+        .flatten()
+        .filter(|p| !(p.header[9] == ipv4::PROTO_UDP && p.ports.1 == DHCP_SERVER_PORT))
+}
+
+/// A frame on a PF that [`prepare`] makes an option-less candidate of: its inner
+/// packet's fields for the express lane and what the outer destination stands for
+/// (exactly [`Candidate::raw`] and [`Candidate::target`] after `prepare`), having
+/// learned the router's MAC from it as `prepare` does. `None` for every other frame,
+/// having learned nothing.
+#[inline(always)]
+pub fn tunnel_raw<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    neigh: &NeighTable,
+    buf: &B,
+    memo: &mut TargetMemo,
+) -> Option<(Raw, UnderlayTarget)> {
+    if buf.data().get(12..14) != Some(&ethernet::ETHERTYPE_IPV6.to_be_bytes()[..]) {
+        return None;
+    }
+    let outer = decap::check_outer_with(ctx, buf, memo).ok()?;
+    let raw = raw_of(&plain_inner(&outer)?);
+    decap::learn(ctx, neigh, buf);
+    Some((raw, outer.target))
 }
 
 /// [`prepare_tunnel`] for what decapsulation accepts but `plain_v4` does not.
