@@ -43,6 +43,9 @@ use crate::wire::{ethernet, ipv4, ipv6};
 
 use super::conntrack::{self, Flows, Rewrite};
 
+mod compiled;
+use compiled::Compiled;
+
 /// The fields of an option-less IPv4 TCP or UDP packet the lane keys on, as the fast
 /// path's first pass read them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,6 +129,25 @@ fn dropped(ran: &mut StageCounts, lane: Lane, at: Stage, reason: DropReason) -> 
     Verdict::Drop(reason)
 }
 
+/// The rewrite and TTL decrement of a packet the compiled rewrite refused (see
+/// [`Compiled::apply`]), the general way: the verdict if that drops it.
+#[cold]
+fn rewrite_and_route<B: PacketBuf>(s: &Slot, buf: &mut B, ran: &mut StageCounts) -> Option<Verdict> {
+    let rw = s.compiled.rewrite();
+    if rw != Rewrite::None && !conntrack::apply_rewrite(rw, false, buf) {
+        return Some(dropped(ran, s.lane, Stage::Express, DropReason::Malformed));
+    }
+    if s.lane != Lane::TunnelToVf {
+        let Some(h) = buf.data_mut().get_mut(ethernet::HEADER_LEN..).and_then(|ip| ip.first_chunk_mut()) else {
+            return Some(dropped(ran, s.lane, Stage::Route4, DropReason::Malformed));
+        };
+        if !ipv4::decrement_ttl_header(h) {
+            return Some(dropped(ran, s.lane, Stage::Route4, DropReason::TtlExpired));
+        }
+    }
+    None
+}
+
 /// One record. One cache line.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(64))]
@@ -147,8 +169,8 @@ struct Slot {
     lane: Lane,
     /// The destination MAC is the learned neighbour's (else the header's own).
     learned_mac: bool,
-    /// The flow's rewrite in this direction.
-    rewrite: Rewrite,
+    /// The flow's rewrite in this direction, with the lane's TTL decrement.
+    compiled: Compiled,
 }
 
 /// The word a record's `check` holds for an epoch, an input port and a protocol.
@@ -426,18 +448,16 @@ impl Express {
             return dropped(ran, lane, Stage::Decap, DropReason::Malformed);
         }
         flows.table.touch(s.flow, raw.tcp_flags, ctx.now_ns);
-        if s.rewrite != Rewrite::None && !conntrack::apply_rewrite(s.rewrite, false, buf) {
-            return dropped(ran, lane, Stage::Express, DropReason::Malformed);
-        }
-        if lane != Lane::TunnelToVf {
-            let Some(h) = buf.data_mut().get_mut(ethernet::HEADER_LEN..).and_then(|ip| ip.first_chunk_mut())
-            else {
-                return dropped(ran, lane, Stage::Route4, DropReason::Malformed);
-            };
-            // As `route4`, with the route recorded: the TTL, then the padding cut.
-            if !ipv4::decrement_ttl_header(h) {
-                return dropped(ran, lane, Stage::Route4, DropReason::TtlExpired);
+        // The rewrite, then as `route4` with the route recorded: the TTL, then the
+        // padding cut.
+        let routed = lane != Lane::TunnelToVf;
+        let compiled = buf.data_mut().get_mut(ethernet::HEADER_LEN..).is_some_and(|ip| s.compiled.apply(ip, routed));
+        if !compiled {
+            if let Some(v) = rewrite_and_route(s, buf, ran) {
+                return v;
             }
+        }
+        if routed {
             buf.truncate(ethernet::HEADER_LEN + total);
         }
         if lane == Lane::VmToTunnel {
@@ -488,9 +508,7 @@ impl Express {
         let (Some(&action), Some(stamp)) = (flows.table.action_ref(flow, dir), flows.table.stamp(flow)) else {
             return;
         };
-        if !matches!(action.rewrite, Rewrite::None | Rewrite::Src { .. } | Rewrite::Dst { .. }) {
-            return;
-        }
+
         let Some(out) = ctx.snap.port(out_port) else { return };
         let (lane, len, learned_mac) = match (target, out.role) {
             (None, PortRole::Vf) => (Lane::VmToVf, ethernet::HEADER_LEN, true),
@@ -498,6 +516,7 @@ impl Express {
             (Some(_), PortRole::Vf) => (Lane::TunnelToVf, ethernet::HEADER_LEN, true),
             (Some(_), PortRole::Pf(_)) => return,
         };
+        let Some(compiled) = Compiled::new(action.rewrite, raw, lane != Lane::TunnelToVf) else { return };
         // The graph left the IP packet whole behind the header (routing and
         // decapsulation truncate padding).
         let data = buf.data();
@@ -545,7 +564,7 @@ impl Express {
                 header: index,
                 lane,
                 learned_mac,
-                rewrite: action.rewrite,
+                compiled,
             };
         }
     }

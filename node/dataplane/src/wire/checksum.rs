@@ -15,12 +15,13 @@ pub fn sum_words(mut sum: u32, data: &[u8]) -> u32 {
     sum
 }
 
-/// Folds a 32-bit sum to 16 bits and complements it.
+/// Folds a 32-bit sum to 16 bits and complements it. Two folds, without a loop, are
+/// enough for any `u32`: the first leaves at most `0xffff + 0xffff = 0x1fffe`, the
+/// second at most `0xfffe + 1`.
 #[inline]
-pub fn finish(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
+pub fn finish(sum: u32) -> u16 {
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
     #[allow(clippy::cast_possible_truncation)] // folded to 16 bits above
     let s = sum as u16;
     !s
