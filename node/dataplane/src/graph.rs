@@ -686,11 +686,11 @@ impl Pipeline {
                     Some((raw, stages::express::target_code(Some(target))))
                 })
             };
-            if whole {
+            if let Some(drops) = whole {
                 for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
                     self.counters.stage_add(stage, n);
                 }
-                for v in verdicts.iter() {
+                for v in verdicts.iter().filter(|_| drops) {
                     if let Verdict::Drop(r) = *v {
                         self.counters.count_drop(r);
                     }

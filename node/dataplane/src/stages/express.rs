@@ -35,6 +35,8 @@
 //! too.
 
 use crate::buf::PacketBuf;
+use std::net::Ipv4Addr;
+
 use crate::config::{PortId, PortRole, UnderlayTarget};
 use crate::graph::{Ctx, DropReason, NeighTable, Stage, Verdict, CHUNK};
 use crate::tables::conntrack::{Dir, FlowId};
@@ -50,15 +52,12 @@ use compiled::Compiled;
 /// path's first pass read them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Raw {
-    /// Source address, as the packet carries it, read in native byte order
-    /// (`u32::from_ne_bytes`).
-    pub src: u32,
-    /// Destination address, read alike.
-    pub dst: u32,
-    /// Source port.
-    pub sp: u16,
-    /// Destination port.
-    pub dp: u16,
+    /// Source and destination address as the packet carries them (bytes 12 to 19 of
+    /// the IPv4 header), read as one word in native byte order.
+    pub addrs: u64,
+    /// Source and destination port as the packet carries them (the L4 header's first
+    /// four bytes), read alike.
+    pub ports: u32,
     /// IP protocol (TCP or UDP).
     pub proto: u8,
     /// TCP flags (zero for UDP).
@@ -68,23 +67,38 @@ pub struct Raw {
 }
 
 impl Raw {
-    /// Both addresses in one word.
-    #[inline]
-    fn addrs(&self) -> u64 {
-        u64::from(self.src) << 32 | u64::from(self.dst)
+    /// The source address.
+    pub fn src(&self) -> Ipv4Addr {
+        let [a, b, c, d, ..] = self.addrs.to_ne_bytes();
+        Ipv4Addr::new(a, b, c, d)
     }
 
-    /// Both ports in one word.
-    #[inline]
-    fn ports(&self) -> u32 {
-        u32::from(self.sp) << 16 | u32::from(self.dp)
+    /// The destination address.
+    pub fn dst(&self) -> Ipv4Addr {
+        let [.., a, b, c, d] = self.addrs.to_ne_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    }
+
+    /// The source port.
+    pub fn sp(&self) -> u16 {
+        let [a, b, ..] = self.ports.to_ne_bytes();
+        u16::from_be_bytes([a, b])
+    }
+
+    /// The destination port.
+    pub fn dp(&self) -> u16 {
+        let [.., a, b] = self.ports.to_ne_bytes();
+        u16::from_be_bytes([a, b])
     }
 
     /// The lane's hash of these fields and the input port.
     #[inline]
     fn hash(&self, in_port: PortId) -> u64 {
-        let b = u64::from(self.ports()) << 32 | u64::from(self.proto) << 16 | u64::from(in_port);
-        fold_mul(self.addrs() ^ 0x243f_6a88_85a3_08d3, b ^ 0x1319_8a2e_0370_7344)
+        let b = u64::from(self.ports) << 32 | u64::from(self.proto) << 16 | u64::from(in_port);
+        // A second round, so that every input bit reaches the bucket bits: with one,
+        // `burst_loop`'s 65,536 SNAT flows found their records for 98.9 % of their
+        // packets instead of 99.3 %.
+        fold_mul(fold_mul(self.addrs ^ 0x243f_6a88_85a3_08d3, b ^ 0x1319_8a2e_0370_7344), 0xa409_3822_299f_31d0)
     }
 }
 
@@ -307,14 +321,20 @@ impl Express {
     /// The index of the record for a packet (see [`Express::locate_hashed`]).
     #[inline(always)]
     fn find(&self, ctx: &Ctx<'_>, raw: &Raw, h: u64, target: u64) -> Option<usize> {
-        let (addrs, ports, check) = (raw.addrs(), raw.ports(), check_word(self.epoch, ctx.in_port, raw.proto));
-        let [b1, b2] = self.buckets(h);
+        let (addrs, ports, check) = (raw.addrs, raw.ports, check_word(self.epoch, ctx.in_port, raw.proto));
         let mine = |i: usize| {
             self.slots
                 .get(i)
                 .is_some_and(|s| s.addrs == addrs && s.ports == ports && s.check == check && s.target == target)
         };
-        [b1, b1 | 1, b2, b2 | 1].into_iter().find(|&i| mine(i))
+        // The second bucket only when the first has no record: most packets find theirs
+        // in the first.
+        let b1 = self.buckets(h)[0];
+        if let Some(i) = [b1, b1 | 1].into_iter().find(|&i| mine(i)) {
+            return Some(i);
+        }
+        let b2 = self.buckets(h)[1];
+        [b2, b2 | 1].into_iter().find(|&i| mine(i))
     }
 
     /// Reads the flow entries the records `found` (from [`Express::locate`]) name, so
@@ -340,10 +360,10 @@ impl Express {
     /// candidate (its fields and [`target_code`]: [`super::fast::vm_raw`] for a VM's
     /// packet, [`super::fast::tunnel_raw`] for tunnel traffic) with a record that
     /// holds, each is tracked and given its outcome in order ([`Express::apply`]), its
-    /// verdict written to `verdicts`, and the answer is true. Otherwise nothing changes
-    /// (but for what `parse` learns, which the fast path's passes learn again, in the
-    /// same order) and the answer is false: the chunk takes those passes, which ask the
-    /// lane packet by packet.
+    /// verdict written to `verdicts`, and the answer is whether any was dropped.
+    /// Otherwise nothing changes (but for what `parse` learns, which the fast path's
+    /// passes learn again, in the same order) and the answer is `None`: the chunk takes
+    /// those passes, which ask the lane packet by packet.
     ///
     /// The same answers as those passes by construction: the same fields, the same
     /// record look-up and check, the same outcome; only the candidates' keys and look-ups,
@@ -359,16 +379,17 @@ impl Express {
         verdicts: &mut [Verdict],
         ran: &mut StageCounts,
         mut parse: impl FnMut(&B) -> Option<(Raw, u64)>,
-    ) -> bool {
+    ) -> Option<bool> {
         let n = pkts.len().min(verdicts.len()).min(CHUNK);
         let mut raws = [Raw::default(); CHUNK];
         let mut hashes = [0u64; CHUNK];
         let mut targets = [0u64; CHUNK];
-        let empty = Slot::default();
-        let mut found = [&empty; CHUNK];
+        // Every entry below `n` is set before it is read.
+        let filler = self.slots.first()?;
+        let mut found = [filler; CHUNK];
         for (((buf, raw), h), t) in pkts[..n].iter().zip(raws.iter_mut()).zip(hashes.iter_mut()).zip(targets.iter_mut())
         {
-            let Some((r, target)) = parse(buf) else { return false };
+            let Some((r, target)) = parse(buf) else { return None };
             *h = r.hash(ctx.in_port);
             (*raw, *t) = (r, target);
         }
@@ -377,27 +398,32 @@ impl Express {
         for (((raw, &h), &t), s) in raws.iter().zip(&hashes[..n]).zip(&targets).zip(found.iter_mut()) {
             match self.find(ctx, raw, h, t).and_then(|i| self.slots.get(i)) {
                 Some(f) => *s = f,
-                None => return false,
+                None => return None,
             }
         }
         let found = &found[..n];
         flows.table.warm_stamps(found.iter().map(|s| s.flow));
         if !found.iter().all(|s| flows.table.is_current(s.flow, s.stamp, ctx.now_ns)) {
-            return false;
+            return None;
         }
         let mut lanes = [0usize; 4];
-        for (((buf, raw), s), v) in pkts.iter_mut().zip(&raws).zip(found).zip(verdicts.iter_mut()) {
-            *v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
-            if let (Verdict::Tx(_), Some(l)) = (*v, lanes.get_mut(s.lane as usize)) {
-                *l += 1;
+        let mut drops = false;
+        for (((buf, raw), s), out) in pkts.iter_mut().zip(&raws).zip(found).zip(verdicts.iter_mut()) {
+            // Kept in a register: reading `*out` back right after its narrow stores
+            // would stall on store forwarding (see `graph::packed`).
+            let v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
+            match (v, lanes.get_mut(s.lane as usize)) {
+                (Verdict::Tx(_), Some(l)) => *l += 1,
+                _ => drops = true,
             }
+            *out = v;
         }
         for (lane, &count) in [Lane::Empty, Lane::VmToVf, Lane::VmToTunnel, Lane::TunnelToVf].iter().zip(&lanes) {
             for &stage in lane.stages() {
                 ran[stage as usize] += count;
             }
         }
-        true
+        Some(drops)
     }
 
     /// Tracks a packet whose record `found` [`Express::holds`] (the flow table unchanged
@@ -540,7 +566,7 @@ impl Express {
             None => return,
         };
         let h = raw.hash(ctx.in_port);
-        let (addrs, ports, check) = (raw.addrs(), raw.ports(), check_word(self.epoch, ctx.in_port, raw.proto));
+        let (addrs, ports, check) = (raw.addrs, raw.ports, check_word(self.epoch, ctx.in_port, raw.proto));
         let target = target_code(target);
         // The packet's own record first, then a stale one, else one of the first
         // bucket's by the hash.

@@ -110,21 +110,19 @@ pub fn key_now<B: PacketBuf>(ctx: &Ctx<'_>, flows: &Flows, buf: &B, c: &mut Cand
     let at = ethernet::HEADER_LEN + if c.tunnel.is_some() { ipv6::HEADER_LEN } else { 0 };
     let Some(h) = buf.data().get(at..).and_then(|ip| ip.first_chunk()) else { return };
     let origin = c.origin();
-    c.ok = conntrack::key_v4_fields(ctx, flows, origin, h, (raw.sp, raw.dp, raw.tcp_flags), &mut c.key);
+    c.ok = conntrack::key_v4_fields(ctx, flows, origin, h, (raw.sp(), raw.dp(), raw.tcp_flags), &mut c.key);
 }
 
 /// The express lane's fields of a packet `plain_v4` read.
 #[inline]
 fn raw_of(p: &Plain<'_>) -> Raw {
-    let h = p.header;
+    let f = p.first;
     #[allow(clippy::cast_possible_truncation)] // an IPv4 total length
     let total = p.total as u16;
     Raw {
-        src: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
-        dst: u32::from_ne_bytes([h[16], h[17], h[18], h[19]]),
-        sp: p.ports.0,
-        dp: p.ports.1,
-        proto: h[9],
+        addrs: u64::from_ne_bytes([f[12], f[13], f[14], f[15], f[16], f[17], f[18], f[19]]),
+        ports: u32::from_ne_bytes([f[20], f[21], f[22], f[23]]),
+        proto: f[9],
         tcp_flags: p.ports.2,
         total,
     }
@@ -230,6 +228,8 @@ fn is_plain(ip: &[u8]) -> bool {
 struct Plain<'a> {
     /// The IPv4 header.
     header: &'a [u8; ipv4::MIN_HEADER_LEN],
+    /// The IPv4 header and the L4 header's first 8 bytes.
+    first: &'a [u8; ipv4::MIN_HEADER_LEN + 8],
     /// Source and destination port, TCP flags (zero for UDP).
     ports: (u16, u16, u8),
     /// The total length.
@@ -262,7 +262,7 @@ fn plain_v4(ip: &[u8]) -> Option<Plain<'_>> {
         ipv4::PROTO_UDP if payload >= 8 => 0,
         _ => return None,
     };
-    Some(Plain { header, ports: (sp, dp, tcp_flags), total })
+    Some(Plain { header, first: f, ports: (sp, dp, tcp_flags), total })
 }
 
 /// [`prepare_vm`] for any other frame: IPv4 with options, or too short to hold an

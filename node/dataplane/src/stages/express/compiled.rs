@@ -52,12 +52,11 @@ impl Compiled {
         let ttl = if routed { TTL_DELTA } else { 0 };
         let (addr_at, port_at, old_addr, old_port, ip, port) = match rw {
             Rewrite::None => return Some(Compiled { ip_delta: ttl, ..Compiled::default() }),
-            Rewrite::Src { ip, port } => (12, 0, raw.src, raw.sp, ip, port),
-            Rewrite::Dst { ip, port } => (16, 2, raw.dst, raw.dp, ip, port),
+            Rewrite::Src { ip, port } => (12, 0, raw.src(), raw.sp(), ip, port),
+            Rewrite::Dst { ip, port } => (16, 2, raw.dst(), raw.dp(), ip, port),
             Rewrite::Nat64 { .. } | Rewrite::Nat46 { .. } => return None,
         };
-        // `Raw` reads addresses in native byte order: back to the header's bytes.
-        let d_addr = checksum::delta32(u32::from_be_bytes(old_addr.to_ne_bytes()), u32::from(ip));
+        let d_addr = checksum::delta32(u32::from(old_addr), u32::from(ip));
         let d_port = port.map_or(0, |p| checksum::delta16(old_port, p));
         Some(Compiled {
             addr_at,
@@ -171,12 +170,9 @@ mod tests {
             ip[10..12].copy_from_slice(&ck.to_be_bytes());
             let ck_at = 20 + if udp { 6 } else { 16 };
             ip[ck_at..ck_at + 2].copy_from_slice(&l4_ck.to_be_bytes());
-            let rd = |at: usize| u16::from_be_bytes([ip[at], ip[at + 1]]);
             let raw = Raw {
-                src: u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]),
-                dst: u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]),
-                sp: rd(20),
-                dp: rd(22),
+                addrs: u64::from_ne_bytes(ip[12..20].try_into().unwrap()),
+                ports: u32::from_ne_bytes(ip[20..24].try_into().unwrap()),
                 proto: ip[9],
                 tcp_flags: 0,
                 total,
