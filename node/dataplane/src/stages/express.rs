@@ -389,7 +389,7 @@ impl Express {
         let mut found = [filler; CHUNK];
         for (((buf, raw), h), t) in pkts[..n].iter().zip(raws.iter_mut()).zip(hashes.iter_mut()).zip(targets.iter_mut())
         {
-            let Some((r, target)) = parse(buf) else { return None };
+            let (r, target) = parse(buf)?;
             *h = r.hash(ctx.in_port);
             (*raw, *t) = (r, target);
         }
