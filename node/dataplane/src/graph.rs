@@ -498,6 +498,8 @@ pub struct Pipeline {
     learned: bool,
     /// The fast path's express lane.
     express: stages::express::Express,
+    /// The lane's per-chunk arrays, kept from chunk to chunk (not filled anew for each).
+    express_scratch: Box<stages::express::Scratch>,
 }
 
 impl Default for Pipeline {
@@ -542,6 +544,7 @@ impl Pipeline {
             fast: Box::new([stages::fast::Candidate::default(); CHUNK]),
             learned: false,
             express: stages::express::Express::new(cfg.express_slots),
+            express_scratch: Box::default(),
         })
     }
 
@@ -664,6 +667,14 @@ impl Pipeline {
 
     fn run_chunk<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) {
         self.chunks = self.chunks.wrapping_add(1);
+        // On the fast path the MACs are learned in its first pass, for the whole chunk.
+        self.learned = self.fast_path && stages::fast::applies(ctx, self.virtsvc.services());
+        if self.learned {
+            stages::fast::learn_chunk(ctx, &self.neigh, pkts);
+            if self.run_whole(ctx, pkts, verdicts) {
+                return;
+            }
+        }
         // Packed: see `packed` for why.
         let mut next = [PackedNext::from(Next::drop(DropReason::Malformed)); CHUNK];
         // Per stage, the indexes of the packets waiting for it, in arrival order. A packet
@@ -671,32 +682,7 @@ impl Pipeline {
         // stage and no queue holds more than the chunk's packets.
         let mut queue = [[0u8; CHUNK]; Stage::ALL.len()];
         let mut queued = [0usize; Stage::ALL.len()];
-        // On the fast path the MACs are learned in its first pass, for the whole chunk.
-        self.learned = self.fast_path && stages::fast::applies(ctx, self.virtsvc.services());
         if self.learned {
-            stages::fast::learn_chunk(ctx, &self.neigh, pkts);
-            let mut ran = [0usize; Stage::ALL.len()];
-            let (lane, neigh, flows) = (&self.express, &self.neigh, &mut self.flows);
-            let whole = if ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
-                lane.run_whole(ctx, neigh, flows, pkts, verdicts, &mut ran, |b| Some((stages::fast::vm_raw(b.data())?, 0)))
-            } else {
-                let mut memo = None;
-                lane.run_whole(ctx, neigh, flows, pkts, verdicts, &mut ran, |b| {
-                    let (raw, target) = stages::fast::tunnel_raw(ctx, neigh, b, &mut memo)?;
-                    Some((raw, stages::express::target_code(Some(target))))
-                })
-            };
-            if let Some(drops) = whole {
-                for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
-                    self.counters.stage_add(stage, n);
-                }
-                for v in verdicts.iter().filter(|_| drops) {
-                    if let Verdict::Drop(r) = *v {
-                        self.counters.count_drop(r);
-                    }
-                }
-                return;
-            }
             self.run_fast(ctx, pkts, &mut next, &mut queue, &mut queued);
         } else {
             for (i, (nx, buf)) in next.iter_mut().zip(pkts.iter_mut()).enumerate() {
@@ -748,6 +734,36 @@ impl Pipeline {
                 self.counters.count_drop(r);
             }
         }
+    }
+
+    /// A chunk on the fast path that the express lane holds whole (see
+    /// [`stages::express::Express::run_whole`]): whether it did, and then the chunk is
+    /// through, counted.
+    #[inline]
+    fn run_whole<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) -> bool {
+        let mut ran = [0usize; Stage::ALL.len()];
+        let (lane, neigh, flows, scratch) = (&self.express, &self.neigh, &mut self.flows, &mut *self.express_scratch);
+        let whole = if ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
+            let vm = |b: &B| Some((stages::fast::vm_raw(b.data())?, 0));
+            lane.run_whole(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, vm)
+        } else {
+            let mut memo = None;
+            let tunnel = |b: &B| {
+                let (raw, target) = stages::fast::tunnel_raw(ctx, neigh, b, &mut memo)?;
+                Some((raw, stages::express::target_code(Some(target))))
+            };
+            lane.run_whole(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, tunnel)
+        };
+        let Some(drops) = whole else { return false };
+        for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
+            self.counters.stage_add(stage, n);
+        }
+        for v in verdicts.iter().filter(|_| drops) {
+            if let Verdict::Drop(r) = *v {
+                self.counters.count_drop(r);
+            }
+        }
+        true
     }
 
     /// The start of a chunk on the fast path (see [`stages::fast`]): the candidates of

@@ -232,6 +232,21 @@ pub struct Express {
     header_index: rustc_hash::FxHashMap<[u8; MAX_HEADER], u16>,
 }
 
+/// The arrays [`Express::run_whole`] fills for a chunk, kept from chunk to chunk so that
+/// none is filled anew for each.
+#[derive(Debug)]
+pub struct Scratch {
+    raws: [Raw; CHUNK],
+    hashes: [u64; CHUNK],
+    targets: [u64; CHUNK],
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch { raws: [Raw::default(); CHUNK], hashes: [0; CHUNK], targets: [0; CHUNK] }
+    }
+}
+
 /// No record for a packet (see [`Express::locate`]).
 pub const NO_RECORD: u32 = u32::MAX;
 
@@ -378,12 +393,11 @@ impl Express {
         pkts: &mut [B],
         verdicts: &mut [Verdict],
         ran: &mut StageCounts,
+        scratch: &mut Scratch,
         mut parse: impl FnMut(&B) -> Option<(Raw, u64)>,
     ) -> Option<bool> {
         let n = pkts.len().min(verdicts.len()).min(CHUNK);
-        let mut raws = [Raw::default(); CHUNK];
-        let mut hashes = [0u64; CHUNK];
-        let mut targets = [0u64; CHUNK];
+        let Scratch { raws, hashes, targets } = scratch;
         // Every entry below `n` is set before it is read.
         let filler = self.slots.first()?;
         let mut found = [filler; CHUNK];
@@ -395,7 +409,7 @@ impl Express {
         }
         // In loops of their own, so that the records' cache misses overlap.
         self.warm_records(&hashes[..n]);
-        for (((raw, &h), &t), s) in raws.iter().zip(&hashes[..n]).zip(&targets).zip(found.iter_mut()) {
+        for (((raw, &h), &t), s) in raws.iter().zip(&hashes[..n]).zip(targets.iter()).zip(found.iter_mut()) {
             match self.find(ctx, raw, h, t).and_then(|i| self.slots.get(i)) {
                 Some(f) => *s = f,
                 None => return None,
@@ -408,7 +422,7 @@ impl Express {
         }
         let mut lanes = [0usize; 4];
         let mut drops = false;
-        for (((buf, raw), s), out) in pkts.iter_mut().zip(&raws).zip(found).zip(verdicts.iter_mut()) {
+        for (((buf, raw), s), out) in pkts.iter_mut().zip(raws.iter()).zip(found).zip(verdicts.iter_mut()) {
             // Kept in a register: reading `*out` back right after its narrow stores
             // would stall on store forwarding (see `graph::packed`).
             let v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
