@@ -173,6 +173,7 @@ fn run(eal_args: Vec<String>, opts: Options) -> anyhow::Result<()> {
             stop: stop.clone(),
             busy_poll: opts.busy_poll,
             age_scan: worker::age_scan(opts.flow_capacity as usize, opts.flow_timeout),
+            tsc_hz: eal.tsc_hz(),
         };
         match lcores.get(w) {
             Some(&lcore) => {
