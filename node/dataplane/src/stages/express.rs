@@ -420,19 +420,22 @@ impl Express {
         if !found.iter().all(|s| flows.table.is_current(s.flow, s.stamp, ctx.now_ns)) {
             return None;
         }
-        let mut lanes = [0usize; 4];
-        let mut drops = false;
+        // Counted in registers: an array in memory made every packet's count wait for
+        // the previous packet's store.
+        let (mut to_vf, mut to_tunnel, mut from_tunnel, mut drops) = (0, 0, 0, false);
         for (((buf, raw), s), out) in pkts.iter_mut().zip(raws.iter()).zip(found).zip(verdicts.iter_mut()) {
             // Kept in a register: reading `*out` back right after its narrow stores
             // would stall on store forwarding (see `graph::packed`).
             let v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
-            match (v, lanes.get_mut(s.lane as usize)) {
-                (Verdict::Tx(_), Some(l)) => *l += 1,
+            match (v, s.lane) {
+                (Verdict::Tx(_), Lane::VmToVf) => to_vf += 1,
+                (Verdict::Tx(_), Lane::VmToTunnel) => to_tunnel += 1,
+                (Verdict::Tx(_), Lane::TunnelToVf) => from_tunnel += 1,
                 _ => drops = true,
             }
             *out = v;
         }
-        for (lane, &count) in [Lane::Empty, Lane::VmToVf, Lane::VmToTunnel, Lane::TunnelToVf].iter().zip(&lanes) {
+        for (lane, count) in [(Lane::VmToVf, to_vf), (Lane::VmToTunnel, to_tunnel), (Lane::TunnelToVf, from_tunnel)] {
             for &stage in lane.stages() {
                 ran[stage as usize] += count;
             }
