@@ -49,12 +49,22 @@ pub fn check<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Result<Tunnel, DropReason>
 pub struct Outer<'a> {
     /// What the outer destination stands for.
     pub target: UnderlayTarget,
-    /// The outer source.
-    pub src: Ipv6Addr,
+    /// The outer IPv6 header.
+    pub header: &'a [u8; ipv6::HEADER_LEN],
     /// The outer next header.
     pub next_header: u8,
     /// The inner packet, up to the outer payload length (padding excluded).
     pub payload: &'a [u8],
+}
+
+impl Outer<'_> {
+    /// The outer source (read when asked for: the express lane never asks).
+    #[inline]
+    pub fn src(&self) -> Ipv6Addr {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&self.header[8..24]);
+        Ipv6Addr::from(a)
+    }
 }
 
 /// The first half of [`check`]: the frame, the outer IPv6 header and the underlay
@@ -70,7 +80,7 @@ pub type TargetMemo = Option<(Ipv6Addr, Option<UnderlayTarget>)>;
 
 /// [`check_outer`] for the packets of one burst (one snapshot), remembering the last
 /// underlay address looked up in `memo`.
-#[inline]
+#[inline(always)]
 pub fn check_outer_with<'a, B: PacketBuf>(
     ctx: &Ctx<'_>,
     buf: &'a B,
@@ -88,10 +98,12 @@ pub fn check_outer_with<'a, B: PacketBuf>(
         }
     };
     let target = found.ok_or(DropReason::UnknownUnderlay)?;
-    let (src, next_header) = (outer.src(), outer.next_header());
+    let next_header = outer.next_header();
     let at = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
-    let payload = buf.data().get(at..at + outer.payload_len()).ok_or(DropReason::Malformed)?;
-    Ok(Outer { target, src, next_header, payload })
+    let data = buf.data();
+    let payload = data.get(at..at + outer.payload_len()).ok_or(DropReason::Malformed)?;
+    let header = data.get(ethernet::HEADER_LEN..).and_then(|h| h.first_chunk()).ok_or(DropReason::Malformed)?;
+    Ok(Outer { target, header, next_header, payload })
 }
 
 /// The second half of [`check`]: the inner packet.
@@ -102,7 +114,7 @@ pub fn check_inner(o: &Outer<'_>) -> Result<Tunnel, DropReason> {
         ipv6::NH_IPV6 => (inspect_ipv6(o.payload)?, false),
         _ => return Err(DropReason::BadInnerProtocol),
     };
-    Ok(Tunnel { target: o.target, inner, inner_v4, outer_src: o.src })
+    Ok(Tunnel { target: o.target, inner, inner_v4, outer_src: o.src() })
 }
 
 /// Learns the router's MAC from a frame [`check`] accepted, on a PF without a

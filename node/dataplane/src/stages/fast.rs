@@ -307,7 +307,7 @@ fn prepare_tunnel<B: PacketBuf>(
     decap::learn(ctx, neigh, buf);
     let inner = L4Info { protocol: p.header[9], dst_port: Some(p.ports.1), icmp_type: None, ip_len: p.total };
     let target = outer.target;
-    out.tunnel = Some(Tunnel { target, inner, inner_v4: true, outer_src: outer.src });
+    out.tunnel = Some(Tunnel { target, inner, inner_v4: true, outer_src: outer.src() });
     out.raw = Some(raw_of(&p));
 }
 
