@@ -669,12 +669,17 @@ impl Pipeline {
         self.chunks = self.chunks.wrapping_add(1);
         // On the fast path the MACs are learned in its first pass, for the whole chunk.
         self.learned = self.fast_path && stages::fast::applies(ctx, self.virtsvc.services());
-        if self.learned {
+        let (pkts, verdicts) = if self.learned {
             stages::fast::learn_chunk(ctx, &self.neigh, pkts);
-            if self.run_whole(ctx, pkts, verdicts) {
+            // The run the express lane holds, then the rest as usual.
+            let done = self.run_whole(ctx, pkts, verdicts);
+            if done >= pkts.len() {
                 return;
             }
-        }
+            (&mut pkts[done..], &mut verdicts[done..])
+        } else {
+            (pkts, verdicts)
+        };
         // Packed: see `packed` for why.
         let mut next = [PackedNext::from(Next::drop(DropReason::Malformed)); CHUNK];
         // Per stage, the indexes of the packets waiting for it, in arrival order. A packet
@@ -736,11 +741,10 @@ impl Pipeline {
         }
     }
 
-    /// A chunk on the fast path that the express lane holds whole (see
-    /// [`stages::express::Express::run_whole`]): whether it did, and then the chunk is
-    /// through, counted.
+    /// The start of a chunk on the fast path that the express lane holds (see
+    /// [`stages::express::Express::run_whole`]): how many packets it took, counted.
     #[inline]
-    fn run_whole<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) -> bool {
+    fn run_whole<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) -> usize {
         let mut ran = [0usize; Stage::ALL.len()];
         let (lane, neigh, flows, scratch) = (&self.express, &self.neigh, &mut self.flows, &mut *self.express_scratch);
         let whole = if ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
@@ -754,16 +758,16 @@ impl Pipeline {
             };
             lane.run_whole(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, tunnel)
         };
-        let Some(drops) = whole else { return false };
+        let (done, drops) = whole;
         for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
             self.counters.stage_add(stage, n);
         }
-        for v in verdicts.iter().filter(|_| drops) {
+        for v in verdicts.iter().take(done).filter(|_| drops) {
             if let Verdict::Drop(r) = *v {
                 self.counters.count_drop(r);
             }
         }
-        true
+        done
     }
 
     /// The start of a chunk on the fast path (see [`stages::fast`]): the candidates of

@@ -356,7 +356,8 @@ impl Express {
     /// that their cache misses overlap before [`Express::holds`] needs them.
     #[inline]
     pub fn warm_flows(&self, flows: &Flows, found: &[u32]) {
-        flows.table.warm_stamps(found.iter().filter_map(|&i| self.slots.get(i as usize).map(|s| s.flow)));
+        let words = found.iter().filter_map(|&i| self.slots.get(i as usize)).map(|s| flows.table.expiry_word(s.flow));
+        std::hint::black_box(words.fold(0, |a, w| a ^ w));
     }
 
     /// Whether record `i` (from [`Express::locate`], for the same packet) still names
@@ -370,19 +371,23 @@ impl Express {
         flows.table.is_current(s.flow, s.stamp, ctx.now_ns)
     }
 
-    /// A chunk on a port the fast path applies to (its VMs' MACs learned) when the
-    /// lane holds all of it: if `parse` makes every packet of `pkts` an option-less
-    /// candidate (its fields and [`target_code`]: [`super::fast::vm_raw`] for a VM's
-    /// packet, [`super::fast::tunnel_raw`] for tunnel traffic) with a record that
-    /// holds, each is tracked and given its outcome in order ([`Express::apply`]), its
-    /// verdict written to `verdicts`, and the answer is whether any was dropped.
-    /// Otherwise nothing changes (but for what `parse` learns, which the fast path's
-    /// passes learn again, in the same order) and the answer is `None`: the chunk takes
-    /// those passes, which ask the lane packet by packet.
+    /// The start of a chunk on a port the fast path applies to (its VMs' MACs learned)
+    /// that the lane holds: the longest run of packets from the first on that `parse`
+    /// makes option-less candidates (their fields and [`target_code`]:
+    /// [`super::fast::vm_raw`] for a VM's packet, [`super::fast::tunnel_raw`] for
+    /// tunnel traffic) with records that hold. Each of those is tracked and given its
+    /// outcome in order ([`Express::apply`]) and its verdict written to `verdicts`; the
+    /// answer is how many there were, and whether any was dropped. The rest of the chunk
+    /// is untouched (but for what `parse` learned from it, which the fast path's passes
+    /// learn again, in the same order) and takes those passes, which ask the lane packet
+    /// by packet.
     ///
-    /// The same answers as those passes by construction: the same fields, the same
-    /// record look-up and check, the same outcome; only the candidates' keys and look-ups,
-    /// which a chunk held whole never needs, are left out.
+    /// The same answers as running the whole chunk through those passes: the same
+    /// fields, the same record look-up and check, the same outcome, in the same order
+    /// (those passes too give each packet with a record that holds its outcome in
+    /// arrival order, and leave the graph's packets for after the chunk's fast ones,
+    /// none of which are in the run). Only the candidates' keys and look-ups, which the
+    /// run never needs, are left out.
     #[inline]
     #[allow(clippy::too_many_arguments)] // the runner's per-chunk state, passed on
     pub fn run_whole<B: PacketBuf>(
@@ -395,35 +400,51 @@ impl Express {
         ran: &mut StageCounts,
         scratch: &mut Scratch,
         mut parse: impl FnMut(&B) -> Option<(Raw, u64)>,
-    ) -> Option<bool> {
+    ) -> (usize, bool) {
         let n = pkts.len().min(verdicts.len()).min(CHUNK);
         let Scratch { raws, hashes, targets } = scratch;
-        // Every entry below `n` is set before it is read.
-        let filler = self.slots.first()?;
-        let mut found = [filler; CHUNK];
-        for (((buf, raw), h), t) in pkts[..n].iter().zip(raws.iter_mut()).zip(hashes.iter_mut()).zip(targets.iter_mut())
+        let mut parsed = n;
+        for (i, (((buf, raw), h), t)) in
+            pkts[..n].iter().zip(raws.iter_mut()).zip(hashes.iter_mut()).zip(targets.iter_mut()).enumerate()
         {
-            let (r, target) = parse(buf)?;
+            let Some((r, target)) = parse(buf) else {
+                parsed = i;
+                break;
+            };
             *h = r.hash(ctx.in_port);
             (*raw, *t) = (r, target);
         }
-        // In loops of their own, so that the records' cache misses overlap.
-        self.warm_records(&hashes[..n]);
-        for (((raw, &h), &t), s) in raws.iter().zip(&hashes[..n]).zip(targets.iter()).zip(found.iter_mut()) {
+        // In loops of their own, so that the cache misses of the records, then of their
+        // flows' entries, overlap.
+        self.warm_records(&hashes[..parsed]);
+        let Some(filler) = self.slots.first() else { return (0, false) };
+        let mut found = [filler; CHUNK];
+        let mut located = parsed;
+        let mut warm = 0;
+        for (i, (((raw, &h), &t), s)) in raws.iter().zip(&hashes[..parsed]).zip(targets.iter()).zip(found.iter_mut()).enumerate() {
             match self.find(ctx, raw, h, t).and_then(|i| self.slots.get(i)) {
-                Some(f) => *s = f,
-                None => return None,
+                Some(f) => {
+                    warm ^= flows.table.expiry_word(f.flow);
+                    *s = f;
+                }
+                None => {
+                    located = i;
+                    break;
+                }
             }
         }
-        let found = &found[..n];
-        flows.table.warm_stamps(found.iter().map(|s| s.flow));
-        if !found.iter().all(|s| flows.table.is_current(s.flow, s.stamp, ctx.now_ns)) {
-            return None;
-        }
+        std::hint::black_box(warm);
         // Counted in registers: an array in memory made every packet's count wait for
         // the previous packet's store.
         let (mut to_vf, mut to_tunnel, mut from_tunnel, mut drops) = (0, 0, 0, false);
-        for (((buf, raw), s), out) in pkts.iter_mut().zip(raws.iter()).zip(found).zip(verdicts.iter_mut()) {
+        let mut done = located;
+        for (i, (((buf, raw), s), out)) in
+            pkts.iter_mut().zip(raws.iter()).zip(&found[..located]).zip(verdicts.iter_mut()).enumerate()
+        {
+            if !flows.table.is_current(s.flow, s.stamp, ctx.now_ns) {
+                done = i;
+                break;
+            }
             // Kept in a register: reading `*out` back right after its narrow stores
             // would stall on store forwarding (see `graph::packed`).
             let v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
@@ -440,7 +461,7 @@ impl Express {
                 ran[stage as usize] += count;
             }
         }
-        Some(drops)
+        (done, drops)
     }
 
     /// Tracks a packet whose record `found` [`Express::holds`] (the flow table unchanged

@@ -497,15 +497,13 @@ impl<A: Copy + Default> Conntrack<A> {
         std::hint::black_box(acc);
     }
 
-    /// Reads the line of each of these flows' entries that [`Conntrack::is_current`]
-    /// reads, so that their cache misses overlap.
+    /// A word of the line of flow `id`'s entry that [`Conntrack::is_current`] reads
+    /// (0 if `id` is no entry): a caller reads it for several flows, folding the words
+    /// into one it passes to `std::hint::black_box`, so that their cache misses
+    /// overlap.
     #[inline]
-    pub fn warm_stamps(&self, ids: impl Iterator<Item = FlowId>) {
-        let mut acc = 0u32;
-        for id in ids {
-            acc ^= self.entries.get(id.index()).map_or(0, |e| e.expires_or_next);
-        }
-        std::hint::black_box(acc);
+    pub fn expiry_word(&self, id: FlowId) -> u32 {
+        self.entries.get(id.index()).map_or(0, |e| e.expires_or_next)
     }
 
     /// The action of one direction of a flow, in place (`None` if `id` is no flow).
