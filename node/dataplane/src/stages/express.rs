@@ -7,20 +7,27 @@
 //! the packet only through its addresses, ports and protocol, the port it came in on
 //! and (through the tunnel) what the outer destination stands for; on the flow's cached
 //! action; and on the snapshot. Everything else is per packet and done afresh: the
-//! flow's expiry and TCP state, the rewrite (the same function as the conntrack stage's),
-//! the TTL and truncation of routing, the IPv6 payload length of encapsulation, and the
-//! destination MAC, read from the learned neighbours as delivery reads it.
+//! flow's expiry and TCP state, the rewrite's stores and checksum updates, the TTL and
+//! truncation of routing, the IPv6 payload length of encapsulation, and the destination
+//! MAC, read from the learned neighbours as delivery reads it.
 //!
 //! So when a packet has taken the fast path and left the graph on a port, the runner
-//! records ([`Express::fill`]) under a hash of those fields: the flow and direction it
-//! found, the flow's action, the VNI and zone of the key, and the header the delivery
+//! records ([`Express::fill`]) those fields exactly, with: the flow it found, by entry
+//! and stamp ([`crate::tables::conntrack::Conntrack::stamp`]); the flow's rewrite,
+//! compiled for packets with those fields ([`compiled`]: the old values are the
+//! recorded ones, so each checksum update is a constant); and the header the delivery
 //! stages put in front of the IP packet (Ethernet, or Ethernet and the encapsulating
-//! IPv6 header), as bytes. A later packet with the same fields in the same snapshot
-//! ([`Express::locate`], [`Express::holds`]) is the same flow's if that flow is still
-//! live with the same key (compared field by field with the packet's, in the recorded
-//! VNI and zone) and the same action: then it is tracked and given the recorded outcome
-//! ([`Express::apply`]) without a look-up. The snapshot is accounted for with an epoch
-//! that every new snapshot moves on, which makes every record stale at once.
+//! IPv6 header), as bytes. A later packet with the same fields in the same epoch
+//! ([`Express::locate`]) is the same flow's if the entry still holds that flow, live
+//! and unchanged: the same stamp ([`Express::holds`]). Then it is tracked and given the
+//! recorded outcome ([`Express::apply`]) without a look-up. An epoch that every new
+//! snapshot moves on makes every record stale at once; so does the flow table's era,
+//! which moves on when an entry's stamp comes round ([`Express::sync_era`]).
+//!
+//! At the start of a chunk, [`Express::run_whole`] takes the run of packets the lane
+//! holds in a few tight loops (fields, records, flows, outcomes), without the fast
+//! path's per-packet candidates; the fast path's passes take the rest of the chunk
+//! and ask the lane packet by packet.
 //!
 //! Records are 64 bytes; a key may sit in either slot of two 2-slot buckets (the second
 //! chosen by the hash's high half), so that a working set of half as many flow
@@ -34,7 +41,6 @@
 //! fast-path test that compares pipelines with and without the fast path covers this lane
 //! too.
 
-use crate::buf::PacketBuf;
 use std::net::Ipv4Addr;
 
 use crate::config::{PortId, PortRole, UnderlayTarget};

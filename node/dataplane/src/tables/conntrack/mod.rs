@@ -13,8 +13,10 @@
 //!
 //! # Layout
 //! - An arena of `capacity` entries, allocated once at construction. An entry holds
-//!   both directions' keys, both actions, the expiry second and the TCP state; free
-//!   entries are chained through their expiry field, so the free list costs nothing.
+//!   both directions' keys, both actions, the expiry second, the TCP state and a stamp
+//!   that names the flow in it (see [`Conntrack::stamp`]: a cache may remember a flow
+//!   by entry and stamp, and check it with one compare); free entries are chained
+//!   through their expiry field, so the free list costs nothing.
 //! - An index: open addressing with linear probing and Robin Hood ordering over
 //!   `2.5 × capacity` slots (so at most 80 % full, as every flow has two keys). A slot
 //!   is 8 bytes: the high 32 bits of the key's hash (which also give the key's home
@@ -281,8 +283,8 @@ pub struct Conntrack<A> {
     flow_timeout: u32,
     /// `Config::tcp_established_timeout_s` in ticks.
     tcp_established_timeout: u32,
-    /// How often an entry's stamp has come round to a value it had before (see
-    /// [`Conntrack::stamp`]).
+    /// How often an entry's stamp has passed 0, after which it may come round to a
+    /// value it had before (see [`Conntrack::stamp`]).
     era: u64,
 }
 
