@@ -14,7 +14,7 @@
 //! So when a packet has taken the fast path and left the graph on a port, the runner
 //! records ([`Express::fill`]) those fields exactly, with: the flow it found, by entry
 //! and stamp ([`crate::tables::conntrack::Conntrack::stamp`]); the flow's rewrite,
-//! compiled for packets with those fields ([`compiled`]: the old values are the
+//! compiled for packets with those fields (`compiled.rs`: the old values are the
 //! recorded ones, so each checksum update is a constant); and the header the delivery
 //! stages put in front of the IP packet (Ethernet, or Ethernet and the encapsulating
 //! IPv6 header), as bytes. A later packet with the same fields in the same epoch
@@ -43,6 +43,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::buf::PacketBuf;
 use crate::config::{PortId, PortRole, UnderlayTarget};
 use crate::graph::{Ctx, DropReason, NeighTable, Stage, Verdict, CHUNK};
 use crate::tables::conntrack::{Dir, FlowId};

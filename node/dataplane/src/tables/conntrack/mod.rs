@@ -14,9 +14,9 @@
 //! # Layout
 //! - An arena of `capacity` entries, allocated once at construction. An entry holds
 //!   both directions' keys, both actions, the expiry second, the TCP state and a stamp
-//!   that names the flow in it (see [`Conntrack::stamp`]: a cache may remember a flow
-//!   by entry and stamp, and check it with one compare); free entries are chained
-//!   through their expiry field, so the free list costs nothing.
+//!   that names the flow in it (see [`crate::tables::conntrack::Conntrack::stamp`]: a
+//!   cache may remember a flow by entry and stamp, and check it with one compare); free
+//!   entries are chained through their expiry field, so the free list costs nothing.
 //! - An index: open addressing with linear probing and Robin Hood ordering over
 //!   `2.5 × capacity` slots (so at most 80 % full, as every flow has two keys). A slot
 //!   is 8 bytes: the high 32 bits of the key's hash (which also give the key's home
