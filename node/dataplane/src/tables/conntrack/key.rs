@@ -92,24 +92,6 @@ impl FlowKey {
         }
     }
 
-    /// Whether this is the key [`FlowKey::v4`] makes of these fields, with `zone`; the
-    /// addresses as the packet carries them, read in native byte order
-    /// (`u32::from_ne_bytes`). Without building that key: the express lane compares
-    /// every packet it takes with its flow's key.
-    #[inline]
-    #[allow(clippy::too_many_arguments)] // the fields of a key
-    pub fn is_v4(&self, vni: u32, src: u32, dst: u32, proto: u8, src_port: u16, dst_port: u16, zone: u8) -> bool {
-        let [a, b, c, d, ..] = self.src;
-        let [e, f, g, h, ..] = self.dst;
-        let addrs = (u32::from_ne_bytes([a, b, c, d]) ^ src) | (u32::from_ne_bytes([e, f, g, h]) ^ dst);
-        let rest = (self.ports ^ ports_of(src_port, dst_port))
-            | (self.kind ^ kind_of(proto, FAMILY_V4, zone))
-            | (self.vni ^ vni);
-        // A v4 key's address bytes past the fourth are zero (`v4` is the only way to
-        // make one).
-        addrs | rest == 0
-    }
-
     /// An IPv6 flow key (any protocol; ports as the packet carries them).
     pub fn v6(vni: u32, src: Ipv6Addr, dst: Ipv6Addr, proto: u8, src_port: u16, dst_port: u16) -> Self {
         FlowKey {

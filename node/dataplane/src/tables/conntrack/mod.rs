@@ -485,19 +485,6 @@ impl<A: Copy + Default> Conntrack<A> {
         std::hint::black_box(acc);
     }
 
-    /// Reads the entries of these flows, so that their cache misses overlap (see
-    /// [`Conntrack::warm_slots`]).
-    #[inline]
-    pub fn warm_entries(&self, ids: impl Iterator<Item = (FlowId, Dir)>) {
-        let mut acc = 0u32;
-        for (id, dir) in ids {
-            // Two of the lines a hit reads: the direction's key and the expiry.
-            acc ^= self.entries.get(id.index()).map_or(0, |e| {
-                e.expires_or_next ^ e.keys[dir.index()].vni() ^ u32::from(e.keys[dir.index()].proto())
-            });
-        }
-        std::hint::black_box(acc);
-    }
 
     /// A word of the line of flow `id`'s entry that [`Conntrack::is_current`] reads
     /// (0 if `id` is no entry): a caller reads it for several flows, folding the words
@@ -569,30 +556,6 @@ impl<A: Copy + Default> Conntrack<A> {
     #[inline]
     pub fn touch(&mut self, id: FlowId, tcp_flags: u8, now_ns: u64) {
         self.count(id.index(), tcp_flags, ticks(now_ns));
-    }
-
-    /// Whether `id` is a live flow whose `dir` direction has a key `key_is` accepts and
-    /// action `action`: a caller that remembered where a key's flow was (and its action)
-    /// asks whether that still holds, without a look-up.
-    #[inline]
-    pub fn is_live(
-        &self,
-        id: FlowId,
-        dir: Dir,
-        key_is: impl FnOnce(&FlowKey) -> bool,
-        action: &A,
-        now_ns: u64,
-    ) -> bool
-    where
-        A: PartialEq,
-    {
-        let Some(e) = self.entries.get(id.index()) else { return false };
-        let i = dir.index();
-        e.kind != KIND_FREE
-            && ticks(now_ns) <= e.expires_or_next
-            && e.keys.get(i).is_some_and(key_is)
-            && (i == 0 || !e.single())
-            && e.actions[i] == *action
     }
 
     /// The stamp of flow `id` (`None` if `id` is no flow). A flow's stamp stays the same

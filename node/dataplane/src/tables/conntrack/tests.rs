@@ -433,34 +433,6 @@ fn arb_flow() -> impl Strategy<Value = (FlowKey, FlowKey)> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// `is_v4` answers as comparing with the key `v4` builds, for any key (IPv6 ones
-    /// included) and fields that differ from it in any part.
-    #[test]
-    fn is_v4_is_equality_with_v4(k in arb_key(), field in 0usize..8, flip in 1u32..256) {
-        // The key's own fields (an IPv6 key's truncated to IPv4), one of them changed
-        // unless `field` is 7.
-        let a4 = |a: IpAddr| match a {
-            IpAddr::V4(a) => a.octets(),
-            IpAddr::V6(a) => [a.octets()[0], a.octets()[1], a.octets()[2], a.octets()[3]],
-        };
-        let (mut vni, mut s, mut d, mut proto) = (k.vni(), u32::from_ne_bytes(a4(k.src())), u32::from_ne_bytes(a4(k.dst())), k.proto());
-        let (mut sp, mut dp, mut zone) = (k.src_port(), k.dst_port(), k.zone());
-        let b = u8::try_from(flip).unwrap_or(1);
-        match field {
-            0 => vni ^= flip,
-            1 => s ^= flip << 24,
-            2 => d ^= flip,
-            3 => proto ^= b,
-            4 => sp ^= u16::from(b),
-            5 => dp ^= u16::from(b) << 8,
-            6 => zone ^= b,
-            _ => {}
-        }
-        let mut built = FlowKey::v4(vni, s.to_ne_bytes().into(), d.to_ne_bytes().into(), proto, sp, dp);
-        built.set_zone(zone);
-        prop_assert_eq!(k.is_v4(vni, s, d, proto, sp, dp, zone), k == built);
-    }
-
     /// Every inserted flow is found from both directions.
     #[test]
     fn inserted_flows_are_found_both_ways(flows in prop::collection::vec(arb_flow(), 1..60)) {
