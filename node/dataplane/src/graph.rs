@@ -672,7 +672,7 @@ impl Pipeline {
         let (pkts, verdicts) = if self.learned {
             stages::fast::learn_chunk(ctx, &self.neigh, pkts);
             // The run the express lane holds, then the rest as usual.
-            let done = self.run_whole(ctx, pkts, verdicts);
+            let done = self.run_held(ctx, pkts, verdicts);
             if done >= pkts.len() {
                 return;
             }
@@ -742,21 +742,21 @@ impl Pipeline {
     }
 
     /// The start of a chunk on the fast path that the express lane holds (see
-    /// [`stages::express::Express::run_whole`]): how many packets it took, counted.
+    /// [`stages::express::Express::run_held`]): how many packets it took, counted.
     #[inline]
-    fn run_whole<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) -> usize {
+    fn run_held<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) -> usize {
         let mut ran = [0usize; Stage::ALL.len()];
         let (lane, neigh, flows, scratch) = (&self.express, &self.neigh, &mut self.flows, &mut *self.express_scratch);
         let whole = if ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
             let vm = |b: &B| Some((stages::fast::vm_raw(b.data())?, 0));
-            lane.run_whole(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, vm)
+            lane.run_held(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, vm)
         } else {
             let mut memo = None;
             let tunnel = |b: &B| {
                 let (raw, target) = stages::fast::tunnel_raw(ctx, neigh, b, &mut memo)?;
                 Some((raw, stages::express::target_code(Some(target))))
             };
-            lane.run_whole(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, tunnel)
+            lane.run_held(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, tunnel)
         };
         let (done, drops) = whole;
         for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {

@@ -24,7 +24,7 @@
 //! snapshot moves on makes every record stale at once; so does the flow table's era,
 //! which moves on when an entry's stamp comes round ([`Express::sync_era`]).
 //!
-//! At the start of a chunk, [`Express::run_whole`] takes the run of packets the lane
+//! At the start of a chunk, [`Express::run_held`] takes the run of packets the lane
 //! holds in a few tight loops (fields, records, flows, outcomes), without the fast
 //! path's per-packet candidates; the fast path's passes take the rest of the chunk
 //! and ask the lane packet by packet.
@@ -239,7 +239,7 @@ pub struct Express {
     header_index: rustc_hash::FxHashMap<[u8; MAX_HEADER], u16>,
 }
 
-/// The arrays [`Express::run_whole`] fills for a chunk, kept from chunk to chunk so that
+/// The arrays [`Express::run_held`] fills for a chunk, kept from chunk to chunk so that
 /// none is filled anew for each.
 #[derive(Debug)]
 pub struct Scratch {
@@ -397,7 +397,7 @@ impl Express {
     /// run never needs, are left out.
     #[inline]
     #[allow(clippy::too_many_arguments)] // the runner's per-chunk state, passed on
-    pub fn run_whole<B: PacketBuf>(
+    pub fn run_held<B: PacketBuf>(
         &self,
         ctx: &Ctx<'_>,
         neigh: &NeighTable,

@@ -6,7 +6,10 @@
 //! result the flow table already holds: classification validates and dispatches, the
 //! conntrack stage parses the packet again into a general form (any protocol, IPv4 or
 //! IPv6, ICMP errors by their quote), and the runner moves the packet from queue to
-//! queue. On a chunk, the runner first asks this module about every packet:
+//! queue. On a chunk, the express lane first takes the run of packets from the chunk's
+//! start that it holds ([`super::express::Express::run_held`], which parses them with
+//! [`vm_raw`] or [`tunnel_raw`], the reads of [`prepare`]); then the runner asks this
+//! module about every other packet:
 //!
 //! 1. [`learn_chunk`] and [`prepare`], over the whole chunk: the MACs the graph would
 //!    learn are learned (a VM's as classification does, the router's as decapsulation
