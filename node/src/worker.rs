@@ -77,9 +77,10 @@ pub struct Worker {
     pub tsc_hz: u64,
 }
 
-/// The worker's monotonic clock: nanoseconds since it started. From the TSC when its
-/// frequency is known (the vDSO's `clock_gettime`, once per polling round, measured
-/// 2 % of the worker's time at 36 Mpps), else from [`Instant`].
+/// The worker's monotonic clock: nanoseconds since it started. From the TSC of the
+/// worker's own core (it is pinned) when its frequency is known, else from [`Instant`].
+/// Read once per polling round that receives, the vDSO's `clock_gettime` took 2.1 % of
+/// the worker's time at 36 Mpps, the TSC 1.6 %.
 struct Clock {
     start: Instant,
     start_tsc: u64,
