@@ -579,7 +579,6 @@ impl Express {
         let (Some(&action), Some(stamp)) = (flows.table.action_ref(flow, dir), flows.table.stamp(flow)) else {
             return;
         };
-
         let Some(out) = ctx.snap.port(out_port) else { return };
         let (lane, len, learned_mac) = match (target, out.role) {
             (None, PortRole::Vf) => (Lane::VmToVf, ethernet::HEADER_LEN, true),
