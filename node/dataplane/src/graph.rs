@@ -748,15 +748,17 @@ impl Pipeline {
         let mut ran = [0usize; Stage::ALL.len()];
         let (lane, neigh, flows, scratch) = (&self.express, &self.neigh, &mut self.flows, &mut *self.express_scratch);
         let whole = if ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
+            // A VM's MACs are learned for the whole chunk already (`learn_chunk`).
             let vm = |b: &B| Some((stages::fast::vm_raw(b.data())?, 0));
-            lane.run_held(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, vm)
+            lane.run_held(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, vm, |_| {})
         } else {
             let mut memo = None;
             let tunnel = |b: &B| {
-                let (raw, target) = stages::fast::tunnel_raw(ctx, neigh, b, &mut memo)?;
+                let (raw, target) = stages::fast::tunnel_raw(ctx, b, &mut memo)?;
                 Some((raw, stages::express::target_code(Some(target))))
             };
-            lane.run_held(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, tunnel)
+            let learn = |run: &[B]| stages::decap::learn_last(ctx, neigh, run);
+            lane.run_held(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, tunnel, learn)
         };
         let (done, drops) = whole;
         for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {

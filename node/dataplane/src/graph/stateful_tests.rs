@@ -1072,4 +1072,11 @@ fn a_tunnel_burst_the_lane_holds_whole_learns_the_routers_mac() {
     assert_eq!(run(&mut p, &snap, PF0, &moved).0, Verdict::Tx(VM1));
     assert_eq!(express(&p), before + 1);
     assert_eq!(p.neighbours().get(PF0), Some(other));
+    // From a burst, the last frame's MAC counts, as packet by packet.
+    let mut bufs = [TestBuf::new(&moved), TestBuf::new(&reply)];
+    let mut v = [Verdict::Drop(DropReason::TxFull); 2];
+    p.process_burst(&snap, PF0, 1_000_000_000, &mut bufs, &mut v);
+    assert_eq!(v, [Verdict::Tx(VM1); 2]);
+    assert_eq!(express(&p), before + 3);
+    assert_eq!(p.neighbours().get(PF0), Some(testkit::ROUTER_MAC));
 }

@@ -15,7 +15,7 @@
 use std::net::Ipv6Addr;
 
 use crate::buf::PacketBuf;
-use crate::config::UnderlayTarget;
+use crate::config::{Mac, UnderlayTarget};
 use crate::graph::{Ctx, DropReason, NeighTable, Next, Underlay};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::ipv6;
@@ -121,11 +121,30 @@ pub fn check_inner(o: &Outer<'_>) -> Result<Tunnel, DropReason> {
 /// configured one.
 #[inline]
 pub fn learn<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, buf: &B) {
-    let (Some(pf), Some(frame)) = (ctx.port, Frame::new_checked(buf.data())) else { return };
-    let src = frame.src();
-    if pf.neigh_mac.is_none() && ethernet::is_unicast(&src) && src != pf.mac {
-        neigh.learn(ctx.in_port, src);
+    if let Some(mac) = learnable(ctx, buf) {
+        neigh.learn(ctx.in_port, mac);
     }
+}
+
+/// [`learn`] for a run of frames [`check`] accepted, in order: the neighbour table keeps
+/// one MAC per port, so only the last frame it would learn from counts.
+#[inline]
+pub fn learn_last<B: PacketBuf>(ctx: &Ctx<'_>, neigh: &NeighTable, frames: &[B]) {
+    // A PF with a configured router MAC learns from no frame: no need to look at each.
+    if ctx.port.is_none_or(|pf| pf.neigh_mac.is_some()) {
+        return;
+    }
+    if let Some(mac) = frames.iter().rev().find_map(|b| learnable(ctx, b)) {
+        neigh.learn(ctx.in_port, mac);
+    }
+}
+
+/// The MAC [`learn`] would learn from a frame.
+#[inline]
+fn learnable<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Option<Mac> {
+    let (pf, frame) = (ctx.port?, Frame::new_checked(buf.data())?);
+    let src = frame.src();
+    (pf.neigh_mac.is_none() && ethernet::is_unicast(&src) && src != pf.mac).then_some(src)
 }
 
 /// Strips the outer headers of a frame [`check`] accepted as `t`, leaving room for the

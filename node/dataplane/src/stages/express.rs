@@ -382,12 +382,14 @@ impl Express {
     /// that the lane holds: the longest run of packets from the first on that `parse`
     /// makes option-less candidates (their fields and [`target_code`]:
     /// [`super::fast::vm_raw`] for a VM's packet, [`super::fast::tunnel_raw`] for
-    /// tunnel traffic) with records that hold. Each of those is tracked and given its
-    /// outcome in order ([`Express::apply`]) and its verdict written to `verdicts`; the
-    /// answer is how many there were, and whether any was dropped. The rest of the chunk
-    /// is untouched (but for what `parse` learned from it, which the fast path's passes
-    /// learn again, in the same order) and takes those passes, which ask the lane packet
-    /// by packet.
+    /// tunnel traffic) with records that hold. `parsed_run` sees the packets `parse`
+    /// accepted (from the first on) before anything else happens to them: the caller
+    /// learns the router's MAC from a tunnel's there. Each packet of the run is tracked
+    /// and given its outcome in order ([`Express::apply`]) and its verdict written to
+    /// `verdicts`; the answer is how many there were, and whether any was dropped. The
+    /// rest of the chunk is untouched (but for what `parsed_run` learned from it, which
+    /// the fast path's passes learn again, in the same order) and takes those passes,
+    /// which ask the lane packet by packet.
     ///
     /// The same answers as running the whole chunk through those passes: the same
     /// fields, the same record look-up and check, the same outcome, in the same order
@@ -407,6 +409,7 @@ impl Express {
         ran: &mut StageCounts,
         scratch: &mut Scratch,
         mut parse: impl FnMut(&B) -> Option<(Raw, u64)>,
+        parsed_run: impl FnOnce(&[B]),
     ) -> (usize, bool) {
         let n = pkts.len().min(verdicts.len()).min(CHUNK);
         let Scratch { raws, hashes, targets } = scratch;
@@ -421,6 +424,7 @@ impl Express {
             *h = r.hash(ctx.in_port);
             (*raw, *t) = (r, target);
         }
+        parsed_run(&pkts[..parsed]);
         // In loops of their own, so that the cache misses of the records, then of their
         // flows' entries, overlap.
         self.warm_records(&hashes[..parsed]);

@@ -328,23 +328,17 @@ fn plain_inner<'a>(outer: &decap::Outer<'a>) -> Option<Plain<'a>> {
 
 /// A frame on a PF that [`prepare`] makes an option-less candidate of: its inner
 /// packet's fields for the express lane and what the outer destination stands for
-/// (exactly [`Candidate::raw`] and [`Candidate::target`] after `prepare`), having
-/// learned the router's MAC from it as `prepare` does. `None` for every other frame,
-/// having learned nothing.
+/// (exactly [`Candidate::raw`] and [`Candidate::target`] after `prepare`). `None` for
+/// every other frame. Unlike `prepare`, it learns nothing: the caller learns the
+/// router's MAC from the run of frames it accepted ([`decap::learn_last`]) before
+/// delivering any.
 #[inline(always)]
-pub fn tunnel_raw<B: PacketBuf>(
-    ctx: &Ctx<'_>,
-    neigh: &NeighTable,
-    buf: &B,
-    memo: &mut TargetMemo,
-) -> Option<(Raw, UnderlayTarget)> {
+pub fn tunnel_raw<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B, memo: &mut TargetMemo) -> Option<(Raw, UnderlayTarget)> {
     if buf.data().get(12..14) != Some(&ethernet::ETHERTYPE_IPV6.to_be_bytes()[..]) {
         return None;
     }
     let outer = decap::check_outer_with(ctx, buf, memo).ok()?;
-    let raw = raw_of(&plain_inner(&outer)?);
-    decap::learn(ctx, neigh, buf);
-    Some((raw, outer.target))
+    Some((raw_of(&plain_inner(&outer)?), outer.target))
 }
 
 /// [`prepare_tunnel`] for what decapsulation accepts but `plain_v4` does not.
