@@ -319,11 +319,13 @@ impl Express {
     /// question.
     #[inline]
     pub fn locate(&self, ctx: &Ctx<'_>, raw: &Raw, target: u64) -> u32 {
-        self.locate_hashed(ctx, raw, raw.hash(ctx.in_port), target)
+        // Below the slot count, which fits 32 bits (see `new`).
+        let found = self.find(ctx, raw, raw.hash(ctx.in_port), target);
+        found.and_then(|i| u32::try_from(i).ok()).unwrap_or(NO_RECORD)
     }
 
     /// Reads the first bucket of each of these hashes' records, so that their cache
-    /// misses overlap before [`Express::locate_hashed`] needs them.
+    /// misses overlap before [`Express::find`] needs them.
     #[inline]
     fn warm_records(&self, hashes: &[u64]) {
         let mut acc = 0;
@@ -333,14 +335,8 @@ impl Express {
         std::hint::black_box(acc);
     }
 
-    /// [`Express::locate`] with the packet's hash ([`Raw::hash`]) already known.
-    #[inline]
-    fn locate_hashed(&self, ctx: &Ctx<'_>, raw: &Raw, h: u64, target: u64) -> u32 {
-        // Below the slot count, which fits 32 bits (see `new`).
-        self.find(ctx, raw, h, target).and_then(|i| u32::try_from(i).ok()).unwrap_or(NO_RECORD)
-    }
-
-    /// The index of the record for a packet (see [`Express::locate_hashed`]).
+    /// The index of the record for a packet with hash `h` ([`Raw::hash`]), as
+    /// [`Express::locate`] finds it.
     #[inline(always)]
     fn find(&self, ctx: &Ctx<'_>, raw: &Raw, h: u64, target: u64) -> Option<usize> {
         let (addrs, ports, check) = (raw.addrs, raw.ports, check_word(self.epoch, ctx.in_port, raw.proto));
@@ -349,14 +345,8 @@ impl Express {
                 .get(i)
                 .is_some_and(|s| s.addrs == addrs && s.ports == ports && s.check == check && s.target == target)
         };
-        // The second bucket only when the first has no record: most packets find theirs
-        // in the first.
-        let b1 = self.buckets(h)[0];
-        if let Some(i) = [b1, b1 | 1].into_iter().find(|&i| mine(i)) {
-            return Some(i);
-        }
-        let b2 = self.buckets(h)[1];
-        [b2, b2 | 1].into_iter().find(|&i| mine(i))
+        let [b1, b2] = self.buckets(h);
+        [b1, b1 | 1, b2, b2 | 1].into_iter().find(|&i| mine(i))
     }
 
     /// Reads the flow entries the records `found` (from [`Express::locate`]) name, so
