@@ -234,6 +234,8 @@ const EMPTY: u64 = u64::MAX;
 
 /// In [`Entry::state`]: both keys are equal, and only the original one is indexed.
 const SINGLE: u8 = 0x80;
+// The TCP states, stored as `u8`, stay clear of it.
+const _: () = assert!((TcpState::Closed as u8) < SINGLE);
 
 #[derive(Clone, Copy, Debug)]
 struct Entry<A> {
@@ -484,7 +486,6 @@ impl<A: Copy + Default> Conntrack<A> {
         // Keeps the loads from being optimised away.
         std::hint::black_box(acc);
     }
-
 
     /// A word of the line of flow `id`'s entry that [`Conntrack::is_current`] reads
     /// (0 if `id` is no entry): a caller reads it for several flows, folding the words
