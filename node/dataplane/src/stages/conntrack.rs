@@ -694,10 +694,6 @@ impl FastKey {
     pub fn hash(&self) -> u64 {
         self.hash
     }
-    /// The flow key.
-    pub fn flow_key(&self) -> &FlowKey {
-        &self.key
-    }
 }
 
 /// The VNI of a packet entering the stage from `origin`.
