@@ -56,7 +56,7 @@ use crate::stages::express::NO_RECORD;
 use crate::counters::{Counters, MAX_PORTS};
 use crate::stages;
 use crate::stages::conntrack::{self as ct_stage, FlowAction, FlowKind, Flows, Origin};
-use crate::tables::conntrack::{self as ct, Conntrack, Flow};
+use crate::tables::conntrack::{self as ct, Conntrack, Flow, Ticks};
 use crate::tables::nat::{MappingsConfig, NatConfigError, NatMappings};
 use packed::PackedNext;
 
@@ -210,6 +210,8 @@ pub struct Ctx<'a> {
     pub in_port: PortId,
     /// Monotonic time in nanoseconds, from the caller.
     pub now_ns: u64,
+    /// `now_ns` in the flow table's expiry ticks.
+    pub now_ticks: Ticks,
     /// `snap.port(in_port)`.
     pub port: Option<&'a PortInfo>,
     /// `snap.iface(in_port)`: the interface behind the input port, if it is a VF with one.
@@ -227,6 +229,7 @@ impl<'a> Ctx<'a> {
             snap,
             in_port,
             now_ns,
+            now_ticks: Ticks::at(now_ns),
             port: snap.port(in_port),
             iface,
             vni_tables: iface.and_then(|i| snap.vnis.get(&i.vni)),

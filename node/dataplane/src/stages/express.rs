@@ -324,17 +324,6 @@ impl Express {
         found.and_then(|i| u32::try_from(i).ok()).unwrap_or(NO_RECORD)
     }
 
-    /// Reads the first bucket of each of these hashes' records, so that their cache
-    /// misses overlap before [`Express::find`] needs them.
-    #[inline]
-    fn warm_records(&self, hashes: &[u64]) {
-        let mut acc = 0;
-        for &h in hashes {
-            acc ^= self.slots.get(self.buckets(h)[0]).map_or(0, |s| s.addrs);
-        }
-        std::hint::black_box(acc);
-    }
-
     /// The index of the record for a packet with hash `h` ([`Raw::hash`]), as
     /// [`Express::locate`] finds it.
     #[inline(always)]
@@ -349,12 +338,13 @@ impl Express {
         [b1, b1 | 1, b2, b2 | 1].into_iter().find(|&i| mine(i))
     }
 
-    /// Reads the flow entries the records `found` (from [`Express::locate`]) name, so
-    /// that their cache misses overlap before [`Express::holds`] needs them.
+    /// Starts loading the flow entries the records `found` (from [`Express::locate`])
+    /// name, so that their cache misses overlap before [`Express::holds`] needs them.
     #[inline]
     pub fn warm_flows(&self, flows: &Flows, found: &[u32]) {
-        let words = found.iter().filter_map(|&i| self.slots.get(i as usize)).map(|s| flows.table.expiry_word(s.flow));
-        std::hint::black_box(words.fold(0, |a, w| a ^ w));
+        for s in found.iter().filter_map(|&i| self.slots.get(i as usize)) {
+            flows.table.prefetch_expiry(s.flow);
+        }
     }
 
     /// Whether record `i` (from [`Express::locate`], for the same packet) still names
@@ -412,20 +402,19 @@ impl Express {
                 break;
             };
             *h = r.hash(ctx.in_port);
+            dpfleet_prefetch::read_at(&self.slots, self.buckets(*h)[0]);
             (*raw, *t) = (r, target);
         }
         parsed_run(&pkts[..parsed]);
-        // In loops of their own, so that the cache misses of the records, then of their
-        // flows' entries, overlap.
-        self.warm_records(&hashes[..parsed]);
+        // The records were prefetched as their hashes came; their flows' entries are as
+        // the records are found. Each in a loop of its own, so that the misses overlap.
         let Some(filler) = self.slots.first() else { return (0, false) };
         let mut found = [filler; CHUNK];
         let mut located = parsed;
-        let mut warm = 0;
         for (i, (((raw, &h), &t), s)) in raws.iter().zip(&hashes[..parsed]).zip(targets.iter()).zip(found.iter_mut()).enumerate() {
             match self.find(ctx, raw, h, t).and_then(|i| self.slots.get(i)) {
                 Some(f) => {
-                    warm ^= flows.table.expiry_word(f.flow);
+                    flows.table.prefetch_expiry(f.flow);
                     *s = f;
                 }
                 None => {
@@ -434,10 +423,10 @@ impl Express {
                 }
             }
         }
-        std::hint::black_box(warm);
         // Counted in registers: an array in memory made every packet's count wait for
-        // the previous packet's store.
-        let (mut to_vf, mut to_tunnel, mut from_tunnel, mut drops) = (0, 0, 0, false);
+        // the previous packet's store. A run is nearly always of one lane: the lanes
+        // seen are a bit set, and only a run of several counts them packet by packet.
+        let (mut sent, mut lanes, mut drops) = (0, 0u8, false);
         let mut done = located;
         for (i, (((buf, raw), s), out)) in
             pkts.iter_mut().zip(raws.iter()).zip(&found[..located]).zip(verdicts.iter_mut()).enumerate()
@@ -449,17 +438,24 @@ impl Express {
             // Kept in a register: reading `*out` back right after its narrow stores
             // would stall on store forwarding (see `graph::packed`).
             let v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
-            match (v, s.lane) {
-                (Verdict::Tx(_), Lane::VmToVf) => to_vf += 1,
-                (Verdict::Tx(_), Lane::VmToTunnel) => to_tunnel += 1,
-                (Verdict::Tx(_), Lane::TunnelToVf) => from_tunnel += 1,
-                _ => drops = true,
-            }
+            let tx = matches!(v, Verdict::Tx(_));
+            sent += usize::from(tx);
+            drops |= !tx;
+            lanes |= 1 << (s.lane as u8);
             *out = v;
         }
-        for (lane, count) in [(Lane::VmToVf, to_vf), (Lane::VmToTunnel, to_tunnel), (Lane::TunnelToVf, from_tunnel)] {
+        if lanes.is_power_of_two() {
+            let lane = found.first().map_or(Lane::Empty, |s| s.lane);
             for &stage in lane.stages() {
-                ran[stage as usize] += count;
+                ran[stage as usize] += sent;
+            }
+        } else {
+            for (s, v) in found[..done].iter().zip(verdicts.iter()) {
+                if let Verdict::Tx(_) = v {
+                    for &stage in s.lane.stages() {
+                        ran[stage as usize] += 1;
+                    }
+                }
             }
         }
         (done, drops)
@@ -512,14 +508,35 @@ impl Express {
         if lane == Lane::TunnelToVf && !super::decap::remove_outer(buf, total) {
             return dropped(ran, lane, Stage::Decap, DropReason::Malformed);
         }
-        flows.table.touch(s.flow, raw.tcp_flags, ctx.now_ns);
+        flows.table.touch_at(s.flow, raw.tcp_flags, ctx.now_ticks);
         // The rewrite, then as `route4` with the route recorded: the TTL, then the
-        // padding cut.
+        // padding cut. A VF's Ethernet header goes in with the same look at the bytes
+        // (the cut leaves it be), as `vf_tx` writes it.
         let routed = lane != Lane::TunnelToVf;
-        let compiled = buf.data_mut().get_mut(ethernet::HEADER_LEN..).is_some_and(|ip| s.compiled.apply(ip, routed));
+        let to_vf = lane != Lane::VmToTunnel;
+        let vf_header = |eth: &mut [u8; ethernet::HEADER_LEN]| {
+            eth[6..].copy_from_slice(&header[6..ethernet::HEADER_LEN]);
+            eth[..6].copy_from_slice(&neigh.mac_or_broadcast(s.out_port));
+        };
+        let compiled = match buf.data_mut().split_first_chunk_mut::<{ ethernet::HEADER_LEN }>() {
+            Some((eth, ip)) => {
+                let done = s.compiled.apply(ip, routed);
+                if done && to_vf {
+                    vf_header(eth);
+                }
+                done
+            }
+            None => false,
+        };
         if !compiled {
             if let Some(v) = rewrite_and_route(s, buf, ran) {
                 return v;
+            }
+            if to_vf {
+                let Some(eth) = buf.data_mut().first_chunk_mut() else {
+                    return dropped(ran, lane, Stage::VfTx, DropReason::Malformed);
+                };
+                vf_header(eth);
             }
         }
         if routed {
@@ -540,15 +557,6 @@ impl Express {
                 // As `pf_tx` (a PF with a configured router MAC has it in the header).
                 out[..6].copy_from_slice(&neigh.mac_or_broadcast(s.out_port));
             }
-        } else {
-            let (Some(out), Some(eth)) =
-                (buf.data_mut().first_chunk_mut::<{ ethernet::HEADER_LEN }>(), header.first_chunk())
-            else {
-                return dropped(ran, lane, Stage::VfTx, DropReason::Malformed);
-            };
-            *out = *eth;
-            // As `vf_tx`.
-            out[..6].copy_from_slice(&neigh.mac_or_broadcast(s.out_port));
         }
         Verdict::Tx(s.out_port)
     }

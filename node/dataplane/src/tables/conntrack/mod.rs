@@ -308,6 +308,18 @@ fn next_stamp(stamp: u16, era: &mut u64) -> u16 {
     next
 }
 
+/// A time in the table's expiry ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticks(u32);
+
+impl Ticks {
+    /// A time on the caller's clock, in nanoseconds, in ticks.
+    #[inline]
+    pub fn at(now_ns: u64) -> Ticks {
+        Ticks(ticks(now_ns))
+    }
+}
+
 /// The caller's clock in expiry ticks.
 fn ticks(now_ns: u64) -> u32 {
     u32::try_from(now_ns / (1_000_000_000 / u64::from(TICKS_PER_S))).unwrap_or(u32::MAX)
@@ -487,13 +499,13 @@ impl<A: Copy + Default> Conntrack<A> {
         std::hint::black_box(acc);
     }
 
-    /// A word of the line of flow `id`'s entry that [`Conntrack::is_current`] reads
-    /// (0 if `id` is no entry): a caller reads it for several flows, folding the words
-    /// into one it passes to `std::hint::black_box`, so that their cache misses
-    /// overlap.
+    /// Starts loading the line of flow `id`'s entry that [`Conntrack::is_current`] and
+    /// [`Conntrack::touch`] use (nothing if `id` is no entry).
     #[inline]
-    pub fn expiry_word(&self, id: FlowId) -> u32 {
-        self.entries.get(id.index()).map_or(0, |e| e.expires_or_next)
+    pub fn prefetch_expiry(&self, id: FlowId) {
+        if let Some(e) = self.entries.get(id.index()) {
+            dpfleet_prefetch::read(&e.expires_or_next);
+        }
     }
 
     /// The action of one direction of a flow, in place (`None` if `id` is no flow).
@@ -557,6 +569,13 @@ impl<A: Copy + Default> Conntrack<A> {
     #[inline]
     pub fn touch(&mut self, id: FlowId, tcp_flags: u8, now_ns: u64) {
         self.count(id.index(), tcp_flags, ticks(now_ns));
+    }
+
+    /// [`Conntrack::touch`] at a time already in ticks ([`Ticks::at`]), for a
+    /// caller that touches many flows at one time.
+    #[inline]
+    pub fn touch_at(&mut self, id: FlowId, tcp_flags: u8, now: Ticks) {
+        self.count(id.index(), tcp_flags, now.0);
     }
 
     /// The stamp of flow `id` (`None` if `id` is no flow). A flow's stamp stays the same
