@@ -84,11 +84,7 @@ fn maglev_keeps_established_flows_when_a_target_is_added() {
     }
     // while new flows follow the new table.
     for p in 22_000..22_040u16 {
-        assert_eq!(
-            send(&fx, &mut pf0, lb_ul, p),
-            after.lookup_addr(flow_key(p).flow_hash()),
-            "new flow {p}"
-        );
+        assert_eq!(send(&fx, &mut pf0, lb_ul, p), after.lookup_addr(flow_key(p).flow_hash()), "new flow {p}");
     }
 }
 

@@ -113,5 +113,8 @@ fn main() {
     let stage = |s: Stage| p.counters.stages[s as usize].get();
     #[allow(clippy::cast_precision_loss)] // a printed ratio
     let express = stage(Stage::Express) as f64 / stage(Stage::FastPath).max(1) as f64;
-    println!("{case}: {per_packet:.1} ns per packet, {:.1} % of the fast path's packets by the express lane", express * 100.0);
+    println!(
+        "{case}: {per_packet:.1} ns per packet, {:.1} % of the fast path's packets by the express lane",
+        express * 100.0
+    );
 }

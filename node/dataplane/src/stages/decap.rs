@@ -102,7 +102,8 @@ pub fn check_outer_with<'a, B: PacketBuf>(
     let at = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
     let data = buf.data();
     let payload = data.get(at..at + outer.payload_len()).ok_or(DropReason::Malformed)?;
-    let header = data.get(ethernet::HEADER_LEN..).and_then(|h| h.first_chunk()).ok_or(DropReason::Malformed)?;
+    let header =
+        data.get(ethernet::HEADER_LEN..).and_then(|h| h.first_chunk()).ok_or(DropReason::Malformed)?;
     Ok(Outer { target, header, next_header, payload })
 }
 

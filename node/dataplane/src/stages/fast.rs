@@ -58,8 +58,8 @@ use super::classify::{self, L4Info, DHCP_SERVER_PORT};
 use super::conntrack::{self, FastKey, Flows, Origin};
 use super::decap::{self, TargetMemo, Tunnel};
 use super::express::{self, Raw};
-use crate::config::UnderlayTarget;
 use super::virtsvc::VirtualServices;
+use crate::config::UnderlayTarget;
 
 /// What [`prepare`] found for one packet.
 #[derive(Clone, Copy, Debug, Default)]
@@ -333,7 +333,11 @@ fn plain_inner<'a>(outer: &decap::Outer<'a>) -> Option<Plain<'a>> {
 /// router's MAC from the run of frames it accepted ([`decap::learn_last`]) before
 /// delivering any.
 #[inline(always)]
-pub fn tunnel_raw<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B, memo: &mut TargetMemo) -> Option<(Raw, UnderlayTarget)> {
+pub fn tunnel_raw<B: PacketBuf>(
+    ctx: &Ctx<'_>,
+    buf: &B,
+    memo: &mut TargetMemo,
+) -> Option<(Raw, UnderlayTarget)> {
     if buf.data().get(12..14) != Some(&ethernet::ETHERTYPE_IPV6.to_be_bytes()[..]) {
         return None;
     }

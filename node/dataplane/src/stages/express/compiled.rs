@@ -104,7 +104,8 @@ impl Compiled {
             return false;
         }
         let (h, l4) = ip.split_at_mut(ipv4::MIN_HEADER_LEN);
-        let (Some(h), Some(l4)) = (h.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>(), l4.get_mut(..l4_len)) else {
+        let (Some(h), Some(l4)) = (h.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>(), l4.get_mut(..l4_len))
+        else {
             return false;
         };
         if routed {

@@ -256,7 +256,12 @@ impl FlowHasher {
     pub fn hash(&self, k: &FlowKey) -> u64 {
         let src = [word(&k.src, 0), word(&k.src, 1)];
         let dst = [word(&k.dst, 0), word(&k.dst, 1)];
-        self.mix(src, dst, ports_word(k.vni, k.src_port(), k.dst_port()), kind_word(k.proto(), k.family(), k.zone()))
+        self.mix(
+            src,
+            dst,
+            ports_word(k.vni, k.src_port(), k.dst_port()),
+            kind_word(k.proto(), k.family(), k.zone()),
+        )
     }
 
     /// The hash of `FlowKey::v4(vni, src, dst, proto, src_port, dst_port)` in `zone`,
