@@ -33,6 +33,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::cli::{Command, Options};
 
+/// Huge pages for the flow table, the express lane and the NAT tables: each is one
+/// large allocation read at random (see `dpfleet_mem::HugeAlloc`).
+#[global_allocator]
+static ALLOC: dpfleet_mem::HugeAlloc = dpfleet_mem::HugeAlloc;
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let (eal_args, app_args) = cli::split_args(&argv);
@@ -247,6 +252,8 @@ fn serve(
                     rx_errors: s.ierrors,
                     rx_nombuf: s.rx_nombuf,
                     tx_errors: s.oerrors,
+                    rx_bytes: s.ibytes,
+                    tx_bytes: s.obytes,
                 })
             });
             let fleet_control = Arc::clone(&control);

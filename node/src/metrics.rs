@@ -25,6 +25,10 @@ pub struct PortHwStats {
     pub rx_nombuf: u64,
     /// Failed transmissions.
     pub tx_errors: u64,
+    /// Bytes received (`ibytes`).
+    pub rx_bytes: u64,
+    /// Bytes sent (`obytes`).
+    pub tx_bytes: u64,
 }
 
 /// Reads a port's driver statistics.
@@ -88,9 +92,17 @@ impl Families {
         let port = &["port", "name", "role"];
         Families {
             rx_packets: counter_vec("dpfleet_port_rx_packets_total", "Packets received by the workers", port),
-            rx_bytes: counter_vec("dpfleet_port_rx_bytes_total", "Bytes received by the workers", port),
+            rx_bytes: counter_vec(
+                "dpfleet_port_rx_bytes_total",
+                "Bytes the port received (driver statistics)",
+                port,
+            ),
             tx_packets: counter_vec("dpfleet_port_tx_packets_total", "Packets sent by the workers", port),
-            tx_bytes: counter_vec("dpfleet_port_tx_bytes_total", "Bytes sent by the workers", port),
+            tx_bytes: counter_vec(
+                "dpfleet_port_tx_bytes_total",
+                "Bytes the port sent (driver statistics)",
+                port,
+            ),
             tx_dropped: counter_vec(
                 "dpfleet_port_tx_dropped_total",
                 "Packets freed because the port's TX queue was full",
@@ -227,15 +239,15 @@ impl Collector for NodeCollector {
                 self.workers.iter().map(|w| get(w, port.id)).sum()
             };
             f.rx_packets.with_label_values(&labels).inc_by(sum(|c, p| c.port(p).rx_packets.get()));
-            f.rx_bytes.with_label_values(&labels).inc_by(sum(|c, p| c.port(p).rx_bytes.get()));
             f.tx_packets.with_label_values(&labels).inc_by(sum(|c, p| c.port(p).tx_packets.get()));
-            f.tx_bytes.with_label_values(&labels).inc_by(sum(|c, p| c.port(p).tx_bytes.get()));
             f.tx_dropped.with_label_values(&labels).inc_by(sum(|c, p| c.port(p).tx_errors.get()));
             if let Some(hw) = (self.hw_stats)(port.id) {
                 f.hw_missed.with_label_values(&labels).inc_by(hw.rx_missed);
                 f.hw_rx_errors.with_label_values(&labels).inc_by(hw.rx_errors);
                 f.hw_nombuf.with_label_values(&labels).inc_by(hw.rx_nombuf);
                 f.hw_tx_errors.with_label_values(&labels).inc_by(hw.tx_errors);
+                f.rx_bytes.with_label_values(&labels).inc_by(hw.rx_bytes);
+                f.tx_bytes.with_label_values(&labels).inc_by(hw.tx_bytes);
             }
         }
         for &reason in DropReason::ALL {
@@ -345,7 +357,9 @@ mod tests {
         w1.port(0).rx_packets.add(3);
         w2.port(0).rx_packets.add(4);
         w2.count_drop(DropReason::NoRoute);
-        let hw: HwStatsFn = Box::new(|_| Some(PortHwStats { rx_missed: 9, ..Default::default() }));
+        let hw: HwStatsFn = Box::new(|_| {
+            Some(PortHwStats { rx_missed: 9, rx_bytes: 640, tx_bytes: 1280, ..Default::default() })
+        });
         w1.occupancy.flows.set(10);
         w1.occupancy.flow_capacity.set(100);
         w2.occupancy.flows.set(5);
@@ -360,6 +374,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dpfleet_port_rx_missed_total{name=\"dtap0\",port=\"0\",role=\"pf\"} 9"));
+        assert!(
+            text.contains("dpfleet_port_rx_bytes_total{name=\"dtap0\",port=\"0\",role=\"pf\"} 640"),
+            "{text}"
+        );
+        assert!(text.contains("dpfleet_port_tx_bytes_total{name=\"dtap0\",port=\"0\",role=\"pf\"} 1280"));
         assert!(text.contains("dpfleet_dropped_packets_total{reason=\"no_route\"} 1"));
         assert!(text.contains("dpfleet_config_generation 0"));
         assert!(text.contains("dpfleet_flows{worker=\"0\"} 10"), "{text}");

@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use dpfleet_dataplane::buf::PacketBuf;
-use dpfleet_dataplane::config::{PortId, Snapshot};
+use dpfleet_dataplane::config::Snapshot;
 use dpfleet_dataplane::graph::{DropReason, Pipeline, Verdict};
 use dpfleet_dpdk::{Burst, RxQueue, TxQueue};
 
@@ -90,7 +89,11 @@ struct Clock {
 
 impl Clock {
     fn new(tsc_hz: u64) -> Clock {
-        Clock { start: Instant::now(), start_tsc: dpfleet_dpdk::tsc_cycles(), ns_per_cycle: ns_per_cycle(tsc_hz) }
+        Clock {
+            start: Instant::now(),
+            start_tsc: dpfleet_dpdk::tsc_cycles(),
+            ns_per_cycle: ns_per_cycle(tsc_hz),
+        }
     }
 
     #[inline]
@@ -100,6 +103,40 @@ impl Clock {
             return self.start.elapsed().as_nanos() as u64;
         }
         cycles_to_ns(dpfleet_dpdk::tsc_cycles().wrapping_sub(self.start_tsc), self.ns_per_cycle)
+    }
+}
+
+/// Receiving rounds in a row that may share one reading of the clock.
+pub const CLOCK_ROUNDS: u32 = 8;
+
+/// The time of a busy worker's rounds: [`Clock`] read once per [`CLOCK_ROUNDS`]
+/// receiving rounds in a row, and afresh after a round that received nothing. Flows
+/// expire in ticks of 125 ms, and eight rounds of 32 packets take some 10 µs at full
+/// load: the time a round sees is never older than that. The TSC read was 1.7 % of the
+/// worker's time at 34 Mpps when taken every round.
+#[derive(Default)]
+struct BusyClock {
+    ns: u64,
+    /// Rounds that may still use `ns`.
+    left: u32,
+}
+
+impl BusyClock {
+    /// The time for this round, from `read` if it is due.
+    #[inline]
+    fn now_ns(&mut self, read: impl FnOnce() -> u64) -> u64 {
+        if self.left == 0 {
+            self.ns = read();
+            self.left = CLOCK_ROUNDS;
+        }
+        self.left -= 1;
+        self.ns
+    }
+
+    /// The next round reads the clock.
+    #[inline]
+    fn expire(&mut self) {
+        self.left = 0;
     }
 }
 
@@ -128,6 +165,7 @@ impl Worker {
         let mut verdicts = [Verdict::Drop(DropReason::Malformed); RX_BURST];
         let mut pending: Vec<Burst<TX_BURST>> = (0..self.tx.len()).map(|_| Burst::new()).collect();
         let clock = Clock::new(self.tsc_hz);
+        let mut busy_clock = BusyClock::default();
         let mut idle_rounds = 0u32;
         let mut sleep = MIN_SLEEP;
         let mut next_age_ns = 0u64;
@@ -138,7 +176,7 @@ impl Worker {
         self.pipeline.publish_occupancy();
         while !self.stop.load(Ordering::Relaxed) {
             let snap = arc_swap::cache::Access::load(&mut snapshots);
-            // Read the clock once per round, and only in rounds that receive something.
+            // At most one time per round, and only in rounds that receive something.
             let mut round_ns = None;
             let mut received = 0;
             for q in &mut self.rx {
@@ -147,17 +185,16 @@ impl Worker {
                     continue;
                 }
                 received += n;
-                let now_ns = *round_ns.get_or_insert_with(|| clock.now_ns());
+                let now_ns = *round_ns.get_or_insert_with(|| busy_clock.now_ns(|| clock.now_ns()));
                 let port = q.port();
                 let counters = &self.pipeline.counters;
-                let pc = counters.port(port);
-                pc.rx_packets.add(n as u64);
-                pc.rx_bytes.add(rx.as_slice().iter().map(|m| u64::from(m.pkt_len())).sum());
-                self.pipeline.process_burst(snap, port, now_ns, rx.as_mut_slice(), &mut verdicts[..n]);
+                counters.port(port).rx_packets.add(n as u64);
+                let single =
+                    self.pipeline.process_burst(snap, port, now_ns, rx.as_mut_slice(), &mut verdicts[..n]);
                 // The usual case: the whole burst leaves on one port with nothing queued
                 // for it yet this round. Hand the rx burst to that port as it is instead
                 // of moving each mbuf into the pending burst (the order is the same).
-                if let Some(out) = single_output(&verdicts[..n]) {
+                if let Some(out) = single {
                     if let (Some(Some(txq)), Some(queued)) =
                         (self.tx.get_mut(usize::from(out)), pending.get(usize::from(out)))
                     {
@@ -197,6 +234,9 @@ impl Worker {
                     flush(txq, burst, &self.pipeline);
                 }
             }
+            if received == 0 {
+                busy_clock.expire();
+            }
             let now_ns = round_ns.unwrap_or_else(|| clock.now_ns());
             if now_ns >= next_age_ns {
                 self.pipeline.age(now_ns, self.age_scan);
@@ -219,29 +259,17 @@ impl Worker {
     }
 }
 
-/// Whether every packet of a burst goes out on the same port, and which.
-#[inline]
-fn single_output(verdicts: &[Verdict]) -> Option<PortId> {
-    let Some(&Verdict::Tx(out)) = verdicts.first() else { return None };
-    verdicts.iter().all(|v| *v == Verdict::Tx(out)).then_some(out)
-}
-
 /// Sends a burst (pending, or a whole rx burst); what the queue refuses is freed and
 /// counted. The burst is empty afterwards.
 fn flush<const N: usize>(txq: &mut TxQueue, burst: &mut Burst<N>, pipeline: &Pipeline) {
     let port = txq.port();
     let pc = pipeline.counters.port(port);
-    let bytes: u64 = burst.as_slice().iter().map(|m| m.len() as u64).sum();
     let total = burst.len();
     let sent = txq.tx_burst(burst);
+    pc.tx_packets.add(sent as u64);
     if sent == total {
-        pc.tx_packets.add(sent as u64);
-        pc.tx_bytes.add(bytes);
         return;
     }
-    let unsent_bytes: u64 = burst.as_slice().iter().map(|m| m.len() as u64).sum();
-    pc.tx_packets.add(sent as u64);
-    pc.tx_bytes.add(bytes - unsent_bytes);
     let unsent = burst.len() as u64;
     pc.tx_errors.add(unsent);
     pipeline.counters.drops[DropReason::TxFull as usize].add(unsent);
@@ -251,6 +279,25 @@ fn flush<const N: usize>(txq: &mut TxQueue, burst: &mut Burst<N>, pipeline: &Pip
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_worker_reads_the_clock_once_per_eight_rounds_and_after_an_idle_one() {
+        let mut reads = 0u64;
+        let mut c = BusyClock::default();
+        let mut round = |c: &mut BusyClock| {
+            c.now_ns(|| {
+                reads += 1;
+                reads * 1000
+            })
+        };
+        let times: Vec<u64> = (0..17).map(|_| round(&mut c)).collect();
+        assert_eq!(times[..8], [1000; 8]);
+        assert_eq!(times[8..16], [2000; 8]);
+        assert_eq!(times[16], 3000);
+        c.expire();
+        assert_eq!(round(&mut c), 4000);
+        assert_eq!(round(&mut c), 4000);
+    }
 
     #[test]
     fn tsc_cycles_become_nanoseconds() {

@@ -52,10 +52,10 @@ use std::sync::Arc;
 
 use crate::buf::PacketBuf;
 use crate::config::{Flush, Interface, Mac, PortId, PortInfo, PortRole, Snapshot, VniTables};
-use crate::stages::express::NO_RECORD;
 use crate::counters::{Counters, MAX_PORTS};
 use crate::stages;
 use crate::stages::conntrack::{self as ct_stage, FlowAction, FlowKind, Flows, Origin};
+use crate::stages::express::NO_RECORD;
 use crate::tables::conntrack::{self as ct, Conntrack, Flow, Ticks};
 use crate::tables::nat::{MappingsConfig, NatConfigError, NatMappings};
 use packed::PackedNext;
@@ -511,6 +511,14 @@ impl Default for Pipeline {
     }
 }
 
+/// Whether every one of `verdicts` is `Tx` on the same port (and there is one), and
+/// which.
+#[inline]
+fn single_output(verdicts: &[Verdict]) -> Option<PortId> {
+    let Some(&Verdict::Tx(out)) = verdicts.first() else { return None };
+    verdicts.iter().all(|v| *v == Verdict::Tx(out)).then_some(out)
+}
+
 impl Pipeline {
     /// A pipeline sharing learned neighbours with the other workers' pipelines, with
     /// [`PipelineConfig::small`].
@@ -649,6 +657,10 @@ impl Pipeline {
     ///
     /// Counts stage entries and drop reasons; port rx/tx counters are the worker's job.
     /// Only `min(pkts.len(), verdicts.len())` packets are processed: size both alike.
+    ///
+    /// The answer is the port every packet leaves on, when there is one (every verdict
+    /// `Tx(p)` with the same `p`, and at least one packet): the worker can then hand the
+    /// burst on whole without reading the verdicts.
     pub fn process_burst<B: PacketBuf>(
         &mut self,
         snap: &Snapshot,
@@ -656,33 +668,51 @@ impl Pipeline {
         now_ns: u64,
         pkts: &mut [B],
         verdicts: &mut [Verdict],
-    ) {
+    ) -> Option<PortId> {
         let n = pkts.len().min(verdicts.len());
         if self.synced != Some(snap.generation) {
             self.sync(snap);
         }
         self.express.sync_era(&self.flows);
         let ctx = Ctx::new(snap, in_port, now_ns);
-        for (p, v) in pkts[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK)) {
-            self.run_chunk(&ctx, p, v);
+        let mut single = None;
+        for (i, (p, v)) in pkts[..n].chunks_mut(CHUNK).zip(verdicts[..n].chunks_mut(CHUNK)).enumerate() {
+            let out = self.run_chunk(&ctx, p, v);
+            single = if i == 0 { out } else { out.filter(|&o| single == Some(o)) };
         }
+        single
     }
 
-    fn run_chunk<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) {
+    /// Runs one chunk; the answer is [`Pipeline::process_burst`]'s for the chunk.
+    fn run_chunk<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+    ) -> Option<PortId> {
         self.chunks = self.chunks.wrapping_add(1);
         // On the fast path the MACs are learned in its first pass, for the whole chunk.
         self.learned = self.fast_path && stages::fast::applies(ctx, self.virtsvc.services());
-        let (pkts, verdicts) = if self.learned {
+        let start = if self.learned {
             stages::fast::learn_chunk(ctx, &self.neigh, pkts);
             // The run the express lane holds, then the rest as usual.
-            let done = self.run_held(ctx, pkts, verdicts);
+            let (done, single) = self.run_held(ctx, pkts, verdicts);
             if done >= pkts.len() {
-                return;
+                return single;
             }
-            (&mut pkts[done..], &mut verdicts[done..])
+            done
         } else {
-            (pkts, verdicts)
+            0
         };
+        if let (Some(p), Some(v)) = (pkts.get_mut(start..), verdicts.get_mut(start..)) {
+            self.run_graph(ctx, p, v);
+        }
+        single_output(verdicts)
+    }
+
+    /// The part of a chunk the express lane did not hold, through the fast path's
+    /// passes (with its MACs learned) or the classifier, then the graph.
+    fn run_graph<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) {
         // Packed: see `packed` for why.
         let mut next = [PackedNext::from(Next::drop(DropReason::Malformed)); CHUNK];
         // Per stage, the indexes of the packets waiting for it, in arrival order. A packet
@@ -745,11 +775,18 @@ impl Pipeline {
     }
 
     /// The start of a chunk on the fast path that the express lane holds (see
-    /// [`stages::express::Express::run_held`]): how many packets it took, counted.
+    /// [`stages::express::Express::run_held`]): how many packets it took, counted, and
+    /// the one port they all leave on, if there is one.
     #[inline]
-    fn run_held<B: PacketBuf>(&mut self, ctx: &Ctx<'_>, pkts: &mut [B], verdicts: &mut [Verdict]) -> usize {
+    fn run_held<B: PacketBuf>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pkts: &mut [B],
+        verdicts: &mut [Verdict],
+    ) -> (usize, Option<PortId>) {
         let mut ran = [0usize; Stage::ALL.len()];
-        let (lane, neigh, flows, scratch) = (&self.express, &self.neigh, &mut self.flows, &mut *self.express_scratch);
+        let (lane, neigh, flows, scratch) =
+            (&self.express, &self.neigh, &mut self.flows, &mut *self.express_scratch);
         let whole = if ctx.port.is_some_and(|p| p.role == PortRole::Vf) {
             // A VM's MACs are learned for the whole chunk already (`learn_chunk`).
             let vm = |b: &B| Some((stages::fast::vm_raw(b.data())?, 0));
@@ -763,16 +800,17 @@ impl Pipeline {
             let learn = |run: &[B]| stages::decap::learn_last(ctx, neigh, run);
             lane.run_held(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, tunnel, learn)
         };
-        let (done, drops) = whole;
         for (&stage, &n) in Stage::ALL.iter().zip(ran.iter()) {
             self.counters.stage_add(stage, n);
         }
-        for v in verdicts.iter().take(done).filter(|_| drops) {
-            if let Verdict::Drop(r) = *v {
-                self.counters.count_drop(r);
+        if whole.single.is_none() {
+            for v in verdicts.iter().take(whole.done) {
+                if let Verdict::Drop(r) = *v {
+                    self.counters.count_drop(r);
+                }
             }
         }
-        done
+        (whole.done, whole.single)
     }
 
     /// The start of a chunk on the fast path (see [`stages::fast`]): the candidates of

@@ -68,8 +68,20 @@ fn pipeline(enforce: bool) -> Pipeline {
 fn run(p: &mut Pipeline, snap: &Snapshot, port: PortId, frame: &[u8]) -> (Verdict, Vec<u8>) {
     let mut bufs = [TestBuf::new(frame)];
     let mut v = [Verdict::Drop(DropReason::TxFull)];
-    p.process_burst(snap, port, 1_000_000_000, &mut bufs, &mut v);
+    let single = p.process_burst(snap, port, 1_000_000_000, &mut bufs, &mut v);
+    assert_eq!(single, one_port(&v));
     (v[0], bufs[0].to_vec())
+}
+
+/// What `process_burst` answers for a burst with these verdicts: the port, when every
+/// packet is sent and all on one.
+pub(super) fn one_port(v: &[Verdict]) -> Option<PortId> {
+    let mut ports = v.iter().map(|v| match v {
+        Verdict::Tx(p) => Some(*p),
+        Verdict::Drop(_) => None,
+    });
+    let first = ports.next()??;
+    ports.all(|p| p == Some(first)).then_some(first)
 }
 
 /// The next generation of `snap`, asking the workers for `flush` (as the control plane
@@ -918,7 +930,8 @@ proptest::proptest! {
                 for p in &mut pipes {
                     let mut bufs: Vec<TestBuf> = frames.iter().map(|f| TestBuf::new(f)).collect();
                     let mut v = vec![Verdict::Drop(DropReason::TxFull); bufs.len()];
-                    p.process_burst(&snap, port, now, &mut bufs, &mut v);
+                    let single = p.process_burst(&snap, port, now, &mut bufs, &mut v);
+                    proptest::prop_assert_eq!(single, one_port(&v));
                     if *age {
                         p.age(now, 64);
                     }

@@ -246,7 +246,8 @@ fn learned() -> Pipeline {
 fn run(p: &mut Pipeline, snap: &Snapshot, port: PortId, frame: &[u8]) -> (Verdict, Vec<u8>) {
     let mut bufs = [TestBuf::new(frame)];
     let mut v = [Verdict::Drop(DropReason::TxFull)];
-    p.process_burst(snap, port, 0, &mut bufs, &mut v);
+    let single = p.process_burst(snap, port, 0, &mut bufs, &mut v);
+    assert_eq!(single, super::stateful_tests::one_port(&v));
     (v[0], bufs[0].to_vec())
 }
 

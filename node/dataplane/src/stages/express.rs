@@ -105,7 +105,10 @@ impl Raw {
         // A second round, so that every input bit reaches the bucket bits: with one,
         // `burst_loop`'s 65,536 SNAT flows found their records for 98.9 % of their
         // packets instead of 99.3 %.
-        fold_mul(fold_mul(self.addrs ^ 0x243f_6a88_85a3_08d3, b ^ 0x1319_8a2e_0370_7344), 0xa409_3822_299f_31d0)
+        fold_mul(
+            fold_mul(self.addrs ^ 0x243f_6a88_85a3_08d3, b ^ 0x1319_8a2e_0370_7344),
+            0xa409_3822_299f_31d0,
+        )
     }
 }
 
@@ -159,7 +162,8 @@ fn rewrite_and_route<B: PacketBuf>(s: &Slot, buf: &mut B, ran: &mut StageCounts)
         return Some(dropped(ran, s.lane, Stage::Express, DropReason::Malformed));
     }
     if s.lane != Lane::TunnelToVf {
-        let Some(h) = buf.data_mut().get_mut(ethernet::HEADER_LEN..).and_then(|ip| ip.first_chunk_mut()) else {
+        let Some(h) = buf.data_mut().get_mut(ethernet::HEADER_LEN..).and_then(|ip| ip.first_chunk_mut())
+        else {
             return Some(dropped(ran, s.lane, Stage::Route4, DropReason::Malformed));
         };
         if !ipv4::decrement_ttl_header(h) {
@@ -254,6 +258,16 @@ impl Default for Scratch {
     }
 }
 
+/// What [`Express::run_held`] did with the start of a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// How many packets it took (from the first on).
+    pub done: usize,
+    /// The port all of them leave on, if it took any, dropped none and there is one
+    /// (else the caller reads their verdicts, to count drops among them).
+    pub single: Option<PortId>,
+}
+
 /// No record for a packet (see [`Express::locate`]).
 pub const NO_RECORD: u32 = u32::MAX;
 
@@ -330,9 +344,9 @@ impl Express {
     fn find(&self, ctx: &Ctx<'_>, raw: &Raw, h: u64, target: u64) -> Option<usize> {
         let (addrs, ports, check) = (raw.addrs, raw.ports, check_word(self.epoch, ctx.in_port, raw.proto));
         let mine = |i: usize| {
-            self.slots
-                .get(i)
-                .is_some_and(|s| s.addrs == addrs && s.ports == ports && s.check == check && s.target == target)
+            self.slots.get(i).is_some_and(|s| {
+                s.addrs == addrs && s.ports == ports && s.check == check && s.target == target
+            })
         };
         let [b1, b2] = self.buckets(h);
         [b1, b1 | 1, b2, b2 | 1].into_iter().find(|&i| mine(i))
@@ -366,10 +380,10 @@ impl Express {
     /// accepted (from the first on) before anything else happens to them: the caller
     /// learns the router's MAC from a tunnel's there. Each packet of the run is tracked
     /// and given its outcome in order ([`Express::apply`]) and its verdict written to
-    /// `verdicts`; the answer is how many there were, and whether any was dropped. The
-    /// rest of the chunk is untouched (but for what `parsed_run` learned from it, which
-    /// the fast path's passes learn again, in the same order) and takes those passes,
-    /// which ask the lane packet by packet.
+    /// `verdicts`; the answer ([`Held`]) is how many there were, and the port they all
+    /// leave on. The rest of the chunk is untouched (but for what `parsed_run` learned
+    /// from it, which the fast path's passes learn again, in the same order) and takes
+    /// those passes, which ask the lane packet by packet.
     ///
     /// The same answers as running the whole chunk through those passes: the same
     /// fields, the same record look-up and check, the same outcome, in the same order
@@ -390,7 +404,7 @@ impl Express {
         scratch: &mut Scratch,
         mut parse: impl FnMut(&B) -> Option<(Raw, u64)>,
         parsed_run: impl FnOnce(&[B]),
-    ) -> (usize, bool) {
+    ) -> Held {
         let n = pkts.len().min(verdicts.len()).min(CHUNK);
         let Scratch { raws, hashes, targets } = scratch;
         let mut parsed = n;
@@ -402,16 +416,18 @@ impl Express {
                 break;
             };
             *h = r.hash(ctx.in_port);
-            dpfleet_prefetch::read_at(&self.slots, self.buckets(*h)[0]);
+            dpfleet_mem::prefetch::read_at(&self.slots, self.buckets(*h)[0]);
             (*raw, *t) = (r, target);
         }
         parsed_run(&pkts[..parsed]);
         // The records were prefetched as their hashes came; their flows' entries are as
         // the records are found. Each in a loop of its own, so that the misses overlap.
-        let Some(filler) = self.slots.first() else { return (0, false) };
+        let Some(filler) = self.slots.first() else { return Held { done: 0, single: None } };
         let mut found = [filler; CHUNK];
         let mut located = parsed;
-        for (i, (((raw, &h), &t), s)) in raws.iter().zip(&hashes[..parsed]).zip(targets.iter()).zip(found.iter_mut()).enumerate() {
+        for (i, (((raw, &h), &t), s)) in
+            raws.iter().zip(&hashes[..parsed]).zip(targets.iter()).zip(found.iter_mut()).enumerate()
+        {
             match self.find(ctx, raw, h, t).and_then(|i| self.slots.get(i)) {
                 Some(f) => {
                     flows.table.prefetch_expiry(f.flow);
@@ -427,6 +443,8 @@ impl Express {
         // the previous packet's store. A run is nearly always of one lane: the lanes
         // seen are a bit set, and only a run of several counts them packet by packet.
         let (mut sent, mut lanes, mut drops) = (0, 0u8, false);
+        // The output ports OR-ed and AND-ed: equal when all are one.
+        let (mut ports_or, mut ports_and) = (0 as PortId, PortId::MAX);
         let mut done = located;
         for (i, (((buf, raw), s), out)) in
             pkts.iter_mut().zip(raws.iter()).zip(&found[..located]).zip(verdicts.iter_mut()).enumerate()
@@ -438,9 +456,14 @@ impl Express {
             // Kept in a register: reading `*out` back right after its narrow stores
             // would stall on store forwarding (see `graph::packed`).
             let v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
-            let tx = matches!(v, Verdict::Tx(_));
+            let (tx, port) = match v {
+                Verdict::Tx(p) => (true, p),
+                Verdict::Drop(_) => (false, 0),
+            };
             sent += usize::from(tx);
             drops |= !tx;
+            ports_or |= port;
+            ports_and &= port;
             lanes |= 1 << (s.lane as u8);
             *out = v;
         }
@@ -458,7 +481,8 @@ impl Express {
                 }
             }
         }
-        (done, drops)
+        let single = (done > 0 && !drops && ports_or == ports_and).then_some(ports_or);
+        Held { done, single }
     }
 
     /// Tracks a packet whose record `found` [`Express::holds`] (the flow table unchanged
@@ -578,7 +602,8 @@ impl Express {
         buf: &B,
     ) {
         let Verdict::Tx(out_port) = verdict else { return };
-        let (Some(&action), Some(stamp)) = (flows.table.action_ref(flow, dir), flows.table.stamp(flow)) else {
+        let (Some(&action), Some(stamp)) = (flows.table.action_ref(flow, dir), flows.table.stamp(flow))
+        else {
             return;
         };
         let Some(out) = ctx.snap.port(out_port) else { return };

@@ -504,7 +504,7 @@ impl<A: Copy + Default> Conntrack<A> {
     #[inline]
     pub fn prefetch_expiry(&self, id: FlowId) {
         if let Some(e) = self.entries.get(id.index()) {
-            dpfleet_prefetch::read(&e.expires_or_next);
+            dpfleet_mem::prefetch::read(&e.expires_or_next);
         }
     }
 
