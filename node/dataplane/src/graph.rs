@@ -514,7 +514,7 @@ impl Default for Pipeline {
 /// Whether every one of `verdicts` is `Tx` on the same port (and there is one), and
 /// which.
 #[inline]
-fn single_output(verdicts: &[Verdict]) -> Option<PortId> {
+pub(crate) fn single_output(verdicts: &[Verdict]) -> Option<PortId> {
     let Some(&Verdict::Tx(out)) = verdicts.first() else { return None };
     verdicts.iter().all(|v| *v == Verdict::Tx(out)).then_some(out)
 }
@@ -793,10 +793,7 @@ impl Pipeline {
             lane.run_held(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, vm, |_| {})
         } else {
             let mut memo = None;
-            let tunnel = |b: &B| {
-                let (raw, target) = stages::fast::tunnel_raw(ctx, b, &mut memo)?;
-                Some((raw, stages::express::target_code(Some(target))))
-            };
+            let tunnel = |b: &B| stages::fast::tunnel_raw(ctx, b, &mut memo);
             let learn = |run: &[B]| stages::decap::learn_last(ctx, neigh, run);
             lane.run_held(ctx, neigh, flows, pkts, verdicts, &mut ran, scratch, tunnel, learn)
         };

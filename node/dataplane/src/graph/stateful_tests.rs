@@ -1065,6 +1065,34 @@ fn a_burst_the_lane_holds_whole_leaves_it_when_its_flows_end() {
 }
 
 #[test]
+fn a_held_run_of_two_lanes_is_counted_per_lane_and_names_no_single_port() {
+    let snap = stateful_lab();
+    let mut p = pipeline(false);
+    let stage = |p: &Pipeline, s: Stage| p.counters.stages[s as usize].get();
+    let to_vm2 = from_vm(0, &tcp4(VM1_IP, VM2_IP, 1000, 80, false));
+    let to_peer = from_vm(0, &tcp4(VM1_IP, Ipv4Addr::new(10, 100, 2, 5), 1001, 80, false));
+    let burst = |p: &mut Pipeline, frames: &[&Vec<u8>]| {
+        let mut bufs: Vec<TestBuf> = frames.iter().map(|f| TestBuf::new(f)).collect();
+        let mut v = vec![Verdict::Drop(DropReason::TxFull); bufs.len()];
+        let single = p.process_burst(&snap, VM1, 1_000_000_000, &mut bufs, &mut v);
+        (single, v)
+    };
+    // Created, then recorded.
+    for _ in 0..2 {
+        burst(&mut p, &[&to_vm2, &to_peer, &to_vm2]);
+    }
+    let at = |p: &Pipeline| [Stage::Express, Stage::VfTx, Stage::Encap, Stage::PfTx].map(|s| stage(p, s));
+    let before = at(&p);
+    // Held whole: one lane's packets, then both lanes'.
+    assert_eq!(burst(&mut p, &[&to_vm2, &to_vm2]), (Some(VM2), vec![Verdict::Tx(VM2); 2]));
+    let (single, v) = burst(&mut p, &[&to_vm2, &to_peer, &to_vm2]);
+    assert_eq!((single, v), (None, vec![Verdict::Tx(VM2), Verdict::Tx(PF0), Verdict::Tx(VM2)]));
+    let after = at(&p);
+    let counted: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(counted, [5, 4, 1, 1], "express, vf_tx, encap, pf_tx");
+}
+
+#[test]
 fn a_tunnel_burst_the_lane_holds_whole_learns_the_routers_mac() {
     let mut snap = stateful_lab();
     snap.ports[usize::from(PF0)].as_mut().unwrap().neigh_mac = None;

@@ -49,6 +49,8 @@ pub fn check<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B) -> Result<Tunnel, DropReason>
 pub struct Outer<'a> {
     /// What the outer destination stands for.
     pub target: UnderlayTarget,
+    /// [`super::express::target_code`] of `target`, computed with the memo.
+    pub target_code: u64,
     /// The outer IPv6 header.
     pub header: &'a [u8; ipv6::HEADER_LEN],
     /// The outer next header.
@@ -76,7 +78,7 @@ pub fn check_outer<'a, B: PacketBuf>(ctx: &Ctx<'_>, buf: &'a B) -> Result<Outer<
 
 /// The last underlay address [`check_outer_with`] looked up in a burst and what it
 /// found: tunnel traffic to a node comes for a few of its addresses, mostly in runs.
-pub type TargetMemo = Option<(Ipv6Addr, Option<UnderlayTarget>)>;
+pub type TargetMemo = Option<(Ipv6Addr, Option<UnderlayTarget>, u64)>;
 
 /// [`check_outer`] for the packets of one burst (one snapshot), remembering the last
 /// underlay address looked up in `memo`.
@@ -89,12 +91,13 @@ pub fn check_outer_with<'a, B: PacketBuf>(
     let frame = Frame::new_checked(buf.data()).ok_or(DropReason::Malformed)?;
     let outer = ipv6::Packet::new_checked(frame.payload()).ok_or(DropReason::Malformed)?;
     let dst = outer.dst();
-    let found = match *memo {
-        Some((a, t)) if a == dst => t,
+    let (found, target_code) = match *memo {
+        Some((a, t, code)) if a == dst => (t, code),
         _ => {
             let t = ctx.snap.underlay_targets.get(&dst).copied();
-            *memo = Some((dst, t));
-            t
+            let code = super::express::target_code(t);
+            *memo = Some((dst, t, code));
+            (t, code)
         }
     };
     let target = found.ok_or(DropReason::UnknownUnderlay)?;
@@ -104,7 +107,7 @@ pub fn check_outer_with<'a, B: PacketBuf>(
     let payload = data.get(at..at + outer.payload_len()).ok_or(DropReason::Malformed)?;
     let header =
         data.get(ethernet::HEADER_LEN..).and_then(|h| h.first_chunk()).ok_or(DropReason::Malformed)?;
-    Ok(Outer { target, header, next_header, payload })
+    Ok(Outer { target, target_code, header, next_header, payload })
 }
 
 /// The second half of [`check`]: the inner packet.

@@ -442,9 +442,11 @@ impl Express {
         // Counted in registers: an array in memory made every packet's count wait for
         // the previous packet's store. A run is nearly always of one lane: the lanes
         // seen are a bit set, and only a run of several counts them packet by packet.
-        let (mut sent, mut lanes, mut drops) = (0, 0u8, false);
-        // The output ports OR-ed and AND-ed: equal when all are one.
-        let (mut ports_or, mut ports_and) = (0 as PortId, PortId::MAX);
+        // A run is nearly always of one lane and one output port. Each packet's record
+        // gives both (a drop aside), as one word, OR-ed and AND-ed over the run: the two
+        // are equal when all packets share them. Only another run is counted packet by
+        // packet, from the verdicts.
+        let (mut words_or, mut words_and, mut drops) = (0u32, u32::MAX, false);
         let mut done = located;
         for (i, (((buf, raw), s), out)) in
             pkts.iter_mut().zip(raws.iter()).zip(&found[..located]).zip(verdicts.iter_mut()).enumerate()
@@ -456,21 +458,17 @@ impl Express {
             // Kept in a register: reading `*out` back right after its narrow stores
             // would stall on store forwarding (see `graph::packed`).
             let v = self.apply_slot(ctx, neigh, flows, s, raw, buf, ran);
-            let (tx, port) = match v {
-                Verdict::Tx(p) => (true, p),
-                Verdict::Drop(_) => (false, 0),
-            };
-            sent += usize::from(tx);
-            drops |= !tx;
-            ports_or |= port;
-            ports_and &= port;
-            lanes |= 1 << (s.lane as u8);
+            let word = u32::from(s.out_port) | u32::from(s.lane as u8) << 16;
+            words_or |= word;
+            words_and &= word;
+            drops |= matches!(v, Verdict::Drop(_));
             *out = v;
         }
-        if lanes.is_power_of_two() {
+        let one = done > 0 && !drops && words_or == words_and;
+        if one {
             let lane = found.first().map_or(Lane::Empty, |s| s.lane);
             for &stage in lane.stages() {
-                ran[stage as usize] += sent;
+                ran[stage as usize] += done;
             }
         } else {
             for (s, v) in found[..done].iter().zip(verdicts.iter()) {
@@ -481,7 +479,11 @@ impl Express {
                 }
             }
         }
-        let single = (done > 0 && !drops && ports_or == ports_and).then_some(ports_or);
+        let single = if one {
+            found.first().map(|s| s.out_port)
+        } else {
+            crate::graph::single_output(verdicts.get(..done).unwrap_or_default())
+        };
         Held { done, single }
     }
 

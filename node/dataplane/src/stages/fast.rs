@@ -327,8 +327,9 @@ fn plain_inner<'a>(outer: &decap::Outer<'a>) -> Option<Plain<'a>> {
 }
 
 /// A frame on a PF that [`prepare`] makes an option-less candidate of: its inner
-/// packet's fields for the express lane and what the outer destination stands for
-/// (exactly [`Candidate::raw`] and [`Candidate::target`] after `prepare`). `None` for
+/// packet's fields for the express lane and the code of what the outer destination
+/// stands for (exactly [`Candidate::raw`] and [`Candidate::target_code`] after
+/// `prepare`; the memo keeps the code with the target). `None` for
 /// every other frame. Unlike `prepare`, it learns nothing: the caller learns the
 /// router's MAC from the run of frames it accepted ([`decap::learn_last`]) before
 /// delivering any.
@@ -337,12 +338,12 @@ pub fn tunnel_raw<B: PacketBuf>(
     ctx: &Ctx<'_>,
     buf: &B,
     memo: &mut TargetMemo,
-) -> Option<(Raw, UnderlayTarget)> {
+) -> Option<(Raw, u64)> {
     if buf.data().get(12..14) != Some(&ethernet::ETHERTYPE_IPV6.to_be_bytes()[..]) {
         return None;
     }
     let outer = decap::check_outer_with(ctx, buf, memo).ok()?;
-    Some((raw_of(&plain_inner(&outer)?), outer.target))
+    Some((raw_of(&plain_inner(&outer)?), outer.target_code))
 }
 
 /// [`prepare_tunnel`] for what decapsulation accepts but `plain_v4` does not.
