@@ -138,6 +138,31 @@ pub fn update(old_ck: u16, delta: u32) -> u16 {
     finish(u32::from(!old_ck) + delta)
 }
 
+/// A delta of [`update`] folded to 16 bits the ones' complement way: the same residue
+/// modulo 0xffff, and nonzero if it was (so [`update_folded`] with it gives what
+/// [`update`] gives with `delta`).
+#[inline]
+pub fn fold_delta(delta: u32) -> u16 {
+    let d = (delta & 0xffff) + (delta >> 16);
+    let d = (d & 0xffff) + (d >> 16);
+    #[allow(clippy::cast_possible_truncation)] // folded to 16 bits above
+    let d = d as u16;
+    d
+}
+
+/// [`update`] with a delta [`fold_delta`] folded: one fold suffices (the sum is at
+/// most `0x1fffe`). The arithmetic is the same in either byte order (RFC 1071, 2(B)):
+/// a checksum read little-endian, updated with a byte-swapped delta, is the update,
+/// byte-swapped.
+#[inline]
+pub fn update_folded(old_ck: u16, delta: u16) -> u16 {
+    let s = u32::from(!old_ck) + u32::from(delta);
+    let s = (s & 0xffff) + (s >> 16);
+    #[allow(clippy::cast_possible_truncation)] // at most 0xffff after one fold
+    let s = s as u16;
+    !s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +181,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_folded_delta_updates_as_the_whole_in_either_byte_order(
+            ck in prop_oneof![Just(0u16), Just(0xffff), any::<u16>()],
+            delta in prop_oneof![Just(0u32), Just(0xffff), Just(0x1fffe), 0..0x60000u32],
+        ) {
+            let d = fold_delta(delta);
+            prop_assert_eq!(update_folded(ck, d), update(ck, delta));
+            prop_assert_eq!(update_folded(ck.swap_bytes(), d.swap_bytes()), update(ck, delta).swap_bytes());
+        }
+
         #[test]
         fn summed_deltas_update_as_field_by_field(ck: u16, fields in vec(any::<(u16, u16)>(), 0..7)) {
             let delta = fields.iter().map(|&(o, n)| delta16(o, n)).sum();

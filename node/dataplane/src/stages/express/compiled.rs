@@ -39,10 +39,33 @@ pub(super) struct Compiled {
     addr: [u8; 4],
     port: u16,
     /// `Σ(~m + m')` of the IPv4 header's changed words: the address's, and the TTL's on
-    /// a routed lane.
-    ip_delta: u32,
+    /// a routed lane; folded ([`checksum::fold_delta`]) and byte-swapped, for checksums
+    /// read little-endian (a plain load here).
+    ip_delta: u16,
     /// The same for the L4 checksum: the address's (in the pseudo-header) and the port's.
-    l4_delta: u32,
+    l4_delta: u16,
+}
+
+/// A delta for [`Compiled`]: folded, byte-swapped.
+fn swapped(delta: u32) -> u16 {
+    checksum::fold_delta(delta).swap_bytes()
+}
+
+/// Updates the checksum at `at..at + 2` of `b` ([`checksum::update_folded`]), read and
+/// written little-endian, with a [`swapped`] delta; with `udp_rule`, as UDP's: a zero
+/// checksum (none) stays zero, and a zero result is sent as 0xffff.
+#[inline(always)]
+fn update_at(b: &mut [u8], at: usize, delta: u16, udp_rule: bool) {
+    let Some(f) = b.get_mut(at..at + 2) else { return };
+    let old = u16::from_le_bytes([f[0], f[1]]);
+    if udp_rule && old == 0 {
+        return;
+    }
+    let mut ck = checksum::update_folded(old, delta);
+    if udp_rule && ck == 0 {
+        ck = 0xffff; // both byte orders alike
+    }
+    f.copy_from_slice(&ck.to_le_bytes());
 }
 
 impl Compiled {
@@ -51,7 +74,7 @@ impl Compiled {
     pub(super) fn new(rw: Rewrite, raw: &Raw, routed: bool) -> Option<Self> {
         let ttl = if routed { TTL_DELTA } else { 0 };
         let (addr_at, port_at, old_addr, old_port, ip, port) = match rw {
-            Rewrite::None => return Some(Compiled { ip_delta: ttl, ..Compiled::default() }),
+            Rewrite::None => return Some(Compiled { ip_delta: swapped(ttl), ..Compiled::default() }),
             Rewrite::Src { ip, port } => (12, 0, raw.src(), raw.sp(), ip, port),
             Rewrite::Dst { ip, port } => (16, 2, raw.dst(), raw.dp(), ip, port),
             Rewrite::Nat64 { .. } | Rewrite::Nat46 { .. } => return None,
@@ -65,8 +88,8 @@ impl Compiled {
             udp: raw.proto == ipv4::PROTO_UDP,
             addr: ip.octets(),
             port: port.unwrap_or(0),
-            ip_delta: d_addr + ttl,
-            l4_delta: d_addr + d_port,
+            ip_delta: swapped(d_addr + ttl),
+            l4_delta: swapped(d_addr + d_port),
         })
     }
 
@@ -94,8 +117,7 @@ impl Compiled {
             // No rewrite: the TTL alone, on a routed lane.
             if routed {
                 h[ipv4::field::TTL] -= 1;
-                let ck = u16::from_be_bytes([h[IP_CKSUM], h[IP_CKSUM + 1]]);
-                h[IP_CKSUM..IP_CKSUM + 2].copy_from_slice(&checksum::update(ck, self.ip_delta).to_be_bytes());
+                update_at(h, IP_CKSUM, self.ip_delta, false);
             }
             return true;
         }
@@ -111,8 +133,7 @@ impl Compiled {
         if routed {
             h[ipv4::field::TTL] -= 1;
         }
-        let ck = u16::from_be_bytes([h[IP_CKSUM], h[IP_CKSUM + 1]]);
-        h[IP_CKSUM..IP_CKSUM + 2].copy_from_slice(&checksum::update(ck, self.ip_delta).to_be_bytes());
+        update_at(h, IP_CKSUM, self.ip_delta, false);
         let at = usize::from(self.addr_at);
         if let Some(addr) = h.get_mut(at..at + 4) {
             addr.copy_from_slice(&self.addr);
@@ -121,16 +142,7 @@ impl Compiled {
         if self.has_port {
             l4[port_at..port_at + 2].copy_from_slice(&self.port.to_be_bytes());
         }
-        let old = u16::from_be_bytes([l4[ck_at], l4[ck_at + 1]]);
-        if self.udp && old == 0 {
-            // UDP without checksum: only the port changes.
-            return true;
-        }
-        let mut ck = checksum::update(old, self.l4_delta);
-        if self.udp && ck == 0 {
-            ck = 0xffff; // 0 means "no checksum" in UDP
-        }
-        l4[ck_at..ck_at + 2].copy_from_slice(&ck.to_be_bytes());
+        update_at(l4, ck_at, self.l4_delta, self.udp);
         true
     }
 }
@@ -188,11 +200,7 @@ mod tests {
             prop_assert_eq!(c.rewrite(), rw);
             if zero_result && c.l4_delta != 0 {
                 // An old checksum whose update sums to zero (UDP then sends 0xffff).
-                let mut old = c.l4_delta;
-                while old > 0xffff {
-                    old = (old & 0xffff) + (old >> 16);
-                }
-                ip[ck_at..ck_at + 2].copy_from_slice(&u16::try_from(old).unwrap().to_be_bytes());
+                ip[ck_at..ck_at + 2].copy_from_slice(&c.l4_delta.to_le_bytes());
             }
             let mut general = ip.clone();
             let side = if side == 1 { Side::Source } else { Side::Destination };
