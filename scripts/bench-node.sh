@@ -5,6 +5,8 @@
 # dpdk-testpmd --forward-mode=macswap on the same kind of vdevs gives the I/O ceiling.
 #
 #   scripts/bench-node.sh [SECONDS] [PATH...]   (default 10 s per measurement; needs root)
+#   BENCH_ROUNDS=N scripts/bench-node.sh ...      (testpmd and the node alternately, N
+#                                                  times each; medians compared)
 #
 # Paths: vf-to-vf, vf-to-pf (the node core), and the stateful ones: snat (VF to PF through
 # a NAT gateway, 65,536 live flows), fw (VF to VF with --enforce-firewall and an accepting
@@ -134,10 +136,22 @@ PY
 fi
 
 echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //'), hugepages: ${huge[*]}"
-printf '| path | dpfleet-node (pps) | testpmd macswap (pps) | ratio |\n|---|---|---|---|\n'
+# BENCH_ROUNDS > 1: testpmd and the node alternately, that many times each; the medians
+# are compared (the host's load moves single runs by 5-10 %, the ceiling's too).
+rounds=${BENCH_ROUNDS:-1}
+printf '| path | dpfleet-node (pps) | testpmd macswap (pps) | ratio | rounds |\n|---|---|---|---|---|\n'
 for name in "${paths[@]}"; do
 	pcap_of "$name"
-	c=$(ceiling "$pcap")
-	n=$(node_rate "$pcap" "$out" "$name")
-	printf '| %s | %.2f M | %.2f M | %.2f |\n' "$name" "$(bc -l <<<"$n/1000000")" "$(bc -l <<<"$c/1000000")" "$(bc -l <<<"$n/$c")"
+	cs=() ns=()
+	for _ in $(seq "$rounds"); do
+		cs+=("$(ceiling "$pcap")")
+		ns+=("$(node_rate "$pcap" "$out" "$name")")
+	done
+	/usr/bin/python3 - "$name" "${ns[*]}" "${cs[*]}" <<'PY'
+import statistics, sys
+name, n, c = sys.argv[1], [int(x) for x in sys.argv[2].split()], [int(x) for x in sys.argv[3].split()]
+mn, mc = statistics.median(n), statistics.median(c)
+each = " ".join(f"{a / b:.2f}" for a, b in zip(n, c))
+print(f"| {name} | {mn / 1e6:.2f} M | {mc / 1e6:.2f} M | {mn / mc:.2f} | {len(n)} ({each}) |")
+PY
 done
