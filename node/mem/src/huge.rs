@@ -43,35 +43,33 @@ fn advise(p: *mut u8, len: usize) {
     }
 }
 
+/// A block for `layout` from `make`: with `large(layout)` and huge pages asked for when
+/// it is large, else with `layout`.
+fn made(layout: Layout, make: impl FnOnce(Layout) -> *mut u8) -> *mut u8 {
+    match large(layout) {
+        Some(big) => {
+            let p = make(big);
+            advise(p, big.size());
+            p
+        }
+        None => make(layout),
+    }
+}
+
 // SAFETY: every method hands the system allocator a layout valid for it and gives each
 // block back with the layout it was made with: `large(layout)` depends only on the
 // caller's layout, which GlobalAlloc's contract makes the same at `dealloc`.
 unsafe impl GlobalAlloc for HugeAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match large(layout) {
-            Some(big) => {
-                // SAFETY: the caller's contract (nonzero size) holds for `big` too.
-                let p = unsafe { System.alloc(big) };
-                advise(p, big.size());
-                p
-            }
-            // SAFETY: as the caller asked.
-            None => unsafe { System.alloc(layout) },
-        }
+        // SAFETY: the caller's contract (a nonzero size) holds for the layout `made`
+        // passes, which is `layout` or `large(layout)`, of the same size.
+        made(layout, |l| unsafe { System.alloc(l) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match large(layout) {
-            Some(big) => {
-                // SAFETY: as in `alloc`. The zeroed pages of a fresh mapping are not
-                // touched, so the advice comes before the first fault.
-                let p = unsafe { System.alloc_zeroed(big) };
-                advise(p, big.size());
-                p
-            }
-            // SAFETY: as the caller asked.
-            None => unsafe { System.alloc_zeroed(layout) },
-        }
+        // SAFETY: as in `alloc`. The zeroed pages of a fresh mapping are not touched,
+        // so the advice comes before the first fault.
+        made(layout, |l| unsafe { System.alloc_zeroed(l) })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
