@@ -440,12 +440,10 @@ impl Express {
             }
         }
         // Counted in registers: an array in memory made every packet's count wait for
-        // the previous packet's store. A run is nearly always of one lane: the lanes
-        // seen are a bit set, and only a run of several counts them packet by packet.
-        // A run is nearly always of one lane and one output port. Each packet's record
-        // gives both (a drop aside), as one word, OR-ed and AND-ed over the run: the two
-        // are equal when all packets share them. Only another run is counted packet by
-        // packet, from the verdicts.
+        // the previous packet's store. A run is nearly always of one lane and one output
+        // port. Each packet's record gives both (a drop aside), as one word, OR-ed and
+        // AND-ed over the run: the two are equal when all packets share them. Only
+        // another run is counted packet by packet, from the verdicts.
         let (mut words_or, mut words_and, mut drops) = (0u32, u32::MAX, false);
         let mut done = located;
         for (i, (((buf, raw), s), out)) in

@@ -15,16 +15,26 @@ pub fn sum_words(mut sum: u32, data: &[u8]) -> u32 {
     sum
 }
 
-/// Folds a 32-bit sum to 16 bits and complements it. Two folds, without a loop, are
-/// enough for any `u32`: the first leaves at most `0xffff + 0xffff = 0x1fffe`, the
-/// second at most `0xfffe + 1`.
+/// One fold of a ones' complement sum: the carries above bit 15 added back in. It keeps
+/// the residue modulo 0xffff and keeps a nonzero sum nonzero.
+#[inline]
+fn fold(sum: u32) -> u32 {
+    (sum & 0xffff) + (sum >> 16)
+}
+
+/// A 32-bit sum folded to 16 bits. Two folds, without a loop, are enough for any `u32`:
+/// the first leaves at most `0xffff + 0xffff = 0x1fffe`, the second at most `0xfffe + 1`.
+#[inline]
+fn fold16(sum: u32) -> u16 {
+    #[allow(clippy::cast_possible_truncation)] // folded to 16 bits
+    let s = fold(fold(sum)) as u16;
+    s
+}
+
+/// Folds a 32-bit sum to 16 bits and complements it.
 #[inline]
 pub fn finish(sum: u32) -> u16 {
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    #[allow(clippy::cast_possible_truncation)] // folded to 16 bits above
-    let s = sum as u16;
-    !s
+    !fold16(sum)
 }
 
 /// Checksum of `data` (e.g. an IPv4 header with its checksum field zeroed).
@@ -143,11 +153,7 @@ pub fn update(old_ck: u16, delta: u32) -> u16 {
 /// [`update`] gives with `delta`).
 #[inline]
 pub fn fold_delta(delta: u32) -> u16 {
-    let d = (delta & 0xffff) + (delta >> 16);
-    let d = (d & 0xffff) + (d >> 16);
-    #[allow(clippy::cast_possible_truncation)] // folded to 16 bits above
-    let d = d as u16;
-    d
+    fold16(delta)
 }
 
 /// [`update`] with a delta [`fold_delta`] folded: one fold suffices (the sum is at
@@ -156,10 +162,8 @@ pub fn fold_delta(delta: u32) -> u16 {
 /// byte-swapped.
 #[inline]
 pub fn update_folded(old_ck: u16, delta: u16) -> u16 {
-    let s = u32::from(!old_ck) + u32::from(delta);
-    let s = (s & 0xffff) + (s >> 16);
     #[allow(clippy::cast_possible_truncation)] // at most 0xffff after one fold
-    let s = s as u16;
+    let s = fold(u32::from(!old_ck) + u32::from(delta)) as u16;
     !s
 }
 

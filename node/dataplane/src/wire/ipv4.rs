@@ -147,15 +147,10 @@ pub fn decrement_ttl_header(h: &mut [u8; MIN_HEADER_LEN]) -> bool {
 
 /// The header checksum after the TTL went down by one, from `ck` before: RFC 1624
 /// eqn. 3 for the 16-bit word (TTL, protocol), `~(~ck + ~m + m')`, where `~m + m'` is
-/// `0xfeff` whatever the protocol, for a TTL above zero. The sum is below `0x1_ff00`, so
-/// one fold brings it to 16 bits.
+/// `0xfeff` whatever the protocol, for a TTL above zero: a delta already folded.
 #[inline]
 fn ttl_decremented(ck: u16) -> u16 {
-    let sum = u32::from(!ck) + 0xfeff;
-    let sum = (sum & 0xffff) + (sum >> 16);
-    #[allow(clippy::cast_possible_truncation)] // at most 0xffff after the fold
-    let folded = sum as u16;
-    !folded
+    checksum::update_folded(ck, 0xfeff)
 }
 
 #[cfg(test)]
