@@ -416,7 +416,10 @@ impl Express {
                 break;
             };
             *h = r.hash(ctx.in_port);
-            dpfleet_mem::prefetch::read_at(&self.slots, self.buckets(*h)[0]);
+            // The first bucket whole: both of its lines.
+            let [b1, _] = self.buckets(*h);
+            dpfleet_mem::prefetch::read_at(&self.slots, b1);
+            dpfleet_mem::prefetch::read_at(&self.slots, b1 | 1);
             (*raw, *t) = (r, target);
         }
         parsed_run(&pkts[..parsed]);
