@@ -576,10 +576,11 @@ impl Pipeline {
     }
 
     /// Where the pipeline's large tables lie, (address, bytes) each: the flow table's
-    /// entries and index (see [`Conntrack::memory`]) and the express lane's records.
-    pub fn table_memory(&self) -> [(usize, usize); 3] {
-        let [entries, index] = self.flows.table.memory();
-        [entries, index, self.express.region()]
+    /// entries, their expiry words and index (see [`Conntrack::memory`]) and the express
+    /// lane's records.
+    pub fn table_memory(&self) -> [(usize, usize); 4] {
+        let [entries, meta, index] = self.flows.table.memory();
+        [entries, meta, index, self.express.region()]
     }
 
     /// The flow table.

@@ -334,11 +334,7 @@ fn plain_inner<'a>(outer: &decap::Outer<'a>) -> Option<Plain<'a>> {
 /// router's MAC from the run of frames it accepted ([`decap::learn_last`]) before
 /// delivering any.
 #[inline(always)]
-pub fn tunnel_raw<B: PacketBuf>(
-    ctx: &Ctx<'_>,
-    buf: &B,
-    memo: &mut TargetMemo,
-) -> Option<(Raw, u64)> {
+pub fn tunnel_raw<B: PacketBuf>(ctx: &Ctx<'_>, buf: &B, memo: &mut TargetMemo) -> Option<(Raw, u64)> {
     if buf.data().get(12..14) != Some(&ethernet::ETHERTYPE_IPV6.to_be_bytes()[..]) {
         return None;
     }

@@ -13,9 +13,11 @@
 //!
 //! # Layout
 //! - An arena of `capacity` entries, allocated once at construction. An entry holds
-//!   both directions' keys, both actions, the expiry second, the TCP state and a stamp
-//!   that names the flow in it (see [`crate::tables::conntrack::Conntrack::stamp`]: a
-//!   cache may remember a flow by entry and stamp, and check it with one compare); free
+//!   both directions' keys and both actions (128 bytes with the node's action: two cache
+//!   lines). Beside it, one 8-byte word per entry holds what every packet reads or
+//!   changes: the expiry tick, the TCP state and a stamp that names the flow in the entry
+//!   (see [`crate::tables::conntrack::Conntrack::stamp`]: a cache may remember a flow by
+//!   entry and stamp, and check it with one compare, in that dense array alone); free
 //!   entries are chained through their expiry field, so the free list costs nothing.
 //! - An index: open addressing with linear probing and Robin Hood ordering over
 //!   `2.5 × capacity` slots (so at most 80 % full, as every flow has two keys). A slot
@@ -232,16 +234,27 @@ const NIL: u32 = u32::MAX;
 /// An empty index slot (no real slot: entry references stay below 2^31).
 const EMPTY: u64 = u64::MAX;
 
-/// In [`Entry::state`]: both keys are equal, and only the original one is indexed.
+/// In [`Meta::state`]: both keys are equal, and only the original one is indexed.
 const SINGLE: u8 = 0x80;
 // The TCP states, stored as `u8`, stay clear of it.
 const _: () = assert!((TcpState::Closed as u8) < SINGLE);
 
+/// What a flow's keys and actions are: read by look-ups and the graph.
 #[derive(Clone, Copy, Debug)]
 struct Entry<A> {
     keys: [FlowKey; 2],
     actions: [A; 2],
-    /// Live: the second after which the flow is expired. Free: the next free entry.
+}
+
+/// What changes with every packet of a flow, and what says whether the entry holds one:
+/// beside the entries in an array of its own, eight bytes each, so that a cache that
+/// remembers a flow by entry and stamp (the express lane) checks and counts a packet in
+/// one dense array instead of a line of a large entry (the live flows' words of a
+/// worker's 65,536 flows fit half a megabyte).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(8))]
+struct Meta {
+    /// Live: the tick after which the flow is expired. Free: the next free entry.
     expires_or_next: u32,
     /// Moves on whenever the entry takes a flow or its flow's keys or actions change
     /// (see [`Conntrack::stamp`]); kept while the entry is free.
@@ -251,7 +264,7 @@ struct Entry<A> {
     state: u8,
 }
 
-impl<A> Entry<A> {
+impl Meta {
     /// Both keys are equal: only the original one is indexed.
     #[inline]
     fn single(&self) -> bool {
@@ -269,6 +282,8 @@ impl<A> Entry<A> {
 #[derive(Clone, Debug)]
 pub struct Conntrack<A> {
     entries: Box<[Entry<A>]>,
+    /// One per entry (see [`Meta`]).
+    meta: Box<[Meta]>,
     slots: Box<[u64]>,
     /// `slots.len()` (fits 32 bits by [`Config::MAX_CAPACITY`]).
     n_slots: u32,
@@ -349,16 +364,12 @@ impl<A: Copy + Default> Conntrack<A> {
             return Err(ConfigError::Timeout);
         }
         let n = index_slots(cfg.capacity);
-        let free = Entry {
-            keys: [FlowKey::v4(0, 0.into(), 0.into(), 0, 0, 0); 2],
-            actions: [A::default(); 2],
-            expires_or_next: NIL,
-            stamp: 0,
-            kind: KIND_FREE,
-            state: 0,
-        };
+        let free =
+            Entry { keys: [FlowKey::v4(0, 0.into(), 0.into(), 0, 0, 0); 2], actions: [A::default(); 2] };
+        let free_meta = Meta { expires_or_next: NIL, stamp: 0, kind: KIND_FREE, state: 0 };
         let mut t = Conntrack {
             entries: vec![free; cfg.capacity].into_boxed_slice(),
+            meta: vec![free_meta; cfg.capacity].into_boxed_slice(),
             slots: vec![EMPTY; n].into_boxed_slice(),
             n_slots: u32::try_from(n).map_err(|_| ConfigError::Capacity(cfg.capacity))?,
             free_head: NIL,
@@ -379,26 +390,29 @@ impl<A: Copy + Default> Conntrack<A> {
     pub fn footprint(capacity: usize) -> Footprint {
         Footprint {
             capacity,
-            entry_bytes: capacity * std::mem::size_of::<Entry<A>>(),
+            entry_bytes: capacity * (std::mem::size_of::<Entry<A>>() + std::mem::size_of::<Meta>()),
             index_bytes: index_slots(capacity) * std::mem::size_of::<u64>(),
         }
     }
 
-    /// Where the table's two large allocations (the entry arena and the index) lie:
-    /// (address, bytes) of each, for the daemon to ask the kernel for huge pages there.
-    /// Every lookup touches both at a random place; with 4 KiB pages a large table costs
-    /// a TLB miss per lookup (measured on the node: VF to VF 10 % faster with
-    /// transparent huge pages).
-    pub fn memory(&self) -> [(usize, usize); 2] {
+    /// Where the table's three large allocations (the entry arena, the entries' expiry
+    /// and state words, and the index) lie: (address, bytes) of each, for the daemon to
+    /// ask the kernel for huge pages there. Every lookup touches each at a random place;
+    /// with 4 KiB pages a large table costs a TLB miss per lookup (measured on the node:
+    /// VF to VF 10 % faster with transparent huge pages).
+    pub fn memory(&self) -> [(usize, usize); 3] {
         [
             (self.entries.as_ptr().addr(), std::mem::size_of_val(&*self.entries)),
+            (self.meta.as_ptr().addr(), std::mem::size_of_val(&*self.meta)),
             (self.slots.as_ptr().addr(), std::mem::size_of_val(&*self.slots)),
         ]
     }
 
     /// The heap memory this table holds.
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.entries) + std::mem::size_of_val(&*self.slots)
+        std::mem::size_of_val(&*self.entries)
+            + std::mem::size_of_val(&*self.meta)
+            + std::mem::size_of_val(&*self.slots)
     }
 
     /// Most flows the table holds.
@@ -420,8 +434,8 @@ impl<A: Copy + Default> Conntrack<A> {
     /// capacity: not for the packet path.
     pub fn clear(&mut self) {
         self.slots.fill(EMPTY);
-        let cap = self.entries.len();
-        for (i, e) in self.entries.iter_mut().enumerate() {
+        let cap = self.meta.len();
+        for (i, e) in self.meta.iter_mut().enumerate() {
             e.kind = KIND_FREE;
             // Entry numbers fit 32 bits by MAX_CAPACITY; the last entry ends the chain.
             e.expires_or_next = if i + 1 < cap { u32::try_from(i + 1).unwrap_or(NIL) } else { NIL };
@@ -473,11 +487,12 @@ impl<A: Copy + Default> Conntrack<A> {
         for h in hashes {
             let s = self.slots[self.home(tag_of(h))];
             if s != EMPTY && slot_tag(s) == tag_of(h) {
-                if let Some(e) = self.entries.get((slot_ref(s) >> 1) as usize) {
-                    // An entry spans up to three cache lines: read the key and the action
-                    // of the slot's direction and the expiry, as the lookup will.
+                let i = (slot_ref(s) >> 1) as usize;
+                if let (Some(e), Some(m)) = (self.entries.get(i), self.meta.get(i)) {
+                    // Read the key and the action of the slot's direction and the
+                    // expiry, as the lookup will.
                     let k = &e.keys[(s & 1) as usize];
-                    acc ^= u64::from(k.vni()) ^ u64::from(k.zone()) ^ u64::from(e.expires_or_next);
+                    acc ^= u64::from(k.vni()) ^ u64::from(k.zone()) ^ u64::from(m.expires_or_next);
                     std::hint::black_box(e.actions[(s & 1) as usize]);
                 }
             }
@@ -499,19 +514,25 @@ impl<A: Copy + Default> Conntrack<A> {
         std::hint::black_box(acc);
     }
 
-    /// Starts loading the line of flow `id`'s entry that [`Conntrack::is_current`] and
-    /// [`Conntrack::touch`] use (nothing if `id` is no entry).
+    /// Starts loading the line of flow `id`'s expiry and state that
+    /// [`Conntrack::is_current`] and [`Conntrack::touch`] use (nothing if `id` is no
+    /// entry).
     #[inline]
     pub fn prefetch_expiry(&self, id: FlowId) {
-        if let Some(e) = self.entries.get(id.index()) {
-            dpfleet_mem::prefetch::read(&e.expires_or_next);
-        }
+        dpfleet_mem::prefetch::read_at(&self.meta, id.index());
+    }
+
+    /// Whether entry `i` holds a flow.
+    #[inline]
+    fn is_live(&self, i: usize) -> bool {
+        self.meta.get(i).is_some_and(|m| m.kind != KIND_FREE)
     }
 
     /// The action of one direction of a flow, in place (`None` if `id` is no flow).
     #[inline]
     pub fn action_ref(&self, id: FlowId, dir: Dir) -> Option<&A> {
-        self.entries.get(id.index()).filter(|e| e.kind != KIND_FREE).map(|e| &e.actions[dir.index()])
+        let e = self.entries.get(id.index()).filter(|_| self.is_live(id.index()))?;
+        Some(&e.actions[dir.index()])
     }
 
     /// The table's keyed hash.
@@ -584,7 +605,7 @@ impl<A: Copy + Default> Conntrack<A> {
     /// `(id, stamp)` names one flow, unchanged, within an era ([`Conntrack::is_current`]).
     #[inline]
     pub fn stamp(&self, id: FlowId) -> Option<u16> {
-        self.entries.get(id.index()).filter(|e| e.kind != KIND_FREE).map(|e| e.stamp)
+        self.meta.get(id.index()).filter(|m| m.kind != KIND_FREE).map(|m| m.stamp)
     }
 
     /// See [`Conntrack::stamp`]. Starts at 0; moves on once in 65,536 new flows of one
@@ -599,16 +620,16 @@ impl<A: Copy + Default> Conntrack<A> {
     /// the stamp was read.
     #[inline]
     pub fn is_current(&self, id: FlowId, stamp: u16, now_ns: u64) -> bool {
-        self.entries
+        self.meta
             .get(id.index())
-            .is_some_and(|e| e.stamp == stamp && e.kind != KIND_FREE && ticks(now_ns) <= e.expires_or_next)
+            .is_some_and(|m| m.stamp == stamp && m.kind != KIND_FREE && ticks(now_ns) <= m.expires_or_next)
     }
 
     /// The entry reference of the live flow with key `key` (hash `h`) at tick `now`.
     #[inline]
     fn find_live(&self, key: &FlowKey, h: u64, now: u32) -> Option<u32> {
         let r = self.find(key, h)?.1;
-        (now <= self.entries[(r >> 1) as usize].expires_or_next).then_some(r)
+        (now <= self.meta[(r >> 1) as usize].expires_or_next).then_some(r)
     }
 
     /// Counts a packet of the flow in entry `idx` at tick `now`: its TCP state advances
@@ -616,7 +637,7 @@ impl<A: Copy + Default> Conntrack<A> {
     #[inline]
     fn count(&mut self, idx: usize, tcp_flags: u8, now: u32) -> TcpState {
         let (established, short) = (self.tcp_established_timeout, self.flow_timeout);
-        let Some(e) = self.entries.get_mut(idx) else { return TcpState::None };
+        let Some(e) = self.meta.get_mut(idx) else { return TcpState::None };
         let mut tcp = TcpState::None;
         let mut timeout = short;
         if e.kind == KIND_TCP {
@@ -646,9 +667,9 @@ impl<A: Copy + Default> Conntrack<A> {
     /// Looks up a key without counting a packet. Expired flows are absent.
     pub fn get(&self, key: &FlowKey, now_ns: u64) -> Option<Hit<A>> {
         let r = self.find_live(key, self.hasher.hash(key), ticks(now_ns))?;
-        let e = &self.entries[(r >> 1) as usize];
+        let (e, m) = (&self.entries[(r >> 1) as usize], &self.meta[(r >> 1) as usize]);
         let dir = Dir::from_bit(r);
-        let tcp = if e.kind == KIND_TCP { TcpState::from_u8(e.tcp()) } else { TcpState::None };
+        let tcp = if m.kind == KIND_TCP { TcpState::from_u8(m.tcp()) } else { TcpState::None };
         Some(Hit { id: FlowId(r >> 1), dir, action: e.actions[dir.index()], tcp })
     }
 
@@ -698,18 +719,17 @@ impl<A: Copy + Default> Conntrack<A> {
         } else {
             (KIND_OTHER, 0, self.flow_timeout)
         };
-        let e = &mut self.entries[idx as usize];
-        self.free_head = e.expires_or_next;
+        let m = &mut self.meta[idx as usize];
+        self.free_head = m.expires_or_next;
         self.used = self.used.max(idx as usize + 1);
-        let stamp = next_stamp(e.stamp, &mut self.era);
-        *e = Entry {
-            keys: [orig, reply],
-            actions,
+        let stamp = next_stamp(m.stamp, &mut self.era);
+        *m = Meta {
             expires_or_next: now.saturating_add(timeout),
             stamp,
             kind,
             state: tcp | if single { SINGLE } else { 0 },
         };
+        self.entries[idx as usize] = Entry { keys: [orig, reply], actions };
         self.len += 1;
         self.index_insert(tag_of(h0), idx << 1);
         if !single {
@@ -731,7 +751,7 @@ impl<A: Copy + Default> Conntrack<A> {
         mut on_remove: impl FnMut(&Flow<A>),
     ) -> Result<(), InsertError> {
         let Some(e) = self.entries.get(id.index()) else { return Ok(()) };
-        if e.kind == KIND_FREE || e.keys[dir.index()] == key {
+        if !self.is_live(id.index()) || e.keys[dir.index()] == key {
             return Ok(());
         }
         let h = self.hasher.hash(&key);
@@ -743,8 +763,10 @@ impl<A: Copy + Default> Conntrack<A> {
         self.unlink(id.0);
         let e = &mut self.entries[id.index()];
         e.keys[dir.index()] = key;
-        e.state = e.tcp() | if e.keys[0] == e.keys[1] { SINGLE } else { 0 };
-        e.stamp = next_stamp(e.stamp, &mut self.era);
+        let single = e.keys[0] == e.keys[1];
+        let m = &mut self.meta[id.index()];
+        m.state = m.tcp() | if single { SINGLE } else { 0 };
+        m.stamp = next_stamp(m.stamp, &mut self.era);
         self.link(id.0);
         Ok(())
     }
@@ -756,10 +778,10 @@ impl<A: Copy + Default> Conntrack<A> {
 
     /// Replaces the action of one direction of a flow. Returns whether `id` is a flow.
     pub fn set_action(&mut self, id: FlowId, dir: Dir, action: A) -> bool {
-        match self.entries.get_mut(id.index()) {
-            Some(e) if e.kind != KIND_FREE => {
+        match (self.entries.get_mut(id.index()), self.meta.get_mut(id.index())) {
+            (Some(e), Some(m)) if m.kind != KIND_FREE => {
                 e.actions[dir.index()] = action;
-                e.stamp = next_stamp(e.stamp, &mut self.era);
+                m.stamp = next_stamp(m.stamp, &mut self.era);
                 true
             }
             _ => false,
@@ -769,8 +791,7 @@ impl<A: Copy + Default> Conntrack<A> {
     /// A copy of a flow (`None` if `id` is no flow; expired flows not reclaimed yet are
     /// shown).
     pub fn flow(&self, id: FlowId) -> Option<Flow<A>> {
-        let e = self.entries.get(id.index())?;
-        (e.kind != KIND_FREE).then(|| Self::view(id.0, e))
+        self.is_live(id.index()).then(|| self.view(id.0))
     }
 
     /// Removes a flow and returns it (`None` if `id` is no flow).
@@ -800,11 +821,11 @@ impl<A: Copy + Default> Conntrack<A> {
         for _ in 0..max_scan.min(end) {
             let i = if self.cursor < end { self.cursor } else { 0 };
             self.cursor = i + 1;
-            let e = &self.entries[i];
-            if e.kind != KIND_FREE && now > e.expires_or_next {
+            let m = &self.meta[i];
+            if m.kind != KIND_FREE && now > m.expires_or_next {
                 // i < capacity <= MAX_CAPACITY fits 32 bits.
                 let id = u32::try_from(i).unwrap_or(NIL);
-                on_remove(&Self::view(id, e));
+                on_remove(&self.view(id));
                 self.unlink(id);
                 self.release(id);
                 removed += 1;
@@ -824,12 +845,11 @@ impl<A: Copy + Default> Conntrack<A> {
     ) -> usize {
         let mut removed = 0;
         for i in 0..self.used {
-            let e = &self.entries[i];
-            if e.kind == KIND_FREE {
+            if !self.is_live(i) {
                 continue;
             }
             let id = u32::try_from(i).unwrap_or(NIL);
-            let f = Self::view(id, e);
+            let f = self.view(id);
             if !keep(&f) {
                 on_remove(&f);
                 self.unlink(id);
@@ -843,22 +863,24 @@ impl<A: Copy + Default> Conntrack<A> {
     /// Every flow held (expired ones not reclaimed yet included), in entry order. Scans
     /// the entries ever taken (see `used`).
     pub fn iter(&self) -> impl Iterator<Item = Flow<A>> + '_ {
-        self.entries[..self.used]
+        self.meta[..self.used]
             .iter()
             .zip(0u32..)
-            .filter(|(e, _)| e.kind != KIND_FREE)
-            .map(|(e, i)| Self::view(i, e))
+            .filter(|(m, _)| m.kind != KIND_FREE)
+            .map(|(_, i)| self.view(i))
     }
 
     // ---- internals ----
 
-    fn view(id: u32, e: &Entry<A>) -> Flow<A> {
+    /// The flow in entry `id`, which holds one.
+    fn view(&self, id: u32) -> Flow<A> {
+        let (e, m) = (&self.entries[id as usize], &self.meta[id as usize]);
         Flow {
             id: FlowId(id),
             keys: e.keys,
             actions: e.actions,
-            tcp: (e.kind == KIND_TCP).then(|| TcpState::from_u8(e.tcp())),
-            expires_s: e.expires_or_next.div_ceil(TICKS_PER_S),
+            tcp: (m.kind == KIND_TCP).then(|| TcpState::from_u8(m.tcp())),
+            expires_s: m.expires_or_next.div_ceil(TICKS_PER_S),
         }
     }
 
@@ -924,11 +946,10 @@ impl<A: Copy + Default> Conntrack<A> {
     ) -> Result<(), InsertError> {
         if let Some((_, r)) = self.find(key, h) {
             let idx = r >> 1;
-            let e = &self.entries[idx as usize];
-            if now <= e.expires_or_next {
+            if now <= self.meta[idx as usize].expires_or_next {
                 return Err(InsertError::Exists { id: FlowId(idx), dir: Dir::from_bit(r) });
             }
-            on_remove(&Self::view(idx, e));
+            on_remove(&self.view(idx));
             self.unlink(idx);
             self.release(idx);
         }
@@ -988,8 +1009,8 @@ impl<A: Copy + Default> Conntrack<A> {
 
     /// Indexes a live entry's keys.
     fn link(&mut self, idx: u32) {
-        let e = &self.entries[idx as usize];
-        let (k0, k1, single) = (e.keys[0], e.keys[1], e.single());
+        let [k0, k1] = self.entries[idx as usize].keys;
+        let single = self.meta[idx as usize].single();
         self.index_insert(tag_of(self.hasher.hash(&k0)), idx << 1);
         if !single {
             self.index_insert(tag_of(self.hasher.hash(&k1)), idx << 1 | 1);
@@ -998,8 +1019,8 @@ impl<A: Copy + Default> Conntrack<A> {
 
     /// Removes a live entry's keys from the index.
     fn unlink(&mut self, idx: u32) {
-        let e = &self.entries[idx as usize];
-        let (k0, k1, single) = (e.keys[0], e.keys[1], e.single());
+        let [k0, k1] = self.entries[idx as usize].keys;
+        let single = self.meta[idx as usize].single();
         self.index_remove(self.hasher.hash(&k0), idx << 1);
         if !single {
             self.index_remove(self.hasher.hash(&k1), idx << 1 | 1);
@@ -1008,9 +1029,9 @@ impl<A: Copy + Default> Conntrack<A> {
 
     /// Returns an unlinked entry to the free list.
     fn release(&mut self, idx: u32) {
-        let e = &mut self.entries[idx as usize];
-        e.kind = KIND_FREE;
-        e.expires_or_next = self.free_head;
+        let m = &mut self.meta[idx as usize];
+        m.kind = KIND_FREE;
+        m.expires_or_next = self.free_head;
         self.free_head = idx;
         self.len -= 1;
     }

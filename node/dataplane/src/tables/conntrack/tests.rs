@@ -41,13 +41,14 @@ impl<A: Copy + Default> Conntrack<A> {
     fn check(&self) {
         let mut want = HashSet::new();
         let mut keys = HashSet::new();
-        for (i, e) in self.entries.iter().enumerate() {
-            if e.kind == KIND_FREE {
+        assert_eq!(self.entries.len(), self.meta.len());
+        for (i, (e, m)) in self.entries.iter().zip(self.meta.iter()).enumerate() {
+            if m.kind == KIND_FREE {
                 continue;
             }
             let i = u32::try_from(i).unwrap();
-            assert_eq!(e.single(), e.keys[0] == e.keys[1]);
-            for d in 0..if e.single() { 1 } else { 2 } {
+            assert_eq!(m.single(), e.keys[0] == e.keys[1]);
+            for d in 0..if m.single() { 1 } else { 2 } {
                 assert!(want.insert((i << 1) | d));
                 assert!(keys.insert(e.keys[d as usize]), "two flows share {:?}", e.keys[d as usize]);
                 let (_, r) = self.find(&e.keys[d as usize], self.hasher.hash(&e.keys[d as usize])).unwrap();
@@ -60,9 +61,9 @@ impl<A: Copy + Default> Conntrack<A> {
         let mut free = 0;
         let mut f = self.free_head;
         while f != NIL {
-            assert_eq!(self.entries[f as usize].kind, KIND_FREE);
+            assert_eq!(self.meta[f as usize].kind, KIND_FREE);
             free += 1;
-            f = self.entries[f as usize].expires_or_next;
+            f = self.meta[f as usize].expires_or_next;
         }
         assert_eq!(free + self.len, self.capacity());
     }
@@ -389,9 +390,11 @@ fn config_is_validated() {
 
 #[test]
 fn memory_per_flow_is_within_budget() {
-    // The arena entry: two 44-byte keys, two 16-byte actions, expiry, state: 128 bytes.
+    // The arena entry: two 44-byte keys, two 16-byte actions: 120 bytes; and its word
+    // of expiry, stamp and state: 8 bytes.
     assert_eq!(std::mem::size_of::<FlowKey>(), 44);
-    assert_eq!(std::mem::size_of::<Entry<Act>>(), 128);
+    assert_eq!(std::mem::size_of::<Entry<Act>>(), 120);
+    assert_eq!(std::mem::size_of::<Meta>(), 8);
     // A built table holds exactly what the formula says.
     let t = table(1000);
     assert_eq!(t.heap_bytes(), Conntrack::<Act>::footprint(1000).total());
