@@ -207,7 +207,7 @@ pub struct Flow<A> {
 pub struct Footprint {
     /// Flows the table holds.
     pub capacity: usize,
-    /// Bytes of the entry arena.
+    /// Bytes of the entry arena and of the entries' expiry and state words.
     pub entry_bytes: usize,
     /// Bytes of the index.
     pub index_bytes: usize,
@@ -637,17 +637,17 @@ impl<A: Copy + Default> Conntrack<A> {
     #[inline]
     fn count(&mut self, idx: usize, tcp_flags: u8, now: u32) -> TcpState {
         let (established, short) = (self.tcp_established_timeout, self.flow_timeout);
-        let Some(e) = self.meta.get_mut(idx) else { return TcpState::None };
+        let Some(m) = self.meta.get_mut(idx) else { return TcpState::None };
         let mut tcp = TcpState::None;
         let mut timeout = short;
-        if e.kind == KIND_TCP {
-            tcp = TcpState::from_u8(e.tcp()).next(tcp_flags);
-            e.state = tcp as u8 | (e.state & SINGLE);
+        if m.kind == KIND_TCP {
+            tcp = TcpState::from_u8(m.tcp()).next(tcp_flags);
+            m.state = tcp as u8 | (m.state & SINGLE);
             if tcp == TcpState::Established {
                 timeout = established;
             }
         }
-        e.expires_or_next = now.saturating_add(timeout);
+        m.expires_or_next = now.saturating_add(timeout);
         tcp
     }
 
