@@ -435,10 +435,10 @@ impl<A: Copy + Default> Conntrack<A> {
     pub fn clear(&mut self) {
         self.slots.fill(EMPTY);
         let cap = self.meta.len();
-        for (i, e) in self.meta.iter_mut().enumerate() {
-            e.kind = KIND_FREE;
+        for (i, m) in self.meta.iter_mut().enumerate() {
+            m.kind = KIND_FREE;
             // Entry numbers fit 32 bits by MAX_CAPACITY; the last entry ends the chain.
-            e.expires_or_next = if i + 1 < cap { u32::try_from(i + 1).unwrap_or(NIL) } else { NIL };
+            m.expires_or_next = if i + 1 < cap { u32::try_from(i + 1).unwrap_or(NIL) } else { NIL };
         }
         self.free_head = 0;
         self.len = 0;
